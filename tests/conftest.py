@@ -1,0 +1,29 @@
+"""Shared pytest set-up: the `slow` marker (run with --runslow) and a scratch asset root."""
+import os
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def pytest_addoption(parser):
+    parser.addoption("--runslow", action="store_true", default=False, help="also run tests marked slow")
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "slow: long test, run only with --runslow")
+    for var, sub in [("JUPYTER_CONFIG_DIR", "jupyter/config"), ("JUPYTER_DATA_DIR", "jupyter/data"),
+                     ("IPYTHONDIR", "ipython"), ("MPLCONFIGDIR", "matplotlib")]:
+        p = ROOT / ".cache" / sub
+        p.mkdir(parents=True, exist_ok=True)
+        os.environ.setdefault(var, str(p))
+
+
+def pytest_collection_modifyitems(config, items):
+    if config.getoption("--runslow"):
+        return
+    skip = pytest.mark.skip(reason="slow: run with --runslow")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip)
