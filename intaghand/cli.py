@@ -5,15 +5,16 @@
 # %% auto #0
 __all__ = ['SUBCOMMANDS', 'main', 'config_main', 'smoke_main']
 
-# %% ../nbs/20_cli.ipynb #2ca445ae
+# %% ../nbs/20_cli.ipynb #10c98971
 import argparse
 import importlib
 import sys
 
-# %% ../nbs/20_cli.ipynb #6a8fae21
+# %% ../nbs/20_cli.ipynb #85fb4535
 SUBCOMMANDS = {
     "smoke": ("intaghand.cli", "smoke_main", "check the installation: config, assets, a CPU rasterization"),
     "config": ("intaghand.cli", "config_main", "print the resolved config (defaults + preset + file + overrides)"),
+    "build-assets": ("intaghand.graph", "build_assets_main", "build the hand model files and mesh-graph assets"),
 }
 
 
@@ -22,7 +23,7 @@ def _usage() -> str:
     rows = "\n".join(f"  {k.ljust(width)}  {v[2]}" for k, v in SUBCOMMANDS.items())
     return f"usage: intaghand COMMAND [ARGS...]\n\ncommands:\n{rows}\n\n`intaghand COMMAND --help` for a command's options."
 
-# %% ../nbs/20_cli.ipynb #97f6dca1
+# %% ../nbs/20_cli.ipynb #5bead2d6
 def main(argv=None) -> int:
     "Entry point of the `intaghand` command."
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -46,7 +47,7 @@ def main(argv=None) -> int:
         print(f"intaghand {name}: error: {e}", file=sys.stderr)
         return 1
 
-# %% ../nbs/20_cli.ipynb #bc8d429d
+# %% ../nbs/20_cli.ipynb #1034d9bb
 def config_main(argv) -> int:
     "Print the resolved config as YAML."
     from intaghand.config import get_config
@@ -58,7 +59,7 @@ def config_main(argv) -> int:
     print(get_config(a.cfg, a.overrides, preset=a.preset).dump(), end="")
     return 0
 
-# %% ../nbs/20_cli.ipynb #5ae374bd
+# %% ../nbs/20_cli.ipynb #aea9ff11
 def _rasterize_triangle(size: int = 64):
     "Silhouette of one triangle through PyTorch3D's rasterizer (CPU or CUDA): a size×size bool mask."
     import torch

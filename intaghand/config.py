@@ -8,7 +8,7 @@ __all__ = ['PRESETS', 'PROJECT_ROOT', 'EMBEDDED_MANO_NAMES', 'MANO_NAMES', 'EMBE
            'load_yaml', 'get_config', 'config_to_yaml', 'save_config', 'AssetNotFoundError', 'asset_root',
            'resolve_path', 'hand_model_kind', 'mano_file', 'graph_asset', 'checkpoint_file', 'data_root']
 
-# %% ../nbs/00_config.ipynb #ccc4804e
+# %% ../nbs/00_config.ipynb #35ec92c6
 import difflib
 import os
 import re
@@ -17,7 +17,7 @@ from pathlib import Path
 import yaml
 from yacs.config import CfgNode as CN
 
-# %% ../nbs/00_config.ipynb #49e361b4
+# %% ../nbs/00_config.ipynb #72dd6610
 def _defaults() -> CN:
     c = CN()
     c.SEED = 25
@@ -86,7 +86,7 @@ def _defaults() -> CN:
     c.SAVE.SAVE_DIR = "./output/model/exp"
     return c
 
-# %% ../nbs/00_config.ipynb #7862526e
+# %% ../nbs/00_config.ipynb #bcfa0c42
 PRESETS = {
     "interhand": {},
     "small": {
@@ -109,7 +109,7 @@ PRESETS = {
     },
 }
 
-# %% ../nbs/00_config.ipynb #4609cd6e
+# %% ../nbs/00_config.ipynb #c6434fb5
 class ConfigError(KeyError):
     "A config key or value that does not exist or does not fit."
     def __str__(self): return str(self.args[0]) if self.args else ""
@@ -142,7 +142,7 @@ def _flatten(d: dict, prefix: str = "") -> dict:
         else: out[full] = v
     return out
 
-# %% ../nbs/00_config.ipynb #fb894ee8
+# %% ../nbs/00_config.ipynb #18ed9676
 def _parse_value(text):
     if not isinstance(text, str): return text
     try: return float(text) if re.fullmatch(r"[-+]?\d*\.?\d+[eE][-+]?\d+", text.strip()) else yaml.safe_load(text)
@@ -209,7 +209,7 @@ def get_config(path=None, overrides=(), preset: str | None = None) -> CN:
     cfg.freeze()
     return cfg
 
-# %% ../nbs/00_config.ipynb #a3210f51
+# %% ../nbs/00_config.ipynb #beb3ec2c
 def config_to_yaml(cfg: CN) -> str:
     "The full config as YAML text, loadable by `get_config`."
     return cfg.dump()
@@ -220,7 +220,7 @@ def save_config(cfg: CN, path) -> Path:
     from intaghand.io import atomic_write_text
     return atomic_write_text(path, config_to_yaml(cfg))
 
-# %% ../nbs/00_config.ipynb #be00b03f
+# %% ../nbs/00_config.ipynb #708615f6
 PROJECT_ROOT = Path(__file__).resolve().parents[1] if "__file__" in globals() else Path.cwd().parent
 
 EMBEDDED_MANO_NAMES = {"right": "OPENHAND_RIGHT.pkl", "left": "OPENHAND_LEFT.pkl"}
@@ -262,7 +262,7 @@ def resolve_path(path) -> Path:
     p = Path(path).expanduser()
     return p if p.is_absolute() else asset_root() / p
 
-# %% ../nbs/00_config.ipynb #ad91702a
+# %% ../nbs/00_config.ipynb #9f89fe02
 def hand_model_kind(cfg: CN) -> str:
     "'mano' or 'embedded': which hand model the config resolves to."
     choice = cfg.MISC.HAND_MODEL

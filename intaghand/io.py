@@ -7,7 +7,7 @@ __all__ = ['atomic_write', 'atomic_write_bytes', 'atomic_write_text', 'atomic_wr
            'atomic_imwrite', 'UnsafePickleError', 'ChumpyArray', 'SafeUnpickler', 'safe_load_pickle', 'CheckpointError',
            'load_checkpoint', 'extract_state_dict', 'strip_prefix', 'state_dict_mismatch', 'load_state_dict_checked']
 
-# %% ../nbs/01_io.ipynb #ee71f4e7
+# %% ../nbs/01_io.ipynb #83fd34fb
 import contextlib
 import io
 import json
@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-# %% ../nbs/01_io.ipynb #8a5e9c63
+# %% ../nbs/01_io.ipynb #ba2a46c7
 @contextlib.contextmanager
 def atomic_write(path, mode: str = "wb"):
     "Open a temporary file beside `path` for writing; on success it replaces `path` atomically."
@@ -73,7 +73,7 @@ def atomic_imwrite(path, image, params=()) -> Path:
     if not ok: raise ValueError(f"could not encode an image of shape {getattr(image, 'shape', None)} as {Path(path).suffix}")
     return atomic_write_bytes(path, buf.tobytes())
 
-# %% ../nbs/01_io.ipynb #8ef9883b
+# %% ../nbs/01_io.ipynb #32e5c9ec
 class UnsafePickleError(pickle.UnpicklingError):
     "A pickle asked for a global outside the allow-list."
 
@@ -170,7 +170,7 @@ def safe_load_pickle(path, allowed=None, encoding: str = "latin1"):
             raise pickle.UnpicklingError(f"{path} is not a readable pickle ({type(e).__name__}: {e})") from None
     return _chumpy_to_numpy(obj)
 
-# %% ../nbs/01_io.ipynb #89c61f43
+# %% ../nbs/01_io.ipynb #371499e6
 class CheckpointError(RuntimeError):
     "A checkpoint that cannot be read or does not fit the model."
 
