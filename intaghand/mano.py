@@ -6,10 +6,10 @@
 __all__ = ['MANO_PARENTS', 'FINGERTIP_VERTS', 'NEW_ORDER', 'JOINT_PARENTS', 'JOINT_NAMES', 'ROOT_JOINT', 'MANO_KEYS',
            'ManoFormatError', 'check_mano_model', 'kintree_parents', 'load_mano_model', 'save_mano_npz',
            'save_mano_pkl', 'random_mano_model', 'mirror_mano_model', 'rodrigues', 'blend_shapes', 'pose_features',
-           'regress_joints', 'depth_levels', 'kinematic_chain', 'skin', 'pca_to_axis', 'axis_to_pca',
-           'fix_left_shapedirs', 'ManoLayer', 'fix_shape', 'hand_figure']
+           'regress_joints', 'depth_levels', 'chain_plan', 'kinematic_chain', 'skin_vmajor', 'skin', 'pca_to_axis',
+           'axis_to_pca', 'fix_left_shapedirs', 'ManoLayer', 'fix_shape', 'hand_figure']
 
-# %% ../nbs/02_mano.ipynb #bb812c84
+# %% ../nbs/02_mano.ipynb #b0c45093
 import io
 import re
 import warnings
@@ -21,7 +21,7 @@ import torch.nn as nn
 
 from .io import UnsafePickleError, atomic_pickle, atomic_write_bytes, safe_load_pickle
 
-# %% ../nbs/02_mano.ipynb #3e6a095c
+# %% ../nbs/02_mano.ipynb #049f3040
 MANO_PARENTS = (-1, 0, 1, 2, 0, 4, 5, 0, 7, 8, 0, 10, 11, 0, 13, 14)   # the 16-joint kinematic tree
 FINGERTIP_VERTS = (745, 317, 444, 556, 673)                           # thumb, index, middle, ring, little
 NEW_ORDER = (0, 13, 14, 15, 16, 1, 2, 3, 17, 4, 5, 6, 18, 10, 11, 12, 19, 7, 8, 9, 20)
@@ -36,7 +36,7 @@ ROOT_JOINT = 9   # middle-finger MCP
 MANO_KEYS = ("v_template", "f", "weights", "J_regressor", "shapedirs", "posedirs",
              "hands_components", "hands_mean", "kintree_table")
 
-# %% ../nbs/02_mano.ipynb #f33fbd5b
+# %% ../nbs/02_mano.ipynb #81246048
 class ManoFormatError(ValueError):
     "A file or dict that is not a usable MANO-format model."
 
@@ -111,7 +111,7 @@ def kintree_parents(kintree_table, source: str = "model") -> list:
             seen.add(k); k = parents[k]
     return parents
 
-# %% ../nbs/02_mano.ipynb #3ffd91e0
+# %% ../nbs/02_mano.ipynb #af93cebd
 def load_mano_model(path) -> dict:
     "Read a MANO-format model from an official-style `.pkl` or a plain `.npz`; checked dict of numpy arrays."
     path = Path(path)
@@ -154,7 +154,7 @@ def save_mano_pkl(model: dict, path, extra: dict | None = None) -> Path:
     m.update({"bs_style": "lbs", "bs_type": "lrotmin"}, **(extra or {}))
     return atomic_pickle(m, path, protocol=2)
 
-# %% ../nbs/02_mano.ipynb #8a69594a
+# %% ../nbs/02_mano.ipynb #a537c52d
 def _bone_frame(d):
     "Unit vector `d` and two unit vectors orthogonal to it and to each other."
     d = d / np.linalg.norm(d)
@@ -285,7 +285,7 @@ def random_mano_model(seed: int = 0, side: str = "right", n_verts: int = 778, n_
     elif side != "right": raise ValueError(f"side must be 'left' or 'right', got {side!r}")
     return model
 
-# %% ../nbs/02_mano.ipynb #b42e81a3
+# %% ../nbs/02_mano.ipynb #0e73ceda
 _AXIS_SIGN = np.array([1.0, -1.0, -1.0])   # the mirror image (in x) of an axis-angle vector
 
 
@@ -305,17 +305,17 @@ def mirror_mano_model(model: dict) -> dict:
     m["f"] = np.asarray(model["f"])[:, [0, 2, 1]]
     return m
 
-# %% ../nbs/02_mano.ipynb #1f6e27fe
+# %% ../nbs/02_mano.ipynb #7bd9dae8
 def rodrigues(axis_angle: torch.Tensor) -> torch.Tensor:
     "Rotation matrices `...×3×3` from axis-angle vectors `...×3` (radians)."
-    angle = axis_angle.norm(dim=-1, keepdim=True) + 1e-8
-    n = axis_angle / angle
-    x, y, z = n.unbind(-1)
-    o = torch.zeros_like(x)
-    K = torch.stack([o, -z, y, z, o, -x, -y, x, o], -1).unflatten(-1, (3, 3))
-    s, c = torch.sin(angle)[..., None], torch.cos(angle)[..., None]
-    eye = torch.eye(3, dtype=axis_angle.dtype, device=axis_angle.device)
-    return eye + s * K + (1 - c) * (K @ K)
+    angle = axis_angle.norm(dim=-1) + 1e-8
+    x, y, z = (axis_angle / angle[..., None]).unbind(-1)
+    s, c = torch.sin(angle), 1 - torch.cos(angle)
+    d = 1 - c * (x * x + y * y + z * z)               # K² = n nᵀ − (n·n) I, written out entry by entry
+    xy, xz, yz = c * x * y, c * x * z, c * y * z
+    return torch.stack([d + c * x * x, xy - s * z, xz + s * y,
+                        xy + s * z, d + c * y * y, yz - s * x,
+                        xz - s * y, yz + s * x, d + c * z * z], -1).unflatten(-1, (3, 3))
 
 
 def blend_shapes(coeffs: torch.Tensor, dirs: torch.Tensor) -> torch.Tensor:
@@ -344,21 +344,24 @@ def depth_levels(parents) -> list:
     return [[j for j in range(len(parents)) if depth[j] == d] for d in range(max(depth) + 1)]
 
 
-def kinematic_chain(rotmats: torch.Tensor, joints: torch.Tensor, parents, levels=None):
-    """Pose a skeleton: local rotations `B×J×3×3` about rest joints `B×J×3` (root first, `parents[0] = -1`).
+def chain_plan(parents, device=None) -> list:
+    "Index tensors `(joints, their parents)` per tree depth below the root, for `kinematic_chain`."
+    par = [int(p) for p in parents]
+    return [(torch.tensor(lvl, device=device), torch.tensor([par[j] for j in lvl], device=device))
+            for lvl in depth_levels(par)[1:]]
+
+
+def kinematic_chain(rotmats: torch.Tensor, joints: torch.Tensor, parents, plan=None):
+    """Pose a skeleton: local rotations `B×J×3×3` about rest joints `B×J×3` (joint 0 the root, `parents[0] = -1`).
 
     Returns `(posed_joints B×J×3, A B×J×3×3, b B×J×3)`, where x ↦ A_j x + b_j moves a rest-pose point
-    rigidly with joint j. All joints of one tree depth are composed at once."""
-    levels = depth_levels(parents) if levels is None else levels
+    rigidly with joint j. All joints of one tree depth are composed at once (`plan` from `chain_plan`)."""
+    plan = chain_plan(parents, joints.device) if plan is None else plan
     B, J = joints.shape[:2]
-    par = torch.as_tensor([int(p) for p in parents], device=joints.device)
     A = rotmats.new_empty(B, J, 3, 3)
     P = joints.new_empty(B, J, 3)
-    root = levels[0]
-    A[:, root], P[:, root] = rotmats[:, root], joints[:, root]
-    for lvl in levels[1:]:
-        idx = torch.as_tensor(lvl, device=joints.device)
-        p = par[idx]
+    A[:, 0], P[:, 0] = rotmats[:, 0], joints[:, 0]
+    for idx, p in plan:
         Ap = A[:, p]
         P[:, idx] = (Ap @ (joints[:, idx] - joints[:, p])[..., None])[..., 0] + P[:, p]
         A[:, idx] = Ap @ rotmats[:, idx]
@@ -366,14 +369,23 @@ def kinematic_chain(rotmats: torch.Tensor, joints: torch.Tensor, parents, levels
     return P, A, b
 
 
+def skin_vmajor(verts_t: torch.Tensor, weights: torch.Tensor, A: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """`skin` on vertex-major tensors: rest vertices `V×3×B` → posed vertices `V×3×B`.
+
+    The blended transforms of all samples come from ONE matrix product `V×J @ J×12B`, and applying them
+    is elementwise over a contiguous batch axis: much faster on CPU than B small products."""
+    B, J = A.shape[:2]
+    M = torch.cat([A.transpose(-1, -2).reshape(B, J, 9), b], -1)   # per joint: columns of A, then b
+    T = (weights @ M.permute(1, 2, 0).reshape(J, -1)).view(-1, 12, B)
+    out = T[:, 9:12] + T[:, 0:3] * verts_t[:, 0:1]
+    return out.addcmul_(T[:, 3:6], verts_t[:, 1:2]).addcmul_(T[:, 6:9], verts_t[:, 2:3])
+
+
 def skin(verts: torch.Tensor, weights: torch.Tensor, A: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     "Linear blend skinning of rest-pose vertices `B×V×3` with weights `V×J` and joint transforms (`A B×J×3×3`, `b B×J×3`)."
-    B, J = A.shape[:2]
-    T = weights @ torch.cat([A.reshape(B, J, 9), b], -1)          # B×V×12: blended transforms
-    R = T[..., :9].unflatten(-1, (3, 3))
-    return (R * verts[:, :, None, :]).sum(-1) + T[..., 9:]
+    return skin_vmajor(verts.permute(1, 2, 0), weights, A, b).permute(2, 0, 1)
 
-# %% ../nbs/02_mano.ipynb #bd5bedcf
+# %% ../nbs/02_mano.ipynb #21efb26b
 def pca_to_axis(coeffs: torch.Tensor, components: torch.Tensor, mean: torch.Tensor | None = None) -> torch.Tensor:
     "Finger axis-angle `B×45` from PCA coefficients `B×k` (rows `components[:k]`), plus `mean` when given."
     axis = coeffs @ components[: coeffs.shape[-1]]
@@ -387,7 +399,7 @@ def axis_to_pca(axis: torch.Tensor, components: torch.Tensor, ncomps: int | None
     if mean is not None: axis = axis - mean
     return axis @ torch.linalg.pinv(components[:k])
 
-# %% ../nbs/02_mano.ipynb #b67e6530
+# %% ../nbs/02_mano.ipynb #b18962ea
 def fix_left_shapedirs(left_shapedirs, right_shapedirs):
     """The original's "fix_shape": the official MANO_LEFT.pkl's shapedirs have the x rows of the right hand
     (not mirrored). When the two x rows differ by less than 1 in summed absolute value, negate the left
@@ -407,7 +419,7 @@ def _right_sibling(path: Path) -> Path | None:
     p = path.with_name(name)
     return p if p != path and p.is_file() else None
 
-# %% ../nbs/02_mano.ipynb #0fa05972
+# %% ../nbs/02_mano.ipynb #16c094a0
 class ManoLayer(nn.Module):
     "MANO forward kinematics and skinning: pose (+ shape, translation) → vertices `B×V×3` and 21 joints `B×21×3`."
     def __init__(self, path, side: str = "right", use_pca: bool = False, ncomps: int = 45,
@@ -449,7 +461,6 @@ class ManoLayer(nn.Module):
         buf("parents", torch.as_tensor(m["parents"], dtype=torch.long))
         tips = np.zeros((len(FINGERTIP_VERTS), V)); tips[np.arange(len(FINGERTIP_VERTS)), FINGERTIP_VERTS] = 1
         buf("joint_regressor", f32(np.concatenate([m["J_regressor"], tips])[list(NEW_ORDER)]))
-        self._levels = depth_levels(m["parents"])
         self._cache_key, self._cache = None, None
 
     @classmethod
@@ -482,11 +493,13 @@ class ManoLayer(nn.Module):
                 V, K = v.shape[0], sd.shape[-1]
                 self._cache = {
                     "v": v, "w": w,
-                    "dirs": torch.cat([sd, pd], -1).reshape(V * 3, -1).T.contiguous(),   # (K+P)×3V
+                    "vcol": v.reshape(-1, 1),                                          # 3V×1
+                    "dirs": torch.cat([sd, pd], -1).reshape(V * 3, -1),                # 3V×(K+P)
                     "j": jr @ v,                                                       # J×3
                     "jdirs": torch.einsum("jv,vck->kjc", jr, sd).reshape(K, -1),       # K×3J
                     "tips": torch.as_tensor(FINGERTIP_VERTS, device=device),
-                    "order": torch.as_tensor(NEW_ORDER, device=device)}
+                    "order": torch.as_tensor(NEW_ORDER, device=device),
+                    "plan": chain_plan(self.parents.tolist(), device)}
             self._cache_key = key
         return self._cache
 
@@ -538,10 +551,10 @@ class ManoLayer(nn.Module):
         if shape.shape != (B, self.num_betas):
             raise ValueError(f"shape must be B×{self.num_betas} with B={B}, got {tuple(shape.shape)}")
         coeffs = torch.cat([shape, pose_features(rotmats[:, 1:])], 1)
-        v_posed = c["v"] + (coeffs @ c["dirs"]).view(B, -1, 3)
+        v_posed_t = torch.addmm(c["vcol"], c["dirs"], coeffs.T).view(-1, 3, B)   # shaped + pose correctives, V×3×B
         J = c["j"] + (shape @ c["jdirs"]).view(B, -1, 3)
-        Pj, A, b = kinematic_chain(rotmats, J, self.parents, self._levels)
-        verts = skin(v_posed, c["w"], A, b)
+        Pj, A, b = kinematic_chain(rotmats, J, None, c["plan"])
+        verts = skin_vmajor(v_posed_t, c["w"], A, b).permute(2, 0, 1).contiguous()
         joints = torch.cat([Pj, verts[:, c["tips"]]], 1)[:, c["order"]]
         if self.center_idx is not None:
             center = joints[:, self.center_idx: self.center_idx + 1]
@@ -553,7 +566,7 @@ class ManoLayer(nn.Module):
             verts, joints = verts + trans[:, None], joints + trans[:, None]
         return verts, joints
 
-# %% ../nbs/02_mano.ipynb #cbcdaf18
+# %% ../nbs/02_mano.ipynb #925888f9
 def fix_shape(left: ManoLayer, right: ManoLayer) -> bool:
     "Apply the original's left-shapedirs fix to a pair of layers in place; True when it flipped."
     fixed, flipped = fix_left_shapedirs(left.shapedirs, right.shapedirs)
@@ -562,7 +575,7 @@ def fix_shape(left: ManoLayer, right: ManoLayer) -> bool:
         left.shape_flipped = True
     return flipped
 
-# %% ../nbs/02_mano.ipynb #90765239
+# %% ../nbs/02_mano.ipynb #1f314c94
 def hand_figure(hands, title: str = "", show_joints: bool = True):
     "A plotly 3D figure of hands: a list of `(verts V×3, faces F×3, joints 21×3 or None, colour)`."
     import plotly.graph_objects as go
