@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from intaghand.config import get_config
-from intaghand.losses import (HandMeshSpec, HandPrediction, HandTarget, LossPrediction, LossTarget, LossWeights,
+from intaghand.losses import (HandMeshSpec, PredictedHand, HandTarget, LossPrediction, LossTarget, LossWeights,
                               StepLRWithWarmUp, compute_losses, coarsen_losses, dense_loss, edge_alpha,
                               edge_length_loss, face_edges, gcn_pyramid, heatmap_loss, joint_loss, mask_loss,
                               normal_loss, prepare_targets, regress_joints, upsample_norm_loss, vert2d_loss,
@@ -42,7 +42,7 @@ def world():
                         torch.rand(B, 3, 16, 16, generator=g), torch.rand(B, 42, 16, 16, generator=g))
 
     def perfect(v3, v2, s):
-        return HandPrediction(v3.clone(), v2.clone(), [gcn_pyramid(v3, s.graph_perm)[2]],
+        return PredictedHand(v3.clone(), v2.clone(), [gcn_pyramid(v3, s.graph_perm)[2]],
                               [gcn_pyramid(v2, s.graph_perm)[2]])
 
     def make_pred():
@@ -167,9 +167,9 @@ def test_dtype_device_follow_inputs(world):
     specs, target, make_pred = world
     pred = make_pred()
     to64 = lambda t: t.double()
-    pred64 = LossPrediction(HandPrediction(*(to64(x) for x in (pred.left.verts3d, pred.left.verts2d)),
+    pred64 = LossPrediction(PredictedHand(*(to64(x) for x in (pred.left.verts3d, pred.left.verts2d)),
                                            [to64(pred.left.levels3d[0])], [to64(pred.left.levels2d[0])]),
-                            HandPrediction(to64(pred.right.verts3d), to64(pred.right.verts2d),
+                            PredictedHand(to64(pred.right.verts3d), to64(pred.right.verts2d),
                                            [to64(pred.right.levels3d[0])], [to64(pred.right.levels2d[0])]),
                             to64(pred.hms), to64(pred.mask), to64(pred.dense))
     t = target
@@ -221,6 +221,21 @@ def test_adapters_from_original_formats(world):
     assert {"train/total_loss", "train/mano_vert2d_loss", "train/mano_edge_loss", "train/coarsen_v3d_loss_0",
             "train/coarsen_v2d_loss_0", "train/aux_mask_loss", "train/aux_dense_loss", "train/aux_hms_loss",
             "train/mano_upsample_norm_loss"} <= names
+
+
+def test_adapter_from_structured_output(world):
+    from types import SimpleNamespace as NS
+    specs, target, make_pred = world
+    p = make_pred()
+    hand = lambda h: NS(verts3d=h.verts3d, verts2d=h.verts2d, scale=None,
+                        levels=[NS(verts3d=h.levels3d[0], verts2d=h.levels2d[0])])
+    out = NS(left=hand(p.left), right=hand(p.right), hms=p.hms, mask=p.mask, dense=p.dense)
+    q = LossPrediction.from_output(out)
+    assert q.right.levels3d[0] is p.right.levels3d[0] and q.dense is p.dense
+    t = target
+    sample = NS(as_tuple=lambda: (None, None, t.mask, t.dense, t.hms, t.left.v2d, None, t.right.v2d, None, t.left.v3d,
+                                  None, t.right.v3d, None, t.root_rel))
+    assert float(compute_losses(q, LossTarget.from_sample(sample), specs).total) < 1e-4
 
 
 def _lr_sequence(cfg, n, start_epoch=None):
