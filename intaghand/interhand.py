@@ -6,9 +6,13 @@
 __all__ = ['IMG_SIZE', 'HAND_BBOX_RATIO', 'HEATMAP_SIZE', 'HEATMAP_SIGMA', 'BONE_LENGTH', 'IMAGENET_MEAN', 'IMAGENET_STD',
            'HANDS', 'SPLITS', 'ROOT_JOINT', 'HM_GROUPS', 'SampleFiles', 'sample_files', 'sample_complete',
            'count_samples', 'gaussian_heatmaps', 'heatmaps_to_images', 'images_to_heatmaps', 'mano_world', 'to_camera',
-           'project', 'hand_labels', 'write_sample', 'read_anno', 'fix_left_shape', 'mano_layers']
+           'project', 'hand_labels', 'write_sample', 'read_anno', 'mano_layers', 'random_mano_layers', 'rodrigues',
+           'camera_from_interhand', 'crop_matrix', 'cut_img', 'pca_coefficients', 'mano_params_from_interhand',
+           'FrameTask', 'interhand_tasks', 'process_frame', 'painter_render', 'gt_renderer', 'render_targets',
+           'run_parallel', 'process_split', 'process_interhand', 'default_renderer', 'process_interhand_main',
+           'look_at', 'make_interhand_fixture']
 
-# %% ../nbs/08_interhand.ipynb #4acb763f
+# %% ../nbs/08_interhand.ipynb #d0a66a57
 import json
 import os
 import sys
@@ -20,7 +24,7 @@ import numpy as np
 
 from .io import atomic_imwrite, atomic_pickle, atomic_write_json, safe_load_pickle
 
-# %% ../nbs/08_interhand.ipynb #b9360fb8
+# %% ../nbs/08_interhand.ipynb #2538a87b
 IMG_SIZE = 256            # side of the processed crops
 HAND_BBOX_RATIO = 0.8     # the hands fill 80% of the crop side
 HEATMAP_SIZE = 64         # ground-truth heatmap side
@@ -70,7 +74,7 @@ def count_samples(root, split: str) -> int:
     while n < len(idx) and idx[n] == n: n += 1
     return n
 
-# %% ../nbs/08_interhand.ipynb #551eafd7
+# %% ../nbs/08_interhand.ipynb #ef1e3510
 def gaussian_heatmaps(points, size: int = HEATMAP_SIZE, sigma: float = HEATMAP_SIGMA) -> np.ndarray:
     "Heatmaps (...×J×size×size float32) of points (...×J×2, in heatmap pixels); out-of-grid points give zeros."
     p = np.asarray(points, np.float32)
@@ -92,7 +96,7 @@ def images_to_heatmaps(images) -> np.ndarray:
     "The 7 stored H×W×3 heatmap images -> 21×H×W float32 in 0..1."
     return np.concatenate([np.asarray(im).transpose(2, 0, 1) for im in images]).astype(np.float32) / 255
 
-# %% ../nbs/08_interhand.ipynb #e90a41e6
+# %% ../nbs/08_interhand.ipynb #15fcb466
 def mano_world(layer, params: dict):
     "Vertices (778×3) and joints (21×3) in world metres from one hand's stored params, via `layer.forward_rotmat`."
     import torch
@@ -129,7 +133,7 @@ def hand_labels(anno: dict, layers: dict) -> dict:
                      "camera": np.asarray(cam["camera"], np.float32)}
     return out
 
-# %% ../nbs/08_interhand.ipynb #9982e2fa
+# %% ../nbs/08_interhand.ipynb #e36dad04
 def write_sample(root, split: str, idx: int, img=None, anno: dict = None, mask=None, dense=None, hms: dict = None):
     "Write whichever parts of sample `idx` are given (BGR uint8 images, the anno dict, hms = {hand: 21×64×64})."
     f = sample_files(root, split, idx)
@@ -148,23 +152,446 @@ def read_anno(root, split: str, idx: int) -> dict:
     "The annotation dict of sample `idx` (read with the restricted unpickler)."
     return safe_load_pickle(sample_files(root, split, idx).anno)
 
-# %% ../nbs/08_interhand.ipynb #daec8e7a
-def fix_left_shape(left, right) -> bool:
-    "Negate the left layer's shapedirs[:, 0, :] when it nearly equals the right one's (sum |diff| < 1); True if applied."
-    import torch
-    ls, rs = left.shapedirs, right.shapedirs
-    if torch.abs(ls[:, 0, :] - rs[:, 0, :]).sum() < 1:
-        with torch.no_grad(): ls[:, 0, :] *= -1
-        return True
-    return False
-
-
+# %% ../nbs/08_interhand.ipynb #579e5922
 def mano_layers(cfg=None, device="cpu") -> dict:
-    "{'left', 'right'} MANO PCA layers (45 components, no centring) from the config, with the left fix_shape quirk."
-    from intaghand.config import get_config, mano_file
+    "{'left', 'right'} MANO PCA layers (45 components, no centring) of the config's hand model, left fix_shape applied."
+    from intaghand.config import get_config
     from intaghand.mano import ManoLayer
     cfg = cfg if cfg is not None else get_config()
-    layers = {side: ManoLayer(mano_file(cfg, side), side, use_pca=True, ncomps=45, flat_hand_mean=False,
-                              center_idx=None).to(device) for side in HANDS}
-    fix_left_shape(layers["left"], layers["right"])
-    return layers
+    return {side: ManoLayer.from_config(cfg, side, use_pca=True, ncomps=45, flat_hand_mean=False, center_idx=None).to(device)
+            for side in HANDS}
+
+
+def random_mano_layers(seed: int = 0) -> dict:
+    "{'left', 'right'} PCA layers from `random_mano_model(seed, side)` (fixtures and tests)."
+    from intaghand.mano import ManoLayer, random_mano_model
+    return {side: ManoLayer(random_mano_model(seed, side), side, use_pca=True, ncomps=45, flat_hand_mean=False,
+                            center_idx=None, fix_shape=False) for side in HANDS}
+
+# %% ../nbs/08_interhand.ipynb #721135f9
+def rodrigues(axis_angle) -> np.ndarray:
+    "Rotation matrix (3×3) of an axis-angle vector, as the original (angle = ‖a‖ + 1e-8)."
+    a = np.asarray(axis_angle, np.float64).reshape(3)
+    angle = np.linalg.norm(a) + 1e-8
+    k = a / angle
+    K = np.array([[0, -k[2], k[1]], [k[2], 0, -k[0]], [-k[1], k[0], 0]])
+    return (np.eye(3) + np.sin(angle) * K + (1 - np.cos(angle)) * K @ K).astype(np.float32)
+
+
+def camera_from_interhand(cam: dict, cam_id: str) -> dict:
+    "{'R', 't', 'K'} of camera `cam_id` from one capture's camera.json entry; `ValueError` if missing or invalid."
+    try:
+        campos = np.asarray(cam["campos"][cam_id], np.float64).reshape(3)
+        camrot = np.asarray(cam["camrot"][cam_id], np.float64).reshape(3, 3)
+        focal = np.asarray(cam["focal"][cam_id], np.float64).reshape(2)
+        princpt = np.asarray(cam["princpt"][cam_id], np.float64).reshape(2)
+    except (KeyError, TypeError, ValueError) as e:
+        raise ValueError(f"camera {cam_id}: missing or malformed entry ({type(e).__name__}: {e})") from None
+    if not all(np.isfinite(x).all() for x in (campos, camrot, focal, princpt)): raise ValueError(f"camera {cam_id}: non-finite values")
+    if not np.allclose(camrot @ camrot.T, np.eye(3), atol=1e-3) or abs(np.linalg.det(camrot) - 1) > 1e-3:
+        raise ValueError(f"camera {cam_id}: camrot is not a rotation")
+    if (focal <= 0).any(): raise ValueError(f"camera {cam_id}: focal length {focal.tolist()} not positive")
+    K = np.array([[focal[0], 0, princpt[0]], [0, focal[1], princpt[1]], [0, 0, 1]], np.float32)
+    return {"R": camrot.astype(np.float32), "t": (-camrot @ campos / 1000).astype(np.float32), "K": K}
+
+
+def crop_matrix(points2d, size: int = IMG_SIZE, ratio: float = HAND_BBOX_RATIO) -> np.ndarray:
+    "2×3 affine of `cut_img`: a square around the points (their extent = `ratio` of the side) scaled to `size`."
+    p = np.asarray(points2d, np.float64)
+    lo, hi = p.min(0), p.max(0)
+    mid = (lo + hi) / 2
+    L = max(hi - lo) / 2 / ratio
+    s = (size / 2) / L
+    return s * np.array([[1, 0, L - mid[0]], [0, 1, L - mid[1]]])
+
+
+def cut_img(img, points2d, K, size: int = IMG_SIZE, ratio: float = HAND_BBOX_RATIO):
+    "Crop `img` around the points (bilinear, black border) -> (crop size×size, intrinsics of the crop, 2×3 affine)."
+    M = crop_matrix(points2d, size, ratio)
+    crop = cv2.warpAffine(img, M, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+    s = M[0, 0]
+    K2 = np.asarray(K, np.float64).copy()
+    K2[0, 0] *= s; K2[1, 1] *= s
+    K2[0, 2] = K2[0, 2] * s + M[0, 2]; K2[1, 2] = K2[1, 2] * s + M[1, 2]
+    return crop, K2.astype(np.float32), M
+
+# %% ../nbs/08_interhand.ipynb #fc70eb15
+def pca_coefficients(layer, hand_pose) -> np.ndarray:
+    "45 PCA coefficients (1×45 float32) of a 45-d hand pose in MANO's non-flat convention."
+    import torch
+    a = torch.as_tensor(np.asarray(hand_pose, np.float32).reshape(1, 45))
+    with torch.no_grad(): return layer.axis_to_pca(a.to(layer.hands_components)).cpu().numpy().astype(np.float32)
+
+
+def mano_params_from_interhand(entry: dict, layers: dict) -> dict:
+    "{'left','right'}: {'R' 1×3×3, 'pose' 1×45 PCA, 'shape' 1×10, 'trans' 1×3} float32 from a NeuralAnnot frame entry."
+    out = {}
+    for hand in HANDS:
+        h = entry.get(hand) if isinstance(entry, dict) else None
+        if h is None: raise KeyError(f"no MANO fit for the {hand} hand")
+        pose = np.asarray(h["pose"], np.float32).reshape(48)
+        out[hand] = {"R": rodrigues(pose[:3])[None], "pose": pca_coefficients(layers[hand], pose[3:]),
+                     "shape": np.asarray(h["shape"], np.float32).reshape(1, 10),
+                     "trans": np.asarray(h["trans"], np.float32).reshape(1, 3)}
+    return out
+
+# %% ../nbs/08_interhand.ipynb #a9179a64
+@dataclass
+class FrameTask:
+    "One candidate frame: its position in data.json and everything needed to process it."
+    cand: int              # candidate number (kept frames are numbered in this order)
+    index: int             # position in data.json's 'images'
+    image_path: str
+    image: dict
+    annotation: dict
+    camera: dict | None    # the capture's camera.json entry
+    mano: dict | None      # the frame's MANO_NeuralAnnot entry
+
+
+def _load_json(path):
+    path = Path(path)
+    if not path.is_file(): raise FileNotFoundError(f"InterHand2.6M annotation file not found: {path}")
+    with open(path) as f: return json.load(f)
+
+
+def interhand_tasks(data_path, split: str):
+    "(tasks, dropped counts, bad entries) of one split from the official annotation files."
+    data_path = Path(data_path)
+    ann_dir = data_path / "annotations" / split
+    data = _load_json(ann_dir / f"InterHand2.6M_{split}_data.json")
+    cams = _load_json(ann_dir / f"InterHand2.6M_{split}_camera.json")
+    manos = _load_json(ann_dir / f"InterHand2.6M_{split}_MANO_NeuralAnnot.json")
+    images, annotations = data.get("images", []), data.get("annotations", [])
+    tasks, dropped, bad = [], {}, []
+    def drop(reason): dropped[reason] = dropped.get(reason, 0) + 1
+    for i, img in enumerate(images):
+        name = img.get("file_name", f"<images[{i}]>")
+        ann = annotations[i] if i < len(annotations) else None
+        if not isinstance(ann, dict) or "hand_type" not in ann:
+            bad.append({"index": i, "file_name": name, "reason": "missing_annotation", "detail": "no entry in 'annotations'"}); continue
+        if ann["hand_type"] != "interacting": drop("not_interacting"); continue
+        if not ann.get("hand_type_valid"): drop("hand_type_invalid"); continue
+        mano = manos.get(str(img.get("capture")), {}).get(str(img.get("frame_idx")))
+        if mano is None:
+            bad.append({"index": i, "file_name": name, "reason": "missing_annotation",
+                        "detail": f"no MANO fit for capture {img.get('capture')} frame {img.get('frame_idx')}"}); continue
+        if mano.get("left") is None or mano.get("right") is None: drop("no_mano_fit"); continue
+        tasks.append(FrameTask(len(tasks), i, str(data_path / "images" / split / name), img, ann,
+                               cams.get(str(img.get("capture"))), mano))
+    return tasks, dropped, bad
+
+# %% ../nbs/08_interhand.ipynb #3a37f6b7
+def process_frame(task: FrameTask, layers: dict, size: int = IMG_SIZE) -> dict:
+    "{'status': 'ok', 'img', 'anno'} or {'status': 'dropped'|'bad', 'reason', 'detail'} for one frame."
+    def skip(status, reason, detail=""):
+        return {"status": status, "reason": reason, "detail": detail, "index": task.index,
+                "file_name": task.image.get("file_name", "")}
+    try:
+        if not os.path.isfile(task.image_path): return skip("bad", "missing_image", task.image_path)
+        img = cv2.imread(task.image_path, cv2.IMREAD_COLOR)
+        if img is None: return skip("bad", "corrupt_image", f"{task.image_path} cannot be decoded")
+        if img.mean() < 10: return skip("dropped", "dark_image")
+        if task.camera is None: return skip("bad", "invalid_camera", f"no camera entry for capture {task.image.get('capture')}")
+        try: cam = camera_from_interhand(task.camera, str(task.image.get("camera")))
+        except ValueError as e: return skip("bad", "invalid_camera", str(e))
+        try: params = mano_params_from_interhand(task.mano, layers)
+        except (KeyError, TypeError, ValueError) as e: return skip("bad", "missing_annotation", f"MANO fit: {e}")
+        verts = [to_camera(mano_world(layers[h], params[h])[0], cam["R"], cam["t"]) for h in HANDS]
+        v = np.concatenate(verts)
+        if not np.isfinite(v).all() or (v[:, 2] <= 1e-3).any():
+            return skip("bad", "invalid_camera", "hands not in front of the camera")
+        v2d = project(v, cam["K"])
+        if not np.isfinite(v2d).all(): return skip("bad", "invalid_camera", "projection is not finite")
+        crop, K2, _ = cut_img(img, v2d, cam["K"], size)
+        anno = {"inter_idx": -1, "image": task.image, "annotation": task.annotation, "mano_params": params,
+                "camera": {"R": cam["R"], "t": cam["t"], "camera": K2}}
+        return {"status": "ok", "img": crop, "anno": anno}
+    except Exception as e:  # one bad frame never stops the run
+        return skip("bad", "error", f"{type(e).__name__}: {e}")
+
+# %% ../nbs/08_interhand.ipynb #f4d68e88
+def painter_render(points2d, depth, faces, face_colors, size: int, background=0) -> np.ndarray:
+    "Flat-coloured triangles drawn far to near (painter's algorithm): a size×size×3 uint8 image."
+    img = np.full((size, size, 3), background, np.uint8)
+    tri = np.asarray(points2d, np.float64)[faces]                     # F×3×2
+    order = np.argsort(-np.asarray(depth)[faces].mean(1))
+    fixed = np.round(tri * 16).astype(np.int32)                       # 4 bits of sub-pixel precision
+    for f in order:
+        cv2.fillConvexPoly(img, fixed[f], tuple(int(c) for c in face_colors[f]), lineType=cv2.LINE_8, shift=4)
+    return img
+
+
+def gt_renderer(faces, v_color, backend: str = "auto"):
+    "A `renderer(verts_left, verts_right, K, size) -> (mask, dense)` for camera-space vertices (778×3 each)."
+    faces = np.asarray(faces, np.int64)
+    vc = np.clip(np.asarray(v_color, np.float64) * 255, 0, 255)
+    if backend in ("auto", "fast"):
+        try:
+            from intaghand.render import render_gt_targets  # the render chapter's fast CPU / CUDA path
+            return lambda vl, vr, K, size: render_gt_targets(vl, vr, faces, v_color, K, size)
+        except ImportError:
+            if backend == "fast": raise
+    both = np.concatenate([faces, faces + 778])
+    cmask = np.concatenate([np.tile([0, 0, 255], (len(faces), 1)), np.tile([0, 255, 0], (len(faces), 1))])
+    cdense = np.concatenate([vc[faces].mean(1)] * 2)
+    def render(vl, vr, K, size):
+        v = np.concatenate([vl, vr])
+        p = project(v, K)
+        return painter_render(p, v[:, 2], both, cmask, size), painter_render(p, v[:, 2], both, cdense, size)
+    return render
+
+
+def render_targets(anno: dict, layers: dict, renderer, size: int = IMG_SIZE):
+    "(mask, dense, {hand: 21×64×64 heatmaps}) of one annotation."
+    lab = hand_labels(anno, layers)
+    mask, dense = renderer(lab["left"]["verts3d"], lab["right"]["verts3d"], anno["camera"]["camera"], size)
+    hms = {h: gaussian_heatmaps(lab[h]["joints2d"] * HEATMAP_SIZE / size) for h in HANDS}
+    return mask, dense, hms
+
+# %% ../nbs/08_interhand.ipynb #ea200db7
+_WORKER = {}
+
+
+def _init_worker(state: dict, limit_threads: bool = True):
+    if limit_threads:
+        import torch
+        torch.set_num_threads(1)
+        cv2.setNumThreads(1)
+    _WORKER.clear(); _WORKER.update(state)
+
+
+def _crop_job(item):
+    task, staging = item
+    res = process_frame(task, _WORKER["layers"], _WORKER["size"])
+    if res["status"] == "ok":
+        atomic_imwrite(staging / f"{task.cand}.jpg", res["img"])
+        atomic_pickle(res["anno"], staging / f"{task.cand}.pkl")     # written last: marks the candidate done
+    else:
+        atomic_write_json(staging / f"{task.cand}.skip.json", {k: res[k] for k in ("status", "reason", "detail", "index", "file_name")})
+    return res["status"]
+
+
+def _render_job(item):
+    root, split, idx = item
+    try:
+        mask, dense, hms = render_targets(read_anno(root, split, idx), _WORKER["layers"], _WORKER["renderer"], _WORKER["size"])
+        write_sample(root, split, idx, mask=mask, dense=dense, hms=hms)
+        return None
+    except Exception as e:
+        return {"idx": idx, "error": f"{type(e).__name__}: {e}"}
+
+
+def run_parallel(fn, items: list, state: dict, workers: int = 1, desc: str = "", progress: bool = True):
+    "Run `fn` over `items` in `workers` processes (in this one if ≤ 1) with a progress bar; results in completion order."
+    from tqdm.auto import tqdm
+    results = []
+    with tqdm(total=len(items), desc=desc, disable=not progress, unit="frame", dynamic_ncols=True) as bar:
+        if workers <= 1 or len(items) <= 1:
+            _init_worker(state, limit_threads=False)
+            for it in items: results.append(fn(it)); bar.update()
+        else:
+            import multiprocessing as mp
+            ctx = mp.get_context("fork" if sys.platform.startswith("linux") else "spawn")
+            chunk = max(1, min(16, len(items) // (workers * 8)))
+            with ctx.Pool(workers, initializer=_init_worker, initargs=(state,)) as pool:
+                for r in pool.imap_unordered(fn, items, chunksize=chunk): results.append(r); bar.update()
+    return results
+
+
+def _finalize(tasks, out: Path, staging: Path):
+    "Give kept candidates consecutive indices (resumable) and move them into img/ and anno/."
+    plan_path = staging / "plan.json"
+    if plan_path.is_file(): plan = json.loads(plan_path.read_text())
+    else:
+        plan = [t.cand for t in tasks if (staging / f"{t.cand}.pkl").is_file()]
+        atomic_write_json(plan_path, plan, indent=None)
+    (out / "img").mkdir(parents=True, exist_ok=True); (out / "anno").mkdir(parents=True, exist_ok=True)
+    for idx, cand in enumerate(plan):
+        spkl, sjpg = staging / f"{cand}.pkl", staging / f"{cand}.jpg"
+        if not spkl.is_file(): continue                                  # moved by an earlier run
+        if sjpg.is_file(): os.replace(sjpg, out / "img" / f"{idx}.jpg")
+        anno = safe_load_pickle(spkl)
+        anno["inter_idx"] = idx
+        atomic_pickle(anno, out / "anno" / f"{idx}.pkl")
+        os.unlink(spkl)
+    return len(plan)
+
+
+def process_split(data_path, save_path, split: str, layers: dict, renderer=None, workers: int = 1,
+                  size: int = IMG_SIZE, render: bool = True, progress: bool = True) -> dict:
+    "Process one split of InterHand2.6M into `<save_path>/<split>`; returns (and writes) its report."
+    import shutil
+    save_path = Path(save_path); out = save_path / split; staging = out / ".staging"
+    report_path = save_path / f"process_report_{split}.json"
+    if report_path.is_file():
+        report = json.loads(report_path.read_text())
+    else:
+        tasks, dropped, bad = interhand_tasks(data_path, split)
+        staging.mkdir(parents=True, exist_ok=True)
+        if not (staging / "plan.json").is_file():
+            todo = [(t, staging) for t in tasks
+                    if not (staging / f"{t.cand}.pkl").is_file() and not (staging / f"{t.cand}.skip.json").is_file()]
+            if len(todo) < len(tasks) and progress: print(f"{split}: resuming, {len(tasks) - len(todo)} of {len(tasks)} frames already cropped")
+            run_parallel(_crop_job, todo, {"layers": layers, "size": size}, workers, f"{split}: crop", progress)
+        for t in tasks:
+            p = staging / f"{t.cand}.skip.json"
+            if p.is_file():
+                rec = json.loads(p.read_text())
+                if rec["status"] == "dropped": dropped[rec["reason"]] = dropped.get(rec["reason"], 0) + 1
+                else: bad.append({k: rec[k] for k in ("index", "file_name", "reason", "detail")})
+        kept = _finalize(tasks, out, staging)
+        bad.sort(key=lambda b: b["index"])
+        report = {"split": split, "data_path": str(data_path), "candidates": len(tasks), "kept": kept,
+                  "dropped": dropped, "bad_count": len(bad), "bad": bad}
+        atomic_write_json(report_path, report)
+        shutil.rmtree(staging, ignore_errors=True)
+    if render:
+        n = count_samples(save_path, split)
+        todo = [(save_path, split, i) for i in range(n) if not sample_complete(save_path, split, i)]
+        if renderer is None: raise ValueError("rendering needs a renderer (see `gt_renderer`) or render=False")
+        fails = [r for r in run_parallel(_render_job, todo, {"layers": layers, "renderer": renderer, "size": size},
+                                         workers, f"{split}: render", progress) if r]
+        report["rendered"] = sum(sample_complete(save_path, split, i) for i in range(n))
+        report["render_failed"] = sorted(fails, key=lambda f: f["idx"])
+        atomic_write_json(report_path, report)
+    return report
+
+
+def process_interhand(data_path, save_path, splits=SPLITS, cfg=None, layers: dict = None, workers: int = 1,
+                      render: bool = True, renderer=None, progress: bool = True) -> dict:
+    "Process InterHand2.6M v1.0 (5 fps, H+M) at `data_path` into the processed layout at `save_path`: {split: report}."
+    data_path, save_path = Path(data_path), Path(save_path)
+    if not (data_path / "annotations").is_dir():
+        raise FileNotFoundError(f"{data_path} does not look like InterHand2.6M (no annotations/ folder; expected "
+                                "annotations/<split>/InterHand2.6M_<split>_data.json and images/<split>/...)")
+    if layers is None: layers = mano_layers(cfg)
+    if render and renderer is None: renderer = default_renderer(cfg, layers)
+    reports = {}
+    for split in splits:
+        if not (data_path / "annotations" / split).is_dir():
+            if progress: print(f"{split}: no annotations/{split} under {data_path}; skipped")
+            continue
+        reports[split] = process_split(data_path, save_path, split, layers, renderer, workers, render=render, progress=progress)
+    return reports
+
+
+def default_renderer(cfg=None, layers: dict = None):
+    "The ground-truth renderer of the config's hand model: right-hand faces for both hands, `v_color` dense colours."
+    from intaghand.config import get_config, graph_asset
+    cfg = cfg if cfg is not None else get_config()
+    layers = layers if layers is not None else mano_layers(cfg)
+    faces = np.asarray(layers["right"].faces, np.int64)
+    v_color = np.asarray(safe_load_pickle(graph_asset(cfg, "v_color")), np.float32)
+    return gt_renderer(faces, v_color)
+
+# %% ../nbs/08_interhand.ipynb #17609927
+def process_interhand_main(argv=None) -> int:
+    "CLI: process InterHand2.6M into the processed layout (resumable; bad frames listed in process_report_<split>.json)."
+    import argparse
+    p = argparse.ArgumentParser(prog="intaghand process-interhand", description=process_interhand_main.__doc__)
+    p.add_argument("--data_path", required=True, help="InterHand2.6M root (with images/ and annotations/)")
+    p.add_argument("--save_path", required=True, help="output folder (<save_path>/<split>/img, anno, mask, dense, hms)")
+    p.add_argument("--splits", nargs="+", default=list(SPLITS), choices=list(SPLITS))
+    p.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1), help="worker processes")
+    p.add_argument("--no-render", dest="render", action="store_false", help="only crops and annotations (no second pass)")
+    p.add_argument("--cfg", default=None, help="config YAML (hand model paths)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    a = p.parse_args(argv)
+    from intaghand.config import get_config
+    reports = process_interhand(a.data_path, a.save_path, a.splits, get_config(a.cfg), workers=a.workers,
+                                render=a.render, progress=not a.quiet)
+    for split, r in reports.items():
+        drop = ", ".join(f"{k} {v}" for k, v in sorted(r["dropped"].items())) or "none"
+        print(f"{split}: kept {r['kept']} of {r['candidates']} interacting frames; dropped: {drop}; bad frames: {r['bad_count']}"
+              + (f"; rendered {r['rendered']}" if "rendered" in r else "")
+              + (f"; render failures {len(r['render_failed'])}" if r.get("render_failed") else ""))
+    print(f"reports: {Path(a.save_path).resolve()}/process_report_<split>.json")
+    return 0
+
+# %% ../nbs/08_interhand.ipynb #6425bb97
+def look_at(campos_mm, target=(0., 0., 0.), down=(0., 1., 0.)) -> np.ndarray:
+    "camrot (3×3, rows = camera axes in world) of a camera at `campos_mm` looking at `target` (image y along `down`)."
+    z = np.asarray(target, np.float64) - np.asarray(campos_mm, np.float64) / 1000
+    z /= np.linalg.norm(z)
+    x = np.cross(down, z); x /= np.linalg.norm(x)
+    return np.stack([x, np.cross(z, x), z])
+
+
+def _shade_faces(v_cam, faces, base_bgr, ambient=0.35):
+    n = np.cross(v_cam[faces[:, 1]] - v_cam[faces[:, 0]], v_cam[faces[:, 2]] - v_cam[faces[:, 0]])
+    n /= np.linalg.norm(n, axis=1, keepdims=True) + 1e-12
+    return np.clip(np.asarray(base_bgr, np.float64)[None] * (ambient + (1 - ambient) * np.abs(n[:, 2:3])), 0, 255)
+
+
+def make_interhand_fixture(root, layers: dict = None, cfg=None, seed: int = 0, n_train: int = 4, n_test: int = 2,
+                           width: int = 512, height: int = 334) -> dict:
+    "Write a tiny InterHand2.6M v1.0-format tree under `root`; returns the truth: kept frames (with 2D joints), dropped and bad entries."
+    root = Path(root)
+    layers = layers if layers is not None else mano_layers(cfg)
+    faces = np.asarray(layers["right"].faces, np.int64)
+    rng = np.random.default_rng(seed)
+    truth = {"kept": {}, "bad": {}, "dropped": {}}
+    colors = {"left": (70, 190, 70), "right": (70, 70, 200)}
+    for split, n_good in (("train", n_train), ("test", n_test)):
+        plan = ["good"] * n_good
+        if split == "train":
+            plan += ["single_hand", "dark", "one_mano_missing", "missing_image", "corrupt_image", "missing_mano", "invalid_camera"]
+            order = rng.permutation(len(plan)); plan = [plan[i] for i in order]
+        images, annotations, cams, manos, joints = [], [], {}, {}, {}
+        truth["kept"][split], truth["bad"][split], truth["dropped"][split] = [], [], []
+        for i, kind in enumerate(plan):
+            capture, frame, cam_id = i % 2, 1000 + i, str(400262 + i)
+            name = f"Capture{capture}/0000_interacting/cam{cam_id}/image{frame}.jpg"
+            campos = np.array([rng.uniform(-150, 150), rng.uniform(-150, 150), -rng.uniform(650, 850)])
+            camrot = look_at(campos, target=rng.uniform(-0.02, 0.02, 3))
+            focal, princpt = rng.uniform(600, 700, 2), np.array([width / 2, height / 2]) + rng.uniform(-10, 10, 2)
+            cam = cams.setdefault(str(capture), {"campos": {}, "camrot": {}, "focal": {}, "princpt": {}})
+            cam["campos"][cam_id], cam["focal"][cam_id], cam["princpt"][cam_id] = campos.tolist(), focal.tolist(), princpt.tolist()
+            cam["camrot"][cam_id] = camrot.tolist() if kind != "invalid_camera" else np.zeros((3, 3)).tolist()
+            K = np.array([[focal[0], 0, princpt[0]], [0, focal[1], princpt[1]], [0, 0, 1]])
+            R, t = camrot, -camrot @ campos / 1000
+            fit, img = {}, (rng.integers(25, 90, (height, width, 3))).astype(np.uint8)
+            v_all, z_all, col_all, j2d = [], [], [], {}
+            for h, hand in enumerate(HANDS):
+                root_aa = rng.normal(0, 1, 3); root_aa *= rng.uniform(0, np.pi) / np.linalg.norm(root_aa)
+                a = rng.normal(0, 0.25, 45).astype(np.float32)
+                shape = rng.normal(0, 0.7, 10).astype(np.float32)
+                params = {"R": rodrigues(root_aa)[None], "pose": pca_coefficients(layers[hand], a), "shape": shape[None],
+                          "trans": np.zeros((1, 3), np.float32)}
+                v0, _ = mano_world(layers[hand], params)
+                target = np.array([0.045 if hand == "right" else -0.045, rng.uniform(-.02, .02), rng.uniform(-.03, .03)])
+                trans = (target - v0.mean(0)).astype(np.float32)
+                params["trans"] = trans[None]
+                v, j = mano_world(layers[hand], params)
+                vc, jc = to_camera(v, R, t), to_camera(j, R, t)
+                j2d[hand] = project(jc, K)
+                v_all.append(project(vc, K)); z_all.append(vc[:, 2]); col_all.append(_shade_faces(vc, faces, colors[hand]))
+                fit[hand] = {"pose": np.concatenate([root_aa, a]).tolist(), "shape": shape.tolist(), "trans": trans.tolist()}
+            allf = np.concatenate([faces, faces + 778])
+            hands_img = painter_render(np.concatenate(v_all), np.concatenate(z_all), allf, np.concatenate(col_all), max(width, height))
+            hands_img = hands_img[:height, :width]
+            on = hands_img.any(-1)
+            img[on] = hands_img[on]
+            if kind == "dark": img = (img // 20).astype(np.uint8)
+            if kind == "one_mano_missing": fit["left"] = None
+            if kind != "missing_mano": manos.setdefault(str(capture), {})[str(frame)] = fit
+            joints.setdefault(str(capture), {})[str(frame)] = {
+                "world_coord": np.zeros((42, 3)).tolist(), "joint_valid": [1] * 42, "hand_type": "interacting", "hand_type_valid": True}
+            images.append({"id": i, "file_name": name, "width": width, "height": height, "capture": capture,
+                           "subject": 0, "seq_name": "0000_interacting", "camera": cam_id, "frame_idx": frame})
+            annotations.append({"id": i, "image_id": i, "bbox": [0, 0, width, height], "joint_valid": [[1]] * 42,
+                                "hand_type": "right" if kind == "single_hand" else "interacting", "hand_type_valid": 1})
+            path = root / "images" / split / name
+            if kind == "corrupt_image": atomic_write_json(path, {"this is": "not a jpeg"})
+            elif kind != "missing_image": atomic_imwrite(path, img)
+            if kind == "good": truth["kept"][split].append({"file_name": name, "joints2d": {h: j2d[h].tolist() for h in HANDS}})
+            elif kind in ("single_hand", "dark", "one_mano_missing"): truth["dropped"][split].append({"file_name": name, "kind": kind})
+            else:
+                reason = {"missing_mano": "missing_annotation"}.get(kind, kind)
+                truth["bad"][split].append({"file_name": name, "reason": reason})
+        d = root / "annotations" / split
+        atomic_write_json(d / f"InterHand2.6M_{split}_data.json", {"images": images, "annotations": annotations}, indent=None)
+        atomic_write_json(d / f"InterHand2.6M_{split}_camera.json", cams, indent=None)
+        atomic_write_json(d / f"InterHand2.6M_{split}_MANO_NeuralAnnot.json", manos, indent=None)
+        atomic_write_json(d / f"InterHand2.6M_{split}_joint_3d.json", joints, indent=None)
+    return truth
