@@ -9,7 +9,7 @@ __all__ = ['COARSENING_LEVELS', 'MANO_PARENTS', 'PART_NAMES', 'MANO_JOINT_PART',
            'level_ancestors', 'level_centroids', 'build_upsample', 'build_v_color', 'build_mano_seg',
            'check_graph_dict', 'load_graph_pkl', 'read_hand_model', 'pickle_bytes', 'build_assets', 'build_assets_main']
 
-# %% ../nbs/04_graph.ipynb #396ff360
+# %% ../nbs/04_graph.ipynb #86a7e31a
 import argparse
 import sys
 import time
@@ -22,7 +22,7 @@ from .config import EMBEDDED_GRAPH_DIR, EMBEDDED_MANO_NAMES, HOW_TO_OBTAIN, MANO
     AssetNotFoundError, get_config, resolve_path
 from .io import atomic_write_bytes, safe_load_pickle
 
-# %% ../nbs/04_graph.ipynb #5d2d6d9d
+# %% ../nbs/04_graph.ipynb #b738aec1
 COARSENING_LEVELS = 4
 
 
@@ -43,7 +43,7 @@ def mesh_adjacency(faces, num_vertices: int | None = None) -> sp.csr_matrix:
     a.sort_indices()
     return a
 
-# %% ../nbs/04_graph.ipynb #dcd79cc6
+# %% ../nbs/04_graph.ipynb #15f23ad0
 def _sorted_entries(W):
     "Non-zero (row, col, value) triples of `W`, rows ascending and columns ascending within a row."
     W = sp.coo_matrix(W)
@@ -110,7 +110,7 @@ def hem_coarsen(W, levels: int = COARSENING_LEVELS):
         degree = _column_sums(W)
     return graphs, parents
 
-# %% ../nbs/04_graph.ipynb #4d612368
+# %% ../nbs/04_graph.ipynb #ee3db1aa
 def compute_perm(parents) -> list:
     "Per level (finest first), the vertex order that puts siblings side by side; fake vertices are ids ≥ N."
     if not len(parents): return []
@@ -139,7 +139,7 @@ def perm_adjacency(A, indices) -> sp.csr_matrix:
     P.eliminate_zeros()
     return P
 
-# %% ../nbs/04_graph.ipynb #9b8e5b8e
+# %% ../nbs/04_graph.ipynb #5edeb92d
 def normalized_laplacian(W) -> sp.csr_matrix:
     "L = I − D^-½ W D^-½ as float32 CSR (isolated, fake vertices: L_ii = 1)."
     W = sp.csr_matrix(W, dtype=np.float32)
@@ -159,7 +159,7 @@ def rescale_laplacian(L, lmax) -> sp.csr_matrix:
     L.data *= np.float32(1.0 / float(np.float32(lmax) * np.float32(2)))
     return sp.csr_matrix(L - sp.identity(L.shape[0], dtype=np.float32, format="csr"), dtype=np.float32)
 
-# %% ../nbs/04_graph.ipynb #635636a9
+# %% ../nbs/04_graph.ipynb #0164d30c
 def inverse_perm(perm) -> np.ndarray:
     "`rev[perm[i]] = i` as an int64 array."
     perm = np.asarray(perm, dtype=np.int64)
@@ -182,7 +182,7 @@ def cut_perm(perm, num_vertices: int, levels: int = COARSENING_LEVELS) -> list:
     if (p < 0).any(): raise ValueError("a coarsest vertex without any real mesh vertex below it")
     return [int(x) for x in p]
 
-# %% ../nbs/04_graph.ipynb #2cb216e3
+# %% ../nbs/04_graph.ipynb #65154c63
 def build_graph(faces, levels: int = COARSENING_LEVELS, num_vertices: int | None = None) -> dict:
     "The original graph dict (`graph_left.pkl` format) of the triangle mesh `faces`, coarsened `levels` times."
     import torch
@@ -206,7 +206,7 @@ def graph_level_sizes(graph: dict) -> list:
     "Vertex count of each level, finest first (e.g. [1008, 504, 252, 126, 63])."
     return [int(L.shape[0]) for L in graph["coarsen_graphs_L"]]
 
-# %% ../nbs/04_graph.ipynb #3065fe1e
+# %% ../nbs/04_graph.ipynb #7d950222
 def level_ancestors(graph: dict, level: int, num_vertices: int) -> np.ndarray:
     "GCN-order slot at coarsening `level` of every mesh vertex's ancestor: `graph_perm_reverse[v] // 2**level`."
     return np.asarray(graph["graph_perm_reverse"][:num_vertices], dtype=np.int64) // (2 ** level)
@@ -245,7 +245,7 @@ def build_upsample(graph: dict, verts, level: int = 2, sharpness: float = 2.0, d
         U[v, cand] = w / w.sum()
     return U.astype(np.float32)
 
-# %% ../nbs/04_graph.ipynb #89183e8b
+# %% ../nbs/04_graph.ipynb #77554794
 MANO_PARENTS = (-1, 0, 1, 2, 0, 4, 5, 0, 7, 8, 0, 10, 11, 0, 13, 14)
 PART_NAMES = ("palm", "thumb", "index", "middle", "ring", "pinky")
 MANO_JOINT_PART = (0, 2, 2, 2, 3, 3, 3, 5, 5, 5, 4, 4, 4, 1, 1, 1)    # MANO joint -> index into PART_NAMES
@@ -271,7 +271,7 @@ def build_mano_seg(weights, kintree_table=None) -> dict:
     joint = np.argmax(weights, axis=1).astype(np.int64)
     return {"part": np.asarray(MANO_JOINT_PART, dtype=np.int64)[joint], "joint": joint, "part_names": list(PART_NAMES)}
 
-# %% ../nbs/04_graph.ipynb #c6564bff
+# %% ../nbs/04_graph.ipynb #621095dc
 GRAPH_KEYS = ("mesh_faces", "mesh_adj", "graph_mask", "coarsen_graphs_adj", "coarsen_graphs_L",
               "graph_perm", "graph_perm_reverse")
 
@@ -296,7 +296,7 @@ def load_graph_pkl(path) -> dict:
     path = Path(path)
     return check_graph_dict(safe_load_pickle(path), source=str(path))
 
-# %% ../nbs/04_graph.ipynb #fc7ef966
+# %% ../nbs/04_graph.ipynb #c4342f9c
 ASSET_FILES = {"graph_left": "graph_left.pkl", "graph_right": "graph_right.pkl", "upsample": "upsample.pkl",
                "v_color": "v_color.pkl", "mano_seg": "mano_seg.pkl"}
 
@@ -316,14 +316,12 @@ def _model_arrays(model, source: str) -> dict:
 
 
 def read_hand_model(path) -> dict:
-    "Read a MANO-format pkl (official, chumpy inside, or the embedded model) as the arrays this chapter needs."
-    path = Path(path)
-    try:
-        from intaghand.mano import load_mano_model          # the MANO chapter's reader, once it exists
-    except ImportError:
-        load_mano_model = None
-    model = load_mano_model(path) if load_mano_model is not None else safe_load_pickle(path)
-    return _model_arrays(model, str(path))
+    """Read a MANO-format model file (official pkl with chumpy inside, the embedded model, or `.npz`) with the MANO
+    chapter's checked reader; returns the arrays this chapter needs, faces as uint32 like the MANO files."""
+    from intaghand.mano import load_mano_model
+    out = _model_arrays(load_mano_model(Path(path)), str(path))
+    out["f"] = out["f"].astype(np.uint32)        # the reader widens faces to int64; MANO stores them as uint32
+    return out
 
 
 def _model_paths(mano_dir, embedded: bool) -> dict:
