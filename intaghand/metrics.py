@@ -7,7 +7,7 @@ __all__ = ['JOINT_NAMES', 'HANDS', 'PROTOCOLS', 'MRRPE_LABEL', 'MRRPE_CAVEAT', '
            'hand_errors', 'relative_root_error', 'EvalResults', 'EvalAccumulator', 'plot_error_histograms',
            'plot_per_joint_errors', 'plot_worst_cases', 'write_eval_report']
 
-# %% ../nbs/13_metrics.ipynb #422e2c52
+# %% ../nbs/13_metrics.ipynb #b4f7d407
 import csv
 import io
 import math
@@ -20,7 +20,7 @@ import torch
 from .io import atomic_write_bytes, atomic_write_json, atomic_write_text
 from .losses import regress_joints
 
-# %% ../nbs/13_metrics.ipynb #91640515
+# %% ../nbs/13_metrics.ipynb #5c201826
 JOINT_NAMES = ["wrist", "thumb1", "thumb2", "thumb3", "thumb4", "index1", "index2", "index3", "index4",
                "middle1", "middle2", "middle3", "middle4", "ring1", "ring2", "ring3", "ring4",
                "little1", "little2", "little3", "little4"]
@@ -70,7 +70,7 @@ def hand_errors(pred_verts: torch.Tensor, gt_verts: torch.Tensor, regressor: tor
     pj, pv, gj, gv = align_hand(pred_verts, gt_verts, regressor, protocol)
     return torch.linalg.norm(pj - gj, dim=-1) * unit_to_mm, torch.linalg.norm(pv - gv, dim=-1) * unit_to_mm
 
-# %% ../nbs/13_metrics.ipynb #3f9261b1
+# %% ../nbs/13_metrics.ipynb #fc704013
 MRRPE_LABEL = ("MRRPE: ||(pred right root - pred left root) - (GT right root - GT left root)||; needs both predicted "
                "hands in one frame (IntagHand: both relative to the left root)")
 MRRPE_CAVEAT = ("IntagHand predicts the inter-hand offset in normalised units (mean bone 0.095), not absolute camera "
@@ -92,7 +92,7 @@ def relative_root_error(pred_left_joints: torch.Tensor, pred_right_joints: torch
         rel_p = rel_p * s[:, None]
     return torch.linalg.norm(rel_p - rel_g, dim=-1) * unit_to_mm
 
-# %% ../nbs/13_metrics.ipynb #0fa97bbc
+# %% ../nbs/13_metrics.ipynb #2a603390
 def _np(x): return x.detach().to("cpu", torch.float64).numpy()
 
 
@@ -131,9 +131,14 @@ class EvalResults:
         if not ok.any(): out["mrrpe"]["note"] = "not available: the predictions did not place both hands in one frame"
         return _clean(out)
 
-    def worst(self, k: int = 8, key: str = "original_mpjpe_all") -> np.ndarray:
-        "Indices of the `k` samples with the largest `key` (descending; NaNs last)."
-        v = np.nan_to_num(self.per_sample[key], nan=-np.inf)
+    @property
+    def default_key(self) -> str:
+        "The column galleries rank by unless told: '<first protocol>_mpjpe_all' (normally 'original_mpjpe_all')."
+        return f"{next(iter(self.protocols))}_mpjpe_all"
+
+    def worst(self, k: int = 8, key: str | None = None) -> np.ndarray:
+        "Indices of the `k` samples with the largest `key` (default `default_key`; descending, NaNs last)."
+        v = np.nan_to_num(self.per_sample[key or self.default_key], nan=-np.inf)
         return np.argsort(-v, kind="stable")[:k]
 
     def to_csv(self) -> str:
@@ -213,7 +218,7 @@ class EvalAccumulator:
         "Shortcut for `results().summary()`."
         return self.results().summary()
 
-# %% ../nbs/13_metrics.ipynb #420a05b0
+# %% ../nbs/13_metrics.ipynb #5bafe2c1
 def _png(fig, dpi=100) -> bytes:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
@@ -267,9 +272,9 @@ def _item(src, i):
 
 
 def plot_worst_cases(results: EvalResults, indices, images=None, points2d=None, draw_fn=None,
-                     key: str = "original_mpjpe_all", cols: int = 4):
-    "Figure: one panel per sample index with its image, 2D point overlays and/or `draw_fn(ax, index, row)`."
-    indices = list(indices)
+                     key: str | None = None, cols: int = 4):
+    "Figure: one panel per sample index with its image, 2D point overlays and/or `draw_fn(ax, index, row)`; titles show `key`."
+    indices, key = list(indices), key or results.default_key
     rows = max(1, math.ceil(len(indices) / cols))
     fig = _figure(3 * min(cols, max(1, len(indices))), 3.2 * rows)
     markers = ["o", "x", "+", "s", "^"]
@@ -293,9 +298,10 @@ def plot_worst_cases(results: EvalResults, indices, images=None, points2d=None, 
 
 
 def write_eval_report(out_dir, results: EvalResults, images=None, points2d=None, draw_fn=None, n_worst: int = 8,
-                      rank_by: str = "original_mpjpe_all", meta: dict | None = None, dpi: int = 100) -> dict:
-    "Write summary.json, per_sample.csv and the plots into `out_dir` atomically; returns {name: Path}."
+                      rank_by: str | None = None, meta: dict | None = None, dpi: int = 100) -> dict:
+    "Write summary.json, per_sample.csv and the plots into `out_dir` atomically; returns {name: Path}. `rank_by`: the per-sample column that picks the worst cases (default `results.default_key`)."
     out = Path(out_dir)
+    rank_by = rank_by or results.default_key
     if len(results) and rank_by not in results.per_sample:
         raise ValueError(f"rank_by={rank_by!r} is not a per-sample column; one of {sorted(results.per_sample)}")
     worst = results.worst(n_worst, rank_by) if len(results) else np.zeros(0, int)

@@ -195,3 +195,16 @@ def test_report_files(world, tmp_path):
     assert not [p for p in (tmp_path / "rep2").iterdir() if p.name.startswith(".")]
     with pytest.raises(ValueError, match="rank_by"):
         write_eval_report(tmp_path / "rep3", res, rank_by="nope")
+
+
+def test_report_with_wrist_protocol_only(world, tmp_path):
+    reg, gt = world
+    acc = EvalAccumulator(reg, protocols=("wrist",))
+    acc.update(gt["left"] * 1.1, gt["right"], gt["left"], gt["right"], shared_frame=False)
+    res = acc.results()
+    assert res.default_key == "wrist_mpjpe_all" and set(res.per_joint) == {"wrist_left", "wrist_right"}
+    paths = write_eval_report(tmp_path, res, draw_fn=lambda ax, i, row: ax.plot([0, 1], [0, row["wrist_mpjpe_left"]]))
+    s = json.loads(paths["summary"].read_text())
+    assert s["worst"]["rank_by"] == "wrist_mpjpe_all" and s["mrrpe"]["value"] is None
+    assert s["protocols"]["wrist"]["mpjpe"]["right"] == pytest.approx(0.0, abs=1e-3)
+    assert "mrrpe" in (tmp_path / "per_sample.csv").read_text().splitlines()[0]
