@@ -9,9 +9,9 @@ __all__ = ['LN_EPS', 'HAND_SIDES', 'RESNETS', 'ASSET_NAMES', 'FINGERTIP_VERTS', 
            'GraphLayer', 'DualGraphLayer', 'DualGraph', 'make_synthetic_graph_assets', 'load_graph_assets',
            'prepare_graph', 'ResNetSimple_decoder', 'resnet_channels', 'ResNetSimple', 'resnet_mid', 'MeshLevel',
            'HandPrediction', 'AttentionMaps', 'HandOutput', 'to_original', 'decoder', 'HandNET_GCN', 'build_model',
-           'load_weights', 'optimize_for_inference', 'joint_regressor_21', 'mano_joint_regressors']
+           'load_weights', 'load_model', 'optimize_for_inference', 'joint_regressor_21', 'mano_joint_regressors']
 
-# %% ../nbs/06_model.ipynb #0cacb3b8
+# %% ../nbs/06_model.ipynb #1cf7504b
 import contextlib
 import contextvars
 import copy
@@ -28,12 +28,19 @@ from torch import nn
 from .config import get_config, graph_asset, resolve_path
 from .io import CheckpointError, load_checkpoint, extract_state_dict, load_state_dict_checked, safe_load_pickle
 
-# %% ../nbs/06_model.ipynb #afbf8a24
+# %% ../nbs/06_model.ipynb #489a661c
 LN_EPS = 1e-6                      # every LayerNorm in the decoder
 HAND_SIDES = ("left", "right")
 RESNETS = {"resnet18": torchvision.models.resnet18, "resnet34": torchvision.models.resnet34,
            "resnet50": torchvision.models.resnet50, "resnet101": torchvision.models.resnet101,
            "resnet152": torchvision.models.resnet152}
+
+
+def _xavier_init(m):
+    "The original's `weights_init`: xavier-uniform weights and zero bias for Linear and Conv2d (initialisation only)."
+    if isinstance(m, (nn.Linear, nn.Conv2d)):
+        nn.init.xavier_uniform_(m.weight)
+        if m.bias is not None: nn.init.zeros_(m.bias)
 
 
 def graph_upsample(x: torch.Tensor, p: int) -> torch.Tensor:
@@ -61,7 +68,7 @@ def projection_batch(scale: torch.Tensor, trans2d: torch.Tensor, x3d: torch.Tens
     t = trans2d.reshape(-1, 1, 2)
     return img_size * s * x3d[..., :2] + (t * img_size / 2 + img_size / 2)
 
-# %% ../nbs/06_model.ipynb #34881a22
+# %% ../nbs/06_model.ipynb #55da81a0
 _ATTENTION_SINK = contextvars.ContextVar("intaghand_attention_sink", default=None)
 
 
@@ -99,7 +106,7 @@ def attend(module: nn.Module, q, k, v, n_heads: int, dropout: nn.Dropout, fast: 
     if sink is not None: sink[module] = attn
     return merge_heads(torch.matmul(dropout(attn), v))
 
-# %% ../nbs/06_model.ipynb #7963d090
+# %% ../nbs/06_model.ipynb #0795405e
 class MLP_res_block(nn.Module):
     "Pre-norm residual MLP: x + Drop(fc2(Drop(relu(fc1(LN(x)))))); B×N×f -> B×N×f."
     def __init__(self, in_dim: int, hid_dim: int, dropout: float = 0.1):
@@ -136,7 +143,7 @@ class SelfAttn(nn.Module):
     def forward(self, x):
         return self.ff(x + self.self_attn(self.layer_norm(x)))
 
-# %% ../nbs/06_model.ipynb #e22a8e8b
+# %% ../nbs/06_model.ipynb #419c6f4c
 class _Slot:
     "A hashable key for one of several attention maps of one module."
     def __init__(self, module, name): self.module, self.name = module, name
@@ -177,7 +184,7 @@ class inter_attn(nn.Module):
         feat_R2L, feat_L2R = self.cross(self.layer_norm1(Lf), self.layer_norm2(Rf))
         return self.ffL(Lf + feat_R2L), self.ffR(Rf + feat_L2R)
 
-# %% ../nbs/06_model.ipynb #b8993349
+# %% ../nbs/06_model.ipynb #58ad9836
 class img_feat_to_grid(nn.Module):
     "B×C×S×S feature map -> B×G²×grid_f_dim tokens (conv patchify, ReLU, + position embedding, SelfAttn)."
     def __init__(self, img_size: int, img_f_dim: int, grid_size: int, grid_f_dim: int, n_heads: int = 4, dropout: float = 0.01):
@@ -222,14 +229,7 @@ class img_ex(nn.Module):
     def forward(self, img, verts_f):
         return self.attn(verts_f, self.encoder(img))
 
-
-def _xavier_init(m):
-    "The original's `weights_init` for the attention blocks: xavier-uniform weights, zero bias."
-    if isinstance(m, (nn.Linear, nn.Conv2d)):
-        nn.init.xavier_uniform_(m.weight)
-        if m.bias is not None: nn.init.zeros_(m.bias)
-
-# %% ../nbs/06_model.ipynb #d128837f
+# %% ../nbs/06_model.ipynb #2b2f4e18
 class GCN_ResBlock(nn.Module):
     "Residual Chebyshev graph block; B×V×in -> B×V×out on the graph with Laplacian `graph_L` (V×V)."
     def __init__(self, in_dim: int, out_dim: int, mid_dim: int, graph_L: torch.Tensor, graph_k: int = 2, drop_out: float = 0.01):
@@ -258,6 +258,7 @@ class GraphLayer(nn.Module):
         self.GCN_blocks = nn.ModuleList(
             [GCN_ResBlock(in_dim if i == 0 else out_dim, out_dim, out_dim, graph_L, graph_k, drop_out)
              for i in range(graph_layer_num)])
+        for m in self.modules(): _xavier_init(m)
 
     def forward(self, verts_f):
         for i, block in enumerate(self.GCN_blocks):
@@ -265,7 +266,7 @@ class GraphLayer(nn.Module):
             if i < len(self.GCN_blocks) - 1: verts_f = F.relu(verts_f)
         return verts_f
 
-# %% ../nbs/06_model.ipynb #d0aa7a66
+# %% ../nbs/06_model.ipynb #7dba1284
 class DualGraphLayer(nn.Module):
     "One graph level for both hands: position embedding, GCN, image attention, inter-hand attention."
     def __init__(self, verts_in_dim, verts_out_dim, graph_L_Left, graph_L_Right, graph_k=2, graph_layer_num=4,
@@ -304,7 +305,7 @@ class DualGraph(nn.Module):
                 Lf, Rf = graph_upsample(Lf, 2), graph_upsample(Rf, 2)
         return Lf, Rf
 
-# %% ../nbs/06_model.ipynb #903e2f31
+# %% ../nbs/06_model.ipynb #3ca874d4
 ASSET_NAMES = ("graph_left", "graph_right", "upsample", "v_color")
 
 
@@ -410,7 +411,7 @@ def prepare_graph(graph: dict, n_levels: int, n_verts: int) -> dict:
                          f"[{int(perm.min())}, {int(perm.max())}]")
     return {"L": [_to_dense(L) for L in Ls[:n_levels]], "sizes": sizes, "perm": perm, "perm_reverse": rev}
 
-# %% ../nbs/06_model.ipynb #9639d3e1
+# %% ../nbs/06_model.ipynb #1c0b5b31
 def _conv_relu_bn(in_dim, out_dim, kernel_size, upsample=False):
     layers = [nn.Upsample(scale_factor=2, mode="bilinear", align_corners=True)] if upsample else []
     layers += [nn.Conv2d(in_dim, out_dim, kernel_size, stride=1, padding=(kernel_size - 1) // 2, bias=False),
@@ -455,8 +456,7 @@ class ResNetSimple(nn.Module):
         self.handNum = handNum
         self.hms_decoder = ResNetSimple_decoder(self.channels[-1], fmapDim, out_dim=heatmapDim * handNum)
         self.dp_decoder = ResNetSimple_decoder(self.channels[-1], fmapDim, out_dim=handNum + 3 * handNum)
-        for m in list(self.hms_decoder.modules()) + list(self.dp_decoder.modules()):
-            if isinstance(m, nn.Conv2d): nn.init.normal_(m.weight, std=0.001)
+        for m in list(self.hms_decoder.modules()) + list(self.dp_decoder.modules()): _xavier_init(m)
 
     def forward(self, x):
         r = self.resnet
@@ -466,7 +466,7 @@ class ResNetSimple(nn.Module):
         out, dp_fmaps = self.dp_decoder(x1)
         return hms, out[:, : self.handNum], out[:, self.handNum:], [x1, x2, x3, x4], hms_fmaps, dp_fmaps
 
-# %% ../nbs/06_model.ipynb #08c788b5
+# %% ../nbs/06_model.ipynb #95e0897b
 def _conv1x1(in_dim, out_dim):
     return nn.Sequential(nn.Conv2d(in_dim, out_dim, 1, bias=False), nn.ReLU(), nn.BatchNorm2d(out_dim))
 
@@ -491,7 +491,7 @@ class resnet_mid(nn.Module):
             fmaps.append(conv(x))
         return global_feature, fmaps
 
-# %% ../nbs/06_model.ipynb #5503c16f
+# %% ../nbs/06_model.ipynb #c21d7df3
 @dataclass
 class MeshLevel:
     "Mesh predicted at one graph level: GCN order (B×V×3, B×V×2) and mapped to mesh vertices (B×778×·)."
@@ -566,7 +566,7 @@ def to_original(out: HandOutput) -> tuple:
     "The original 4-tuple (result, paramsDict, handDictList, otherInfo) of a `HandOutput`."
     return out.to_original()
 
-# %% ../nbs/06_model.ipynb #c93754fb
+# %% ../nbs/06_model.ipynb #30e686ef
 class decoder(nn.Module):
     "Global feature B×C + feature maps -> per-hand meshes; returns (HandPrediction left, right)."
     def __init__(self, global_feature_dim, f_in_Dim, f_out_Dim, gcn_in_dim, gcn_out_dim, graph_k, graph_layer_num,
@@ -596,6 +596,8 @@ class decoder(nn.Module):
         self.coord_head = nn.Linear(gcn_out_dim[-1], 3)
         self.avg_head = nn.Linear(self.vNum_out, 1)
         self.params_head = nn.Linear(gcn_out_dim[-1], 3)
+        # xavier for the heads; gf_layer_* keep PyTorch's init (the original calls weights_init on the Sequential: a no-op)
+        for m in (self.coord_head, self.avg_head, self.params_head): _xavier_init(m)
         with torch.no_grad(): self.unsample_layer.weight.copy_(torch.as_tensor(np.asarray(upsample_weight), dtype=torch.float32))
         for side, g in (("left", left_graph), ("right", right_graph)):
             self.register_buffer(f"graph_perm_{side}", g["perm"].clone(), persistent=False)
@@ -636,7 +638,7 @@ class decoder(nn.Module):
             hands.append(HandPrediction(verts3d, verts2d, scale, trans2d, levels=[level]))
         return hands[0], hands[1]
 
-# %% ../nbs/06_model.ipynb #bf848937
+# %% ../nbs/06_model.ipynb #edcd4ba3
 class HandNET_GCN(nn.Module):
     "IntagHand: image B×3×S×S (ImageNet-normalised RGB) -> `HandOutput`."
     def __init__(self, encoder, mid_model, decoder, img_size: int = 256):
@@ -694,7 +696,7 @@ class HandNET_GCN(nn.Module):
             cross.append({k: sink[_Slot(layer.attn, k)] for k in ("r2l", "l2r")})
         return AttentionMaps(image, image_full, grid, vself, cross, grid_size=self.img_size // 32)
 
-# %% ../nbs/06_model.ipynb #79c0ea23
+# %% ../nbs/06_model.ipynb #760e3ae3
 def build_model(cfg=None, graph_assets: dict | None = None, joint_regressor=None) -> nn.Module:
     "A randomly initialised `HandNET_GCN` for `cfg` (default config if None); graph assets from the config unless given."
     cfg = get_config() if cfg is None else cfg
@@ -707,6 +709,9 @@ def build_model(cfg=None, graph_assets: dict | None = None, joint_regressor=None
     if not (len(M.GCN_OUT_DIM) == len(M.IMG_DIMS) == n) or n > len(M.DECONV_DIMS):
         raise ValueError(f"MODEL.GCN_IN_DIM, GCN_OUT_DIM, IMG_DIMS need one entry per graph level and DECONV_DIMS at "
                          f"least as many; got {list(M.GCN_IN_DIM)}, {list(M.GCN_OUT_DIM)}, {list(M.IMG_DIMS)}, {list(M.DECONV_DIMS)}")
+    for i in range(n - 1):
+        if M.GCN_OUT_DIM[i] != M.GCN_IN_DIM[i + 1]:
+            raise ValueError(f"MODEL.GCN_OUT_DIM[{i}] ({M.GCN_OUT_DIM[i]}) must equal GCN_IN_DIM[{i + 1}] ({M.GCN_IN_DIM[i + 1]})")
     if len(M.AUX_DIMS) != len(M.DECONV_DIMS):
         raise ValueError(f"MODEL.AUX_DIMS and DECONV_DIMS need the same length (one per feature-map scale)")
     v_color = np.asarray(assets["v_color"], dtype=np.float32)
@@ -727,14 +732,25 @@ def build_model(cfg=None, graph_assets: dict | None = None, joint_regressor=None
         model.attach_joint_regressor(*(joint_regressor if isinstance(joint_regressor, (tuple, list)) else (joint_regressor,)))
     return model
 
-# %% ../nbs/06_model.ipynb #cb88a943
+# %% ../nbs/06_model.ipynb #c912afcf
 def load_weights(model: nn.Module, checkpoint) -> nn.Module:
     "Load a checkpoint path or state dict into `model` strictly; `CheckpointError` lists what does not fit."
     source = str(checkpoint) if not isinstance(checkpoint, dict) else "state dict"
     state = extract_state_dict(load_checkpoint(checkpoint) if not isinstance(checkpoint, dict) else checkpoint)
     return load_state_dict_checked(model, state, source=source)
 
-# %% ../nbs/06_model.ipynb #c9684338
+# %% ../nbs/06_model.ipynb #61f170a8
+def load_model(cfg=None, checkpoint=None, graph_assets: dict | None = None, joint_regressor=None) -> nn.Module:
+    "`build_model`, then the weights of `checkpoint` (default: `MODEL_PARAM.MODEL_PRETRAIN_PATH` unless 'none'), eval mode."
+    cfg = get_config() if cfg is None else cfg
+    model = build_model(cfg, graph_assets=graph_assets, joint_regressor=joint_regressor)
+    ckpt = checkpoint if checkpoint is not None else cfg.MODEL_PARAM.MODEL_PRETRAIN_PATH
+    if isinstance(ckpt, dict) or str(ckpt).lower() not in ("", "none"):
+        from intaghand.config import checkpoint_file
+        load_weights(model, ckpt if isinstance(ckpt, dict) else checkpoint_file(ckpt))
+    return model.eval()
+
+# %% ../nbs/06_model.ipynb #8c148527
 def _fuse_resnet_bn(resnet: nn.Module):
     from torch.nn.utils.fusion import fuse_conv_bn_eval
     resnet.conv1 = fuse_conv_bn_eval(resnet.conv1, resnet.bn1); resnet.bn1 = nn.Identity()
@@ -758,7 +774,7 @@ def optimize_for_inference(model: HandNET_GCN, channels_last: bool = True, fuse_
     for p in m.parameters(): p.requires_grad_(False)
     return m
 
-# %% ../nbs/06_model.ipynb #cf751d74
+# %% ../nbs/06_model.ipynb #214e08f8
 FINGERTIP_VERTS = (745, 317, 444, 556, 673)
 JOINT_ORDER = (0, 13, 14, 15, 16, 1, 2, 3, 17, 4, 5, 6, 18, 10, 11, 12, 19, 7, 8, 9, 20)
 

@@ -129,7 +129,8 @@ def test_attention_does_not_change_outputs(small_model, img128):
         for f in ("verts3d", "verts2d", "scale", "trans2d"):
             assert torch.equal(getattr(eager[side], f), getattr(asked[side], f))
             assert torch.equal(getattr(asked[side], f), getattr(fast_asked[side], f))
-            assert torch.allclose(getattr(fast[side], f), getattr(eager[side], f), atol=1e-4, rtol=1e-4)
+            ref = getattr(eager[side], f)
+            assert torch.allclose(getattr(fast[side], f), ref, rtol=1e-4, atol=1e-5 * float(ref.abs().max()))
     assert torch.equal(eager.hms, asked.hms)
 
 
@@ -279,8 +280,8 @@ def test_optimized_copy_same_outputs(small_model, img128):
     with torch.inference_mode():
         a = small_model(img128)
         b = opt(img128.contiguous(memory_format=torch.channels_last))
-    assert torch.allclose(a.left.verts3d, b.left.verts3d, atol=1e-4)
-    assert torch.allclose(a.mask, b.mask, atol=1e-4)
+    for x, y in ((a.left.verts3d, b.left.verts3d), (a.right.verts2d, b.right.verts2d), (a.mask, b.mask)):
+        assert torch.allclose(x, y, rtol=1e-4, atol=1e-5 * float(x.abs().max()))
     assert "encoder.resnet.bn1.weight" in small_model.state_dict()      # the original is untouched
 
 
