@@ -9,7 +9,7 @@ __all__ = ['COARSENING_LEVELS', 'MANO_PARENTS', 'PART_NAMES', 'MANO_JOINT_PART',
            'level_ancestors', 'level_centroids', 'build_upsample', 'build_v_color', 'build_mano_seg',
            'check_graph_dict', 'load_graph_pkl', 'read_hand_model', 'pickle_bytes', 'build_assets', 'build_assets_main']
 
-# %% ../nbs/04_graph.ipynb #86a7e31a
+# %% ../nbs/04_graph.ipynb #c0984c9c
 import argparse
 import sys
 import time
@@ -22,7 +22,7 @@ from .config import EMBEDDED_GRAPH_DIR, EMBEDDED_MANO_NAMES, HOW_TO_OBTAIN, MANO
     AssetNotFoundError, get_config, resolve_path
 from .io import atomic_write_bytes, safe_load_pickle
 
-# %% ../nbs/04_graph.ipynb #b738aec1
+# %% ../nbs/04_graph.ipynb #70e78d7a
 COARSENING_LEVELS = 4
 
 
@@ -43,7 +43,7 @@ def mesh_adjacency(faces, num_vertices: int | None = None) -> sp.csr_matrix:
     a.sort_indices()
     return a
 
-# %% ../nbs/04_graph.ipynb #15f23ad0
+# %% ../nbs/04_graph.ipynb #46258e5c
 def _sorted_entries(W):
     "Non-zero (row, col, value) triples of `W`, rows ascending and columns ascending within a row."
     W = sp.coo_matrix(W)
@@ -110,7 +110,7 @@ def hem_coarsen(W, levels: int = COARSENING_LEVELS):
         degree = _column_sums(W)
     return graphs, parents
 
-# %% ../nbs/04_graph.ipynb #ee3db1aa
+# %% ../nbs/04_graph.ipynb #72d74e6c
 def compute_perm(parents) -> list:
     "Per level (finest first), the vertex order that puts siblings side by side; fake vertices are ids ≥ N."
     if not len(parents): return []
@@ -139,7 +139,7 @@ def perm_adjacency(A, indices) -> sp.csr_matrix:
     P.eliminate_zeros()
     return P
 
-# %% ../nbs/04_graph.ipynb #5edeb92d
+# %% ../nbs/04_graph.ipynb #f8c9568e
 def normalized_laplacian(W) -> sp.csr_matrix:
     "L = I − D^-½ W D^-½ as float32 CSR (isolated, fake vertices: L_ii = 1)."
     W = sp.csr_matrix(W, dtype=np.float32)
@@ -159,7 +159,7 @@ def rescale_laplacian(L, lmax) -> sp.csr_matrix:
     L.data *= np.float32(1.0 / float(np.float32(lmax) * np.float32(2)))
     return sp.csr_matrix(L - sp.identity(L.shape[0], dtype=np.float32, format="csr"), dtype=np.float32)
 
-# %% ../nbs/04_graph.ipynb #0164d30c
+# %% ../nbs/04_graph.ipynb #a6bafdfa
 def inverse_perm(perm) -> np.ndarray:
     "`rev[perm[i]] = i` as an int64 array."
     perm = np.asarray(perm, dtype=np.int64)
@@ -182,7 +182,7 @@ def cut_perm(perm, num_vertices: int, levels: int = COARSENING_LEVELS) -> list:
     if (p < 0).any(): raise ValueError("a coarsest vertex without any real mesh vertex below it")
     return [int(x) for x in p]
 
-# %% ../nbs/04_graph.ipynb #65154c63
+# %% ../nbs/04_graph.ipynb #7856d1ad
 def build_graph(faces, levels: int = COARSENING_LEVELS, num_vertices: int | None = None) -> dict:
     "The original graph dict (`graph_left.pkl` format) of the triangle mesh `faces`, coarsened `levels` times."
     import torch
@@ -206,7 +206,7 @@ def graph_level_sizes(graph: dict) -> list:
     "Vertex count of each level, finest first (e.g. [1008, 504, 252, 126, 63])."
     return [int(L.shape[0]) for L in graph["coarsen_graphs_L"]]
 
-# %% ../nbs/04_graph.ipynb #7d950222
+# %% ../nbs/04_graph.ipynb #6e406685
 def level_ancestors(graph: dict, level: int, num_vertices: int) -> np.ndarray:
     "GCN-order slot at coarsening `level` of every mesh vertex's ancestor: `graph_perm_reverse[v] // 2**level`."
     return np.asarray(graph["graph_perm_reverse"][:num_vertices], dtype=np.int64) // (2 ** level)
@@ -245,7 +245,7 @@ def build_upsample(graph: dict, verts, level: int = 2, sharpness: float = 2.0, d
         U[v, cand] = w / w.sum()
     return U.astype(np.float32)
 
-# %% ../nbs/04_graph.ipynb #77554794
+# %% ../nbs/04_graph.ipynb #20f66694
 MANO_PARENTS = (-1, 0, 1, 2, 0, 4, 5, 0, 7, 8, 0, 10, 11, 0, 13, 14)
 PART_NAMES = ("palm", "thumb", "index", "middle", "ring", "pinky")
 MANO_JOINT_PART = (0, 2, 2, 2, 3, 3, 3, 5, 5, 5, 4, 4, 4, 1, 1, 1)    # MANO joint -> index into PART_NAMES
@@ -271,7 +271,7 @@ def build_mano_seg(weights, kintree_table=None) -> dict:
     joint = np.argmax(weights, axis=1).astype(np.int64)
     return {"part": np.asarray(MANO_JOINT_PART, dtype=np.int64)[joint], "joint": joint, "part_names": list(PART_NAMES)}
 
-# %% ../nbs/04_graph.ipynb #621095dc
+# %% ../nbs/04_graph.ipynb #772da568
 GRAPH_KEYS = ("mesh_faces", "mesh_adj", "graph_mask", "coarsen_graphs_adj", "coarsen_graphs_L",
               "graph_perm", "graph_perm_reverse")
 
@@ -296,7 +296,7 @@ def load_graph_pkl(path) -> dict:
     path = Path(path)
     return check_graph_dict(safe_load_pickle(path), source=str(path))
 
-# %% ../nbs/04_graph.ipynb #c4342f9c
+# %% ../nbs/04_graph.ipynb #a0e2b43f
 ASSET_FILES = {"graph_left": "graph_left.pkl", "graph_right": "graph_right.pkl", "upsample": "upsample.pkl",
                "v_color": "v_color.pkl", "mano_seg": "mano_seg.pkl"}
 
