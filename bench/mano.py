@@ -2,10 +2,13 @@
 
     .venv/bin/python bench/mano.py [--quick] [--batches 1 64 1024] [--threads N]
 
+Both run on one CPU thread by default: with several threads on a machine shared with other jobs the timings
+swing by 2-10x from run to run; `--threads 0` keeps torch's default.
+
 Both layers read one temporary MANO_RIGHT.pkl written from `random_mano_model` (plain numpy arrays and
 a scipy sparse J_regressor, so smplx's plain pickle.load can read it) and get the same axis-angle
 pose (B×48, non-flat hand mean), shape and translation. Outputs are compared (vertices must agree),
-then each forward is timed under `torch.no_grad()` (median of repeats). The last line printed is one
+then the two forwards are timed alternately under `torch.no_grad()` (minimum over repeats). The last line printed is one
 JSON object; `speedup` = smplx time / our time at the largest batch.
 """
 import argparse
@@ -18,20 +21,23 @@ from pathlib import Path
 import torch
 
 
-def timeit(fn, min_time: float, min_reps: int = 3) -> float:
-    "Median seconds per call of `fn`, after one warm-up, over at least `min_reps` calls and `min_time` seconds."
-    fn()
-    times, start = [], time.perf_counter()
-    while len(times) < min_reps or time.perf_counter() - start < min_time:
-        t0 = time.perf_counter(); fn(); times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+def time_pair(fa, fb, min_time: float, min_reps: int = 5):
+    """Seconds per call of `fa` and `fb`, timed alternately (so both see the same machine load) after a warm-up;
+    the minimum over the repeats, the usual estimate of the cost without interference from other processes."""
+    fa(); fb()
+    ta, tb, start = [], [], time.perf_counter()
+    while len(ta) < min_reps or time.perf_counter() - start < min_time:
+        t0 = time.perf_counter(); fa(); t1 = time.perf_counter(); fb(); t2 = time.perf_counter()
+        ta.append(t1 - t0); tb.append(t2 - t1)
+    return min(ta), min(tb), len(ta)
 
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="short timings (under a minute)")
     ap.add_argument("--batches", type=int, nargs="+", default=[1, 64, 1024])
-    ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    ap.add_argument("--threads", type=int, default=1,
+                    help="torch CPU threads (default 1: stable numbers on a shared machine; 0 = torch's default)")
     args = ap.parse_args(argv)
     if args.threads: torch.set_num_threads(args.threads)
     import smplx
@@ -55,11 +61,11 @@ def main(argv=None):
             v_theirs = theirs(betas=betas, global_orient=pose[:, :3], hand_pose=pose[:, 3:], transl=trans).vertices
             err = (v_ours - v_theirs).abs().max().item()
             assert err < 1e-4, f"outputs differ by {err} m at batch {B}"
-            t_ours = timeit(lambda: ours(pose, betas, trans), min_time)
-            t_theirs = timeit(lambda: theirs(betas=betas, global_orient=pose[:, :3], hand_pose=pose[:, 3:],
-                                             transl=trans), min_time)
+            t_ours, t_theirs, reps = time_pair(
+                lambda: ours(pose, betas, trans),
+                lambda: theirs(betas=betas, global_orient=pose[:, :3], hand_pose=pose[:, 3:], transl=trans), min_time)
         results[str(B)] = {"ours_ms": round(t_ours * 1e3, 3), "smplx_ms": round(t_theirs * 1e3, 3),
-                           "ratio": round(t_theirs / t_ours, 2), "max_vertex_diff_m": float(f"{err:.2e}")}
+                           "ratio": round(t_theirs / t_ours, 2), "reps": reps, "max_vertex_diff_m": float(f"{err:.2e}")}
         print(f"batch {B:5d}: ours {t_ours * 1e3:8.2f} ms   smplx {t_theirs * 1e3:8.2f} ms   "
               f"smplx/ours {t_theirs / t_ours:5.2f}   max |dv| {err:.1e} m", flush=True)
     last = str(max(args.batches))
