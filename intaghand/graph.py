@@ -9,7 +9,7 @@ __all__ = ['COARSENING_LEVELS', 'MANO_PARENTS', 'PART_NAMES', 'MANO_JOINT_PART',
            'level_ancestors', 'level_centroids', 'build_upsample', 'build_v_color', 'build_mano_seg',
            'check_graph_dict', 'load_graph_pkl', 'read_hand_model', 'pickle_bytes', 'build_assets', 'build_assets_main']
 
-# %% ../nbs/04_graph.ipynb #c0984c9c
+# %% ../nbs/04_graph.ipynb #bcaee972
 import argparse
 import sys
 import time
@@ -22,7 +22,7 @@ from .config import EMBEDDED_GRAPH_DIR, EMBEDDED_MANO_NAMES, HOW_TO_OBTAIN, MANO
     AssetNotFoundError, get_config, resolve_path
 from .io import atomic_write_bytes, safe_load_pickle
 
-# %% ../nbs/04_graph.ipynb #70e78d7a
+# %% ../nbs/04_graph.ipynb #95cb3eef
 COARSENING_LEVELS = 4
 
 
@@ -43,7 +43,7 @@ def mesh_adjacency(faces, num_vertices: int | None = None) -> sp.csr_matrix:
     a.sort_indices()
     return a
 
-# %% ../nbs/04_graph.ipynb #46258e5c
+# %% ../nbs/04_graph.ipynb #9c7de261
 def _sorted_entries(W):
     "Non-zero (row, col, value) triples of `W`, rows ascending and columns ascending within a row."
     W = sp.coo_matrix(W)
@@ -110,7 +110,7 @@ def hem_coarsen(W, levels: int = COARSENING_LEVELS):
         degree = _column_sums(W)
     return graphs, parents
 
-# %% ../nbs/04_graph.ipynb #72d74e6c
+# %% ../nbs/04_graph.ipynb #54624c2e
 def compute_perm(parents) -> list:
     "Per level (finest first), the vertex order that puts siblings side by side; fake vertices are ids ≥ N."
     if not len(parents): return []
@@ -139,7 +139,7 @@ def perm_adjacency(A, indices) -> sp.csr_matrix:
     P.eliminate_zeros()
     return P
 
-# %% ../nbs/04_graph.ipynb #f8c9568e
+# %% ../nbs/04_graph.ipynb #c2744af4
 def normalized_laplacian(W) -> sp.csr_matrix:
     "L = I − D^-½ W D^-½ as float32 CSR (isolated, fake vertices: L_ii = 1)."
     W = sp.csr_matrix(W, dtype=np.float32)
@@ -159,7 +159,7 @@ def rescale_laplacian(L, lmax) -> sp.csr_matrix:
     L.data *= np.float32(1.0 / float(np.float32(lmax) * np.float32(2)))
     return sp.csr_matrix(L - sp.identity(L.shape[0], dtype=np.float32, format="csr"), dtype=np.float32)
 
-# %% ../nbs/04_graph.ipynb #a6bafdfa
+# %% ../nbs/04_graph.ipynb #63bf79fa
 def inverse_perm(perm) -> np.ndarray:
     "`rev[perm[i]] = i` as an int64 array."
     perm = np.asarray(perm, dtype=np.int64)
@@ -182,7 +182,7 @@ def cut_perm(perm, num_vertices: int, levels: int = COARSENING_LEVELS) -> list:
     if (p < 0).any(): raise ValueError("a coarsest vertex without any real mesh vertex below it")
     return [int(x) for x in p]
 
-# %% ../nbs/04_graph.ipynb #7856d1ad
+# %% ../nbs/04_graph.ipynb #7dabdcd1
 def build_graph(faces, levels: int = COARSENING_LEVELS, num_vertices: int | None = None) -> dict:
     "The original graph dict (`graph_left.pkl` format) of the triangle mesh `faces`, coarsened `levels` times."
     import torch
@@ -206,7 +206,7 @@ def graph_level_sizes(graph: dict) -> list:
     "Vertex count of each level, finest first (e.g. [1008, 504, 252, 126, 63])."
     return [int(L.shape[0]) for L in graph["coarsen_graphs_L"]]
 
-# %% ../nbs/04_graph.ipynb #6e406685
+# %% ../nbs/04_graph.ipynb #92142873
 def level_ancestors(graph: dict, level: int, num_vertices: int) -> np.ndarray:
     "GCN-order slot at coarsening `level` of every mesh vertex's ancestor: `graph_perm_reverse[v] // 2**level`."
     return np.asarray(graph["graph_perm_reverse"][:num_vertices], dtype=np.int64) // (2 ** level)
@@ -245,7 +245,7 @@ def build_upsample(graph: dict, verts, level: int = 2, sharpness: float = 2.0, d
         U[v, cand] = w / w.sum()
     return U.astype(np.float32)
 
-# %% ../nbs/04_graph.ipynb #20f66694
+# %% ../nbs/04_graph.ipynb #9f3880a0
 MANO_PARENTS = (-1, 0, 1, 2, 0, 4, 5, 0, 7, 8, 0, 10, 11, 0, 13, 14)
 PART_NAMES = ("palm", "thumb", "index", "middle", "ring", "pinky")
 MANO_JOINT_PART = (0, 2, 2, 2, 3, 3, 3, 5, 5, 5, 4, 4, 4, 1, 1, 1)    # MANO joint -> index into PART_NAMES
@@ -271,7 +271,7 @@ def build_mano_seg(weights, kintree_table=None) -> dict:
     joint = np.argmax(weights, axis=1).astype(np.int64)
     return {"part": np.asarray(MANO_JOINT_PART, dtype=np.int64)[joint], "joint": joint, "part_names": list(PART_NAMES)}
 
-# %% ../nbs/04_graph.ipynb #772da568
+# %% ../nbs/04_graph.ipynb #e9c6a97a
 GRAPH_KEYS = ("mesh_faces", "mesh_adj", "graph_mask", "coarsen_graphs_adj", "coarsen_graphs_L",
               "graph_perm", "graph_perm_reverse")
 
@@ -296,7 +296,7 @@ def load_graph_pkl(path) -> dict:
     path = Path(path)
     return check_graph_dict(safe_load_pickle(path), source=str(path))
 
-# %% ../nbs/04_graph.ipynb #a0e2b43f
+# %% ../nbs/04_graph.ipynb #29604116
 ASSET_FILES = {"graph_left": "graph_left.pkl", "graph_right": "graph_right.pkl", "upsample": "upsample.pkl",
                "v_color": "v_color.pkl", "mano_seg": "mano_seg.pkl"}
 
@@ -324,7 +324,7 @@ def read_hand_model(path) -> dict:
     return out
 
 
-def _model_paths(mano_dir, embedded: bool) -> dict:
+def _model_paths(mano_dir, embedded: bool, say=print) -> dict:
     "Right/left model files in `mano_dir` (real MANO names) or the embedded model's; a clear error if missing."
     if embedded:
         d, names, how = resolve_path(get_config().MISC.MANO_PATH), EMBEDDED_MANO_NAMES, HOW_TO_OBTAIN["embedded"]
@@ -333,6 +333,11 @@ def _model_paths(mano_dir, embedded: bool) -> dict:
         d, names, how, what = Path(mano_dir).expanduser(), MANO_NAMES, HOW_TO_OBTAIN["mano"], "MANO model"
     paths = {side: d / names[side] for side in ("right", "left")}
     missing = [p.name for p in paths.values() if not p.is_file()]
+    if embedded and missing:              # the embedded model is ours: make it (only OPENHAND_* names are written)
+        from intaghand.handmodel import write_embedded_models
+        say(f"embedded hand model {', '.join(missing)} not in {d}: generating it")
+        write_embedded_models(d, overwrite=False)
+        missing = [p.name for p in paths.values() if not p.is_file()]
     if missing: raise AssetNotFoundError(f"{what} file(s) {', '.join(missing)}", [d], how)
     return paths
 
@@ -374,7 +379,7 @@ def build_assets(mano_dir=None, out_dir=None, models=None, overwrite: bool = Fal
                               "Pass --overwrite (overwrite=True) to replace them.")
     t0 = time.perf_counter()
     if models is None:
-        paths = _model_paths(mano_dir, embedded)
+        paths = _model_paths(mano_dir, embedded, say)
         arrays = {}
         for side, p in paths.items():
             say(f"reading {side} model: {p}")
@@ -406,7 +411,8 @@ def build_assets_main(argv=None) -> int:
         "Build graph_left.pkl, graph_right.pkl, upsample.pkl, v_color.pkl and mano_seg.pkl from a MANO-format model.")
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--mano-dir", metavar="DIR", help="folder holding MANO_RIGHT.pkl and MANO_LEFT.pkl")
-    src.add_argument("--embedded", action="store_true", help=f"use the embedded hand model (misc/mano/OPENHAND_*.pkl)")
+    src.add_argument("--embedded", action="store_true",
+                     help="use the embedded hand model (misc/mano/OPENHAND_*.pkl, generated if missing)")
     p.add_argument("--out", metavar="DIR", help=f"output folder (default with --embedded: {EMBEDDED_GRAPH_DIR})")
     p.add_argument("--overwrite", action="store_true", help="replace existing files")
     p.add_argument("--quiet", action="store_true", help="no progress output")
