@@ -9,7 +9,7 @@ __all__ = ['MANO_PARENTS', 'FINGERTIP_VERTS', 'NEW_ORDER', 'JOINT_PARENTS', 'JOI
            'regress_joints', 'depth_levels', 'chain_plan', 'kinematic_chain', 'skin_vmajor', 'skin', 'pca_to_axis',
            'axis_to_pca', 'fix_left_shapedirs', 'ManoLayer', 'fix_shape', 'hand_figure']
 
-# %% ../nbs/02_mano.ipynb #4655599e
+# %% ../nbs/02_mano.ipynb #10f0c0e2
 import io
 import pickle
 import re
@@ -22,7 +22,7 @@ import torch.nn as nn
 
 from .io import UnsafePickleError, atomic_pickle, atomic_write_bytes, safe_load_pickle
 
-# %% ../nbs/02_mano.ipynb #f8817d30
+# %% ../nbs/02_mano.ipynb #fa621cfb
 MANO_PARENTS = (-1, 0, 1, 2, 0, 4, 5, 0, 7, 8, 0, 10, 11, 0, 13, 14)   # the 16-joint kinematic tree
 FINGERTIP_VERTS = (745, 317, 444, 556, 673)                           # thumb, index, middle, ring, little
 NEW_ORDER = (0, 13, 14, 15, 16, 1, 2, 3, 17, 4, 5, 6, 18, 10, 11, 12, 19, 7, 8, 9, 20)
@@ -37,7 +37,7 @@ ROOT_JOINT = 9   # middle-finger MCP
 MANO_KEYS = ("v_template", "f", "weights", "J_regressor", "shapedirs", "posedirs",
              "hands_components", "hands_mean", "kintree_table")
 
-# %% ../nbs/02_mano.ipynb #7d32cc69
+# %% ../nbs/02_mano.ipynb #d88fe55d
 class ManoFormatError(ValueError):
     "A file or dict that is not a usable MANO-format model."
 
@@ -112,7 +112,7 @@ def kintree_parents(kintree_table, source: str = "model") -> list:
             seen.add(k); k = parents[k]
     return parents
 
-# %% ../nbs/02_mano.ipynb #925cb47b
+# %% ../nbs/02_mano.ipynb #4a6560c4
 def load_mano_model(path) -> dict:
     "Read a MANO-format model from an official-style `.pkl` or a plain `.npz`; checked dict of numpy arrays."
     path = Path(path)
@@ -155,7 +155,7 @@ def save_mano_pkl(model: dict, path, extra: dict | None = None) -> Path:
     m.update({"bs_style": "lbs", "bs_type": "lrotmin"}, **(extra or {}))
     return atomic_pickle(m, path, protocol=2)
 
-# %% ../nbs/02_mano.ipynb #17c8b14d
+# %% ../nbs/02_mano.ipynb #a1c8a5ed
 def _bone_frame(d):
     "Unit vector `d` and two unit vectors orthogonal to it and to each other."
     d = d / np.linalg.norm(d)
@@ -286,7 +286,7 @@ def random_mano_model(seed: int = 0, side: str = "right", n_verts: int = 778, n_
     elif side != "right": raise ValueError(f"side must be 'left' or 'right', got {side!r}")
     return model
 
-# %% ../nbs/02_mano.ipynb #778c3dae
+# %% ../nbs/02_mano.ipynb #8e52de0a
 _AXIS_SIGN = np.array([1.0, -1.0, -1.0])   # the mirror image (in x) of an axis-angle vector
 
 
@@ -306,7 +306,7 @@ def mirror_mano_model(model: dict) -> dict:
     m["f"] = np.asarray(model["f"])[:, [0, 2, 1]]
     return m
 
-# %% ../nbs/02_mano.ipynb #e173dc02
+# %% ../nbs/02_mano.ipynb #026fb18c
 def rodrigues(axis_angle: torch.Tensor) -> torch.Tensor:
     "Rotation matrices `...×3×3` from axis-angle vectors `...×3` (radians)."
     angle = axis_angle.norm(dim=-1) + 1e-8
@@ -316,7 +316,7 @@ def rodrigues(axis_angle: torch.Tensor) -> torch.Tensor:
     xy, xz, yz = c * x * y, c * x * z, c * y * z
     return torch.stack([d + c * x * x, xy - s * z, xz + s * y,
                         xy + s * z, d + c * y * y, yz - s * x,
-                        xz - s * y, yz + s * x, d + c * z * z], -1).unflatten(-1, (3, 3))
+                        xz - s * y, yz + s * x, d + c * z * z], -1).view(*angle.shape, 3, 3)
 
 
 def blend_shapes(coeffs: torch.Tensor, dirs: torch.Tensor) -> torch.Tensor:
@@ -345,27 +345,41 @@ def depth_levels(parents) -> list:
     return [[j for j in range(len(parents)) if depth[j] == d] for d in range(max(depth) + 1)]
 
 
-def chain_plan(parents, device=None) -> list:
-    "Index tensors `(joints, their parents)` per tree depth below the root, for `kinematic_chain`."
+def _as_index(ids: list, device=None):
+    "A slice when `ids` is a run with a constant step (a view, no copy; one repeated id broadcasts), else an index tensor."
+    if all(i == ids[0] for i in ids): return slice(ids[0], ids[0] + 1)
+    step = ids[1] - ids[0]
+    if step > 0 and all(b - a == step for a, b in zip(ids, ids[1:])): return slice(ids[0], ids[-1] + 1, step)
+    return torch.tensor(ids, device=device)
+
+
+def chain_plan(parents, device=None) -> dict:
+    "How `kinematic_chain` walks a tree: per depth, the joints and their parents' positions in the level above."
     par = [int(p) for p in parents]
-    return [(torch.tensor(lvl, device=device), torch.tensor([par[j] for j in lvl], device=device))
-            for lvl in depth_levels(par)[1:]]
+    levels = depth_levels(par)
+    if levels[0] != [0]: raise ValueError(f"joint 0 must be the only root, got parents {par}")
+    steps = [(_as_index(lvl, device), _as_index([prev.index(par[j]) for j in lvl], device))
+             for prev, lvl in zip(levels, levels[1:])]
+    flat = [j for lvl in levels for j in lvl]
+    order = None if flat == sorted(flat) else torch.as_tensor(np.argsort(flat), device=device)
+    return {"steps": steps, "order": order}
 
 
 def kinematic_chain(rotmats: torch.Tensor, joints: torch.Tensor, parents, plan=None):
     """Pose a skeleton: local rotations `B×J×3×3` about rest joints `B×J×3` (joint 0 the root, `parents[0] = -1`).
 
     Returns `(posed_joints B×J×3, A B×J×3×3, b B×J×3)`, where x ↦ A_j x + b_j moves a rest-pose point
-    rigidly with joint j. All joints of one tree depth are composed at once (`plan` from `chain_plan`)."""
+    rigidly with joint j. All joints of one tree depth are composed at once (`plan` from `chain_plan`); for
+    MANO's tree every level and its parents are strided views, so the walk copies nothing."""
     plan = chain_plan(parents, joints.device) if plan is None else plan
-    B, J = joints.shape[:2]
-    A = rotmats.new_empty(B, J, 3, 3)
-    P = joints.new_empty(B, J, 3)
-    A[:, 0], P[:, 0] = rotmats[:, 0], joints[:, 0]
-    for idx, p in plan:
-        Ap = A[:, p]
-        P[:, idx] = (Ap @ (joints[:, idx] - joints[:, p])[..., None])[..., 0] + P[:, p]
-        A[:, idx] = Ap @ rotmats[:, idx]
+    A_lv, P_lv, J_lv = [rotmats[:, :1]], [joints[:, :1]], [joints[:, :1]]
+    for idx, pos in plan["steps"]:
+        Jl, Ap, Pp, Jp = joints[:, idx], A_lv[-1][:, pos], P_lv[-1][:, pos], J_lv[-1][:, pos]
+        P_lv.append((Ap @ (Jl - Jp)[..., None])[..., 0] + Pp)
+        A_lv.append(Ap @ rotmats[:, idx])
+        J_lv.append(Jl)
+    A, P = torch.cat(A_lv, 1), torch.cat(P_lv, 1)
+    if plan["order"] is not None: A, P = A.index_select(1, plan["order"]), P.index_select(1, plan["order"])
     b = P - (A @ joints[..., None])[..., 0]
     return P, A, b
 
@@ -386,7 +400,7 @@ def skin(verts: torch.Tensor, weights: torch.Tensor, A: torch.Tensor, b: torch.T
     "Linear blend skinning of rest-pose vertices `B×V×3` with weights `V×J` and joint transforms (`A B×J×3×3`, `b B×J×3`)."
     return skin_vmajor(verts.permute(1, 2, 0), weights, A, b).permute(2, 0, 1)
 
-# %% ../nbs/02_mano.ipynb #9d61c568
+# %% ../nbs/02_mano.ipynb #ee2e925d
 def pca_to_axis(coeffs: torch.Tensor, components: torch.Tensor, mean: torch.Tensor | None = None) -> torch.Tensor:
     "Finger axis-angle `B×45` from PCA coefficients `B×k` (rows `components[:k]`), plus `mean` when given."
     axis = coeffs @ components[: coeffs.shape[-1]]
@@ -400,7 +414,7 @@ def axis_to_pca(axis: torch.Tensor, components: torch.Tensor, ncomps: int | None
     if mean is not None: axis = axis - mean
     return axis @ torch.linalg.pinv(components[:k])
 
-# %% ../nbs/02_mano.ipynb #f20db75c
+# %% ../nbs/02_mano.ipynb #59511c04
 def fix_left_shapedirs(left_shapedirs, right_shapedirs):
     """The original's "fix_shape": the official MANO_LEFT.pkl's shapedirs have the x rows of the right hand
     (not mirrored). When the two x rows differ by less than 1 in summed absolute value, negate the left
@@ -420,7 +434,7 @@ def _right_sibling(path: Path) -> Path | None:
     p = path.with_name(name)
     return p if p != path and p.is_file() else None
 
-# %% ../nbs/02_mano.ipynb #f9fc68ef
+# %% ../nbs/02_mano.ipynb #2da1a0e4
 class ManoLayer(nn.Module):
     "MANO forward kinematics and skinning: pose (+ shape, translation) → vertices `B×V×3` and 21 joints `B×21×3`."
     def __init__(self, path, side: str = "right", use_pca: bool = False, ncomps: int = 45,
@@ -533,7 +547,7 @@ class ManoLayer(nn.Module):
             raise ValueError(f"pose must be B×{width} (global axis-angle 3 + {'PCA ' + str(self.ncomps) if self.use_pca else 'axis-angle 45'}), "
                              f"got {tuple(pose.shape)}")
         axis = torch.cat([pose[:, :3], self.hand_axis(pose[:, 3:])], 1)
-        return self._pose(rodrigues(axis.unflatten(1, (-1, 3))), shape, trans)
+        return self._pose(rodrigues(axis.view(axis.shape[0], -1, 3)), shape, trans)
 
     def forward_rotmat(self, root_R: torch.Tensor, hand_pose: torch.Tensor, shape: torch.Tensor | None = None,
                        trans: torch.Tensor | None = None, scale: torch.Tensor | None = None):
@@ -542,7 +556,7 @@ class ManoLayer(nn.Module):
             if self.use_pca: raise ValueError("use_pca layers take PCA coefficients B×ncomps, not rotation matrices")
             rots = hand_pose
         else:
-            rots = rodrigues(self.hand_axis(hand_pose).unflatten(1, (-1, 3)))
+            rots = rodrigues(self.hand_axis(hand_pose).view(hand_pose.shape[0], -1, 3))
         return self._pose(torch.cat([root_R[:, None], rots], 1), shape, trans, scale)
 
     chunk_size = 128   # samples per block: keeps the V×12×B skinning buffers in cache on CPU
@@ -577,10 +591,10 @@ class ManoLayer(nn.Module):
         J = c["j"] + (shape @ c["jdirs"]).view(B, -1, 3)
         Pj, A, b = kinematic_chain(rotmats, J, None, c["plan"])
         verts = skin_vmajor(v_posed_t, c["w"], A, b).permute(2, 0, 1).contiguous()
-        joints = torch.cat([Pj, verts[:, c["tips"]]], 1)[:, c["order"]]
+        joints = torch.cat([Pj, verts.index_select(1, c["tips"])], 1).index_select(1, c["order"])
         return verts, joints
 
-# %% ../nbs/02_mano.ipynb #f0dfed81
+# %% ../nbs/02_mano.ipynb #7e9f26dc
 def fix_shape(left: ManoLayer, right: ManoLayer) -> bool:
     "Apply the original's left-shapedirs fix to a pair of layers in place; True when it flipped."
     fixed, flipped = fix_left_shapedirs(left.shapedirs, right.shapedirs)
@@ -589,7 +603,7 @@ def fix_shape(left: ManoLayer, right: ManoLayer) -> bool:
         left.shape_flipped = True
     return flipped
 
-# %% ../nbs/02_mano.ipynb #78ab2f15
+# %% ../nbs/02_mano.ipynb #fb310dfd
 def hand_figure(hands, title: str = "", show_joints: bool = True):
     "A plotly 3D figure of hands: a list of `(verts V×3, faces F×3, joints 21×3 or None, colour)`."
     import plotly.graph_objects as go

@@ -122,19 +122,20 @@ def test_rodrigues_matches_reference_and_is_rotation():
     assert torch.allclose(rodrigues(torch.zeros(2, 3)), torch.eye(3).expand(2, 3, 3))
 
 
-def test_kinematic_chain_and_skin_against_loop():
+@pytest.mark.parametrize("parents", [MANO_PARENTS, (-1, 0, 0, 2, 1, 2, 5, 3, 0, 8, 1)])
+def test_kinematic_chain_and_skin_against_loop(parents):
     torch.manual_seed(0)
-    B, J = 4, 16
+    B, J = 4, len(parents)
     rot = rodrigues(0.5 * torch.randn(B, J, 3, dtype=torch.float64))
     joints = torch.randn(B, J, 3, dtype=torch.float64)
-    P, A, b = kinematic_chain(rot, joints, MANO_PARENTS)
+    P, A, b = kinematic_chain(rot, joints, parents)
     for n in range(B):
         G = [None] * J
         for i in range(J):
             local = torch.eye(4, dtype=torch.float64)
             local[:3, :3] = rot[n, i]
             local[:3, 3] = joints[n, i] - rot[n, i] @ joints[n, i]
-            G[i] = local if i == 0 else G[MANO_PARENTS[i]] @ local
+            G[i] = local if i == 0 else G[parents[i]] @ local
             assert torch.allclose(A[n, i], G[i][:3, :3]) and torch.allclose(b[n, i], G[i][:3, 3])
             assert torch.allclose(P[n, i], G[i][:3, :3] @ joints[n, i] + G[i][:3, 3])
     w = torch.rand(30, J, dtype=torch.float64); w /= w.sum(1, keepdim=True)
