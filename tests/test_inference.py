@@ -1,0 +1,213 @@
+"""Inference API: preprocessing as the original demo, 2D mapping back to the image, checkpoints, input kinds."""
+import pickle
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from intaghand.config import get_config, save_config
+from intaghand.inference import (IMAGENET_MEAN, IMAGENET_STD, Frame, Reconstructor, as_images, pad_to_square,
+                                 preprocess_image, to_image_space)
+from intaghand.io import CheckpointError, atomic_torch_save
+from intaghand.model import build_model, joint_regressor_21, make_synthetic_graph_assets
+
+
+@pytest.fixture(scope="module")
+def assets():
+    return make_synthetic_graph_assets()
+
+
+@pytest.fixture(scope="module")
+def ckpt_dir(tmp_path_factory, assets):
+    d = tmp_path_factory.mktemp("ckpt")
+    cfg = get_config(preset="small")
+    torch.manual_seed(0)
+    model = build_model(cfg, graph_assets=assets).eval()
+    atomic_torch_save(model.state_dict(), d / "small.pth")
+    save_config(cfg, d / "small.yaml")
+    return d
+
+
+@pytest.fixture(scope="module")
+def rec(ckpt_dir, assets):
+    return Reconstructor.from_checkpoint(ckpt_dir / "small.pth", graph_assets=assets, joint_regressor=None)
+
+
+def _img(h, w, seed=0):
+    return np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8)
+
+
+@pytest.mark.parametrize("h,w,top,left", [(90, 150, 30, 0), (151, 100, 0, 25), (80, 80, 0, 0), (10, 41, 15, 0)])
+def test_pad_to_square(h, w, top, left):
+    sq, t, l = pad_to_square(_img(h, w))
+    assert sq.shape[:2] == (max(h, w),) * 2 and (t, l) == (top, left)
+    assert np.array_equal(sq[t: t + h, l: l + w], _img(h, w))
+    mask = np.ones(sq.shape[:2], bool); mask[t: t + h, l: l + w] = False
+    assert (sq[mask] == 0).all()
+
+
+def test_preprocessing_matches_original_demo():
+    img = _img(133, 200, seed=3)
+    diff = 200 - 133
+    ref = cv2.copyMakeBorder(img, diff // 2, diff - diff // 2, 0, 0, cv2.BORDER_CONSTANT, value=(0, 0, 0))
+    ref = cv2.resize(ref, (256, 256), interpolation=cv2.INTER_LINEAR)
+    ref = cv2.cvtColor(ref, cv2.COLOR_BGR2RGB).astype(np.float32) / 255
+    ref = (ref - np.array(IMAGENET_MEAN, np.float32)) / np.array(IMAGENET_STD, np.float32)
+    x, frame = preprocess_image(img, 256)
+    assert x.shape == (3, 256, 256) and x.dtype == torch.float32
+    assert np.allclose(x.permute(1, 2, 0).numpy(), ref, atol=1e-6)
+    assert frame == Frame(133, 200, 33, 0, 200, 256)
+    x_rgb, _ = preprocess_image(np.ascontiguousarray(img[..., ::-1]), 256, rgb=True)
+    assert torch.equal(x, x_rgb)
+
+
+def _centroid(a):
+    ys, xs = np.mgrid[: a.shape[0], : a.shape[1]]
+    return np.array([(xs * a).sum(), (ys * a).sum()]) / a.sum()
+
+
+@pytest.mark.parametrize("h,w,pt", [(1200, 600, (401.0, 777.0)), (300, 900, (120.0, 40.0)), (64, 48, (20.0, 30.0))])
+def test_2d_mapping_inverts_pad_and_resize(h, w, pt):
+    """A blob at a known image pixel lands where `to_network` says and maps back to where it was."""
+    img = np.zeros((h, w, 3), np.uint8)
+    r = max(3, max(h, w) // 40)
+    cv2.circle(img, (int(pt[0]), int(pt[1])), r, (255, 255, 255), -1, lineType=cv2.LINE_8)
+    true = _centroid(img[..., 0].astype(np.float64))          # centre of the drawn (pixelated) blob
+    x, frame = preprocess_image(img, 128)
+    net = x[0].numpy() * IMAGENET_STD[0] + IMAGENET_MEAN[0]
+    c = _centroid(np.clip(net, 0, None))
+    # bilinear downscaling aliases a little; the pixel-centre convention matters by |scale - 1| / 2 network px (>= 0.45 here)
+    tol = 0.25
+    assert np.abs(c - frame.to_network(true)).max() < tol            # in network pixels
+    assert np.abs(frame.to_image(c) - true).max() < tol * frame.scale  # back in image pixels
+    # and the mapping is an exact inverse pair, for numpy and torch
+    p = np.array([[0.0, 0.0], [w - 1.0, h - 1.0], list(pt)])
+    assert np.allclose(frame.to_image(frame.to_network(p)), p)
+    assert torch.allclose(frame.to_network(frame.to_image(torch.tensor(p))), torch.tensor(p, dtype=torch.float64))
+
+
+def test_as_images_kinds():
+    bgr = _img(20, 30)
+    rgb = np.ascontiguousarray(bgr[..., ::-1])
+    t = torch.from_numpy(rgb).permute(2, 0, 1)
+    got = as_images([bgr, t, t.float() / 255, torch.stack([t, t]).float() / 255])
+    assert len(got) == 5 and all(np.allclose(g, rgb, atol=1e-3) for g in got)
+    assert np.array_equal(as_images(rgb, rgb=True)[0], rgb)
+    assert len(as_images(np.stack([bgr, bgr]))) == 2
+    assert as_images(bgr[..., 0])[0].shape == (20, 30, 3)
+    with pytest.raises(TypeError):
+        as_images(42)
+    with pytest.raises(ValueError, match="H×W×3"):
+        as_images(np.zeros((2, 3, 4, 5)))
+    with pytest.raises(FileNotFoundError, match="could not read"):
+        as_images("/nonexistent/image.png")
+
+
+def test_from_checkpoint_uses_config_beside(rec, ckpt_dir):
+    assert rec.cfg.MODEL.ENCODER_TYPE == "resnet18" and rec.img_size == 128
+    assert rec.device == torch.device("cpu") and not rec.model.training
+
+
+def test_same_picture_in_every_form_gives_same_result(rec, tmp_path):
+    bgr = _img(90, 150, seed=5)
+    rgb = np.ascontiguousarray(bgr[..., ::-1])
+    cv2.imwrite(str(tmp_path / "x.png"), bgr)
+    out = rec([tmp_path / "x.png", str(tmp_path / "x.png"), bgr, torch.from_numpy(rgb).permute(2, 0, 1)])
+    out_rgb = rec(rgb, rgb=True)
+    for i in range(1, 4):
+        assert torch.allclose(out.left.verts3d[0], out.left.verts3d[i], atol=1e-5)
+        assert torch.allclose(out.right.verts2d[0], out.right.verts2d[i], atol=1e-3)
+    assert torch.allclose(out_rgb.left.verts3d[0], out.left.verts3d[0], atol=1e-5)
+
+
+def test_batched_mixed_sizes_equal_single_calls(rec):
+    ims = [_img(90, 150, 1), _img(200, 120, 2), _img(64, 64, 3)]
+    rec.batch_size = 2                      # two chunks, concatenated
+    try:
+        both = rec(ims, return_attention=True)
+    finally:
+        rec.batch_size = 16
+    assert both.left.verts3d.shape == (3, 778, 3) and len(both.frames) == 3
+    assert both.attention.image[0]["left"].shape[0] == 3
+    for i, im in enumerate(ims):
+        one = rec(im)
+        assert torch.allclose(both.right.verts3d[i], one.right.verts3d[0], atol=1e-4)
+        assert torch.allclose(both.left.verts2d[i], one.left.verts2d[0], rtol=1e-4, atol=1e-2)
+        assert one.frames[0] == both.frames[i]
+
+
+def test_outputs_in_image_pixels(rec):
+    im = _img(300, 100, seed=9)                    # tall: padded left/right by 100
+    net = rec(im, space="network")
+    img = rec(im)
+    fr = img.frames[0]
+    assert fr == Frame(300, 100, 0, 100, 300, 128) and net.space == "network" and img.space == "image"
+    k = 300 / 128
+    for side in ("left", "right"):
+        want = net[side].verts2d * k + torch.tensor([0.5 * k - 0.5 - 100, 0.5 * k - 0.5])
+        assert torch.allclose(img[side].verts2d, want, atol=1e-3)
+        assert torch.equal(img[side].verts3d, net[side].verts3d)
+        assert torch.allclose(img[side].levels[0].verts2d_mano, fr.to_image(net[side].levels[0].verts2d_mano), atol=1e-3)
+    assert to_image_space(img, img.frames) is img
+
+
+def test_joints_mapped_too(ckpt_dir, assets):
+    import scipy.sparse as sp
+    J = joint_regressor_21(sp.random(16, 778, density=0.02, format="csr", random_state=1))
+    rec = Reconstructor.from_checkpoint(ckpt_dir / "small.pth", graph_assets=assets, joint_regressor=J)
+    im = _img(100, 180)
+    net, img = rec(im, space="network"), rec(im)
+    assert img.left.joints2d.shape == (1, 21, 2)
+    assert torch.allclose(img.left.joints2d, img.frames[0].to_image(net.left.joints2d), atol=1e-3)
+    assert torch.allclose(img.right.joints2d[:, 4], img.right.verts2d[:, 745], atol=1e-3)
+
+
+def test_ddp_and_training_checkpoints_load(ckpt_dir, assets, rec):
+    sd = torch.load(ckpt_dir / "small.pth", weights_only=True)
+    atomic_torch_save({"model": {"module." + k: v for k, v in sd.items()}, "epoch": 1}, ckpt_dir / "ddp.pth")
+    r2 = Reconstructor.from_checkpoint(ckpt_dir / "ddp.pth", cfg=get_config(preset="small"), graph_assets=assets,
+                                       joint_regressor=None)
+    im = _img(50, 70)
+    assert torch.equal(r2(im).left.verts3d, rec(im).left.verts3d)
+
+
+def test_mismatched_checkpoint_is_a_checkpoint_error(ckpt_dir, assets):
+    with pytest.raises(CheckpointError) as e:     # small weights, default (ResNet-50) config
+        Reconstructor.from_checkpoint(ckpt_dir / "small.pth", cfg=get_config(), graph_assets=assets)
+    msg = str(e.value)
+    assert "missing (342)" in msg and "shape mismatch" in msg and "small.pth" in msg
+    sd = torch.load(ckpt_dir / "small.pth", weights_only=True)
+    sd.pop("decoder.avg_head.bias")
+    atomic_torch_save(sd, ckpt_dir / "broken.pth")
+    with pytest.raises(CheckpointError, match=r"missing \(1\): decoder.avg_head.bias"):
+        Reconstructor.from_checkpoint(ckpt_dir / "broken.pth", cfg=ckpt_dir / "small.yaml", graph_assets=assets)
+
+
+class _Payload:
+    def __reduce__(self): return (print, ("this must not run",))
+
+
+def test_checkpoint_loads_weights_only(tmp_path, assets):
+    (tmp_path / "evil.pth").write_bytes(b"")
+    torch.save({"w": torch.zeros(1), "x": _Payload()}, tmp_path / "evil.pth")
+    with pytest.raises(CheckpointError, match="weights-only"):
+        Reconstructor.from_checkpoint(tmp_path / "evil.pth", cfg=get_config(preset="small"), graph_assets=assets)
+    (tmp_path / "junk.pth").write_bytes(pickle.dumps([1, 2], protocol=2) + b"garbage")
+    with pytest.raises(CheckpointError):
+        Reconstructor.from_checkpoint(tmp_path / "junk.pth", cfg=get_config(preset="small"), graph_assets=assets)
+
+
+def test_missing_checkpoint_says_where(tmp_path):
+    with pytest.raises(FileNotFoundError, match="looked in"):
+        Reconstructor.from_checkpoint(tmp_path / "nope.pth")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+def test_cuda_matches_cpu(ckpt_dir, assets, rec):
+    rc = Reconstructor.from_checkpoint(ckpt_dir / "small.pth", graph_assets=assets, joint_regressor=None, device="cuda")
+    im = _img(90, 150)
+    a, b = rec(im), rc(im)
+    assert b.left.verts3d.is_cuda
+    assert torch.allclose(a.left.verts3d, b.left.verts3d.cpu(), atol=1e-3)
