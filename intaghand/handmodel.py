@@ -9,7 +9,7 @@ __all__ = ['N_VERTS', 'N_FACES', 'N_JOINTS', 'TIP_IDS', 'CHAIN_JOINTS', 'PARENTS
            'AA_MIRROR', 'MIRROR', 'hand_pose', 'lbs_forward', 'skinning_quality', 'mirror_model', 'build_hand_model',
            'model_bytes', 'write_embedded_models']
 
-# %% ../nbs/03_handmodel.ipynb #bef24f68
+# %% ../nbs/03_handmodel.ipynb #107607a7
 import copy
 import functools
 import pickle
@@ -20,7 +20,7 @@ import scipy.sparse as sp
 
 from .config import EMBEDDED_MANO_NAMES
 
-# %% ../nbs/03_handmodel.ipynb #e3fb3af8
+# %% ../nbs/03_handmodel.ipynb #9d480eba
 N_VERTS, N_FACES, N_JOINTS = 778, 1538, 16
 TIP_IDS = {"thumb": 745, "index": 317, "middle": 444, "ring": 556, "little": 673}
 CHAIN_JOINTS = {"index": (1, 2, 3), "middle": (4, 5, 6), "little": (7, 8, 9), "ring": (10, 11, 12), "thumb": (13, 14, 15)}
@@ -64,7 +64,7 @@ def _smooth(u):
     t = np.clip((np.asarray(u, float) + 1) / 2, 0, 1)
     return t * t * (3 - 2 * t)
 
-# %% ../nbs/03_handmodel.ipynb #b8f56665
+# %% ../nbs/03_handmodel.ipynb #01e3fe87
 def _chains(p):
     "Bone chains for shape parameters `p`: name -> dict(points 4×3, dirs 3×3, up 3, radii 4, lengths 3)."
     out = {}
@@ -90,7 +90,7 @@ def _chains(p):
                         radii=np.array(t["radii"]) * p["finger_girth"], lengths=L)
     return out
 
-# %% ../nbs/03_handmodel.ipynb #9eaff785
+# %% ../nbs/03_handmodel.ipynb #7a38d591
 def _frame(d, up):
     "Ring basis (e1, e2) ⟂ d with e2 along `up`, e1 × e2 = d (rings turn right-handed about d)."
     e2 = _unit(up - np.dot(up, d) * d)
@@ -135,7 +135,7 @@ class _Mesh:
     def fan(self, a, tip):
         for i in range(len(a)): self.f.append((a[i], a[(i + 1) % len(a)], tip))
 
-# %% ../nbs/03_handmodel.ipynb #4cbe855c
+# %% ../nbs/03_handmodel.ipynb #21215be8
 WRIST_RINGS = ((16, 0.010), (16, 0.004), (18, -0.003), (24, -0.010))   # (size, x offset from the wrist joint)
 N_PALM26 = 10                                                           # 26-vertex palm rings up to the knuckles
 HOLE = (2, 24)                                                          # (26-ring, position) of the thumb hole centre
@@ -186,7 +186,7 @@ def _knuckle_ring(ch, p):
     back.append(loops[3][3]); front.append(loops[3][4])
     return np.array(back + front[::-1])                # 0..12 across the back (thumb side first), 13..25 the palm
 
-# %% ../nbs/03_handmodel.ipynb #fe926418
+# %% ../nbs/03_handmodel.ipynb #d08202ad
 def _chain_tube(m, name, c, loop, loop_ang, stations, p):
     "Rings along chain `c` from its base `loop` to a rounded tip, stitched into `m`."
     pts, L, R = c["points"], c["lengths"], c["radii"]
@@ -259,7 +259,7 @@ def _build(p):
     m.rings["palm"] = rings
     return np.concatenate(m.v), np.array(m.f), np.array(m.part), loops, ch, m.rings
 
-# %% ../nbs/03_handmodel.ipynb #9abce2c7
+# %% ../nbs/03_handmodel.ipynb #7089defb
 def _order(F, part):
     "New id -> build id: unused vertices dropped, each chain's tip moved to its fixed MANO id."
     tips = {name: int(np.flatnonzero(part == name)[-1]) for name in TIP_IDS}
@@ -285,7 +285,7 @@ def _template(p):
     "778×3 template vertices for shape parameters `p` (metres, final vertex order)."
     return _build(p)[0][_topology()["order"]] * p["scale"]
 
-# %% ../nbs/03_handmodel.ipynb #130a068b
+# %% ../nbs/03_handmodel.ipynb #a6a331f9
 def _shapedirs(h=1e-3):
     "778×3×10: derivative of the template in each shape parameter times its change per unit beta (metres)."
     out = np.zeros((N_VERTS, 3, len(SHAPE_PARAMS)))
@@ -295,7 +295,7 @@ def _shapedirs(h=1e-3):
         out[:, :, k] = (_template(hi) - _template(lo)) / (2 * h)
     return out
 
-# %% ../nbs/03_handmodel.ipynb #cab48e9a
+# %% ../nbs/03_handmodel.ipynb #03932930
 def _convex_weights(P, target, iters=60):
     "Weights ≥ 0 summing to 1 over points P (n×3) with average `target`, nearest to uniform (least norm)."
     active = np.ones(len(P), bool)
@@ -335,7 +335,7 @@ def _joint_regressor(v):
         data += list(w[keep]); ri += [j] * int(keep.sum()); ci += list(ids[keep])
     return sp.csc_matrix((np.array(data), (np.array(ri), np.array(ci))), shape=(N_JOINTS, N_VERTS))
 
-# %% ../nbs/03_handmodel.ipynb #d748f22a
+# %% ../nbs/03_handmodel.ipynb #bdf597b0
 WEB_SHARE = 0.5                                        # each finger's share of a web vertex between two fingers
 SKIN_WIDTHS = {"thumb": (0.012, 0.010, 0.008), "finger": (0.020, 0.013, 0.011)}   # blend half-widths at the 3 joints
 
@@ -391,7 +391,7 @@ def _skinning_weights(v):
     W[:, 0] = 1 - W.sum(1)
     return np.clip(W, 0, 1)
 
-# %% ../nbs/03_handmodel.ipynb #e87791eb
+# %% ../nbs/03_handmodel.ipynb #b21fcd70
 def _rodrigues(aa):
     "Rotation matrices n×3×3 from axis-angle vectors n×3."
     aa = np.asarray(aa, float).reshape(-1, 3)
@@ -430,7 +430,7 @@ def _posedirs(v, W, J, k_bulge=0.12, k_knuckle=0.15):
             P[:, :, col + 3 * rr + cc] += 0.5 * sgn * e1[comp] * lift
     return P
 
-# %% ../nbs/03_handmodel.ipynb #11432c70
+# %% ../nbs/03_handmodel.ipynb #1554d951
 FINGER_SPREAD = {"index": 0.30, "middle": 0.05, "ring": -0.22, "little": -0.45}
 
 
@@ -494,7 +494,7 @@ def _pca(X):
     comps *= np.sign(comps[np.arange(len(comps)), np.abs(comps).argmax(1)])[:, None]
     return mean, comps, evals[::-1]
 
-# %% ../nbs/03_handmodel.ipynb #3c08b912
+# %% ../nbs/03_handmodel.ipynb #8477e501
 def lbs_forward(model, pose=None, betas=None):
     """Pose a MANO-format `model` dict with `pose` (axis-angle, 48 = global + 15 joints, or 45) and `betas` (10).
     Returns vertices 778×3 and the 16 posed joints (numpy, model units)."""
@@ -530,7 +530,7 @@ def skinning_quality(model, pose):
     ratio = np.linalg.norm(v1[e[:, 0]] - v1[e[:, 1]], axis=1) / np.linalg.norm(v0[e[:, 0]] - v0[e[:, 1]], axis=1)
     return float(cos.min()), float(ratio.min()), float(ratio.max())
 
-# %% ../nbs/03_handmodel.ipynb #4cea0910
+# %% ../nbs/03_handmodel.ipynb #d3a5dd7e
 MIRROR = np.array([-1.0, 1.0, 1.0])
 _DECIMALS = 10
 
