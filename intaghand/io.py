@@ -19,6 +19,12 @@ from pathlib import Path
 import numpy as np
 
 # %% ../nbs/01_io.ipynb #ba2a46c7
+_UMASK = os.umask(0); os.umask(_UMASK)
+
+
+_UMASK = os.umask(0); os.umask(_UMASK)
+
+
 @contextlib.contextmanager
 def atomic_write(path, mode: str = "wb"):
     "Open a temporary file beside `path` for writing; on success it replaces `path` atomically."
@@ -26,6 +32,7 @@ def atomic_write(path, mode: str = "wb"):
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.chmod(tmp, 0o666 & ~_UMASK)          # mkstemp makes 0600; give the file normal permissions
         with os.fdopen(fd, mode) as f:
             yield f
             f.flush()
