@@ -249,6 +249,8 @@ def test_gt_mask_format_and_overlay():
     assert torch.equal(gt[..., 2] == 255, out.mask_left[0]) and torch.equal(gt[..., 1] == 255, out.mask_right[0])
     assert int(gt[..., 0].max()) == 0 and not (out.mask_left & out.mask_right).any()
     assert torch.allclose(out.shaded[0][~out.alpha[0].bool()], torch.ones(3))          # configured background
+    with pytest.raises(ValueError, match="'dense'"):
+        out.gt_dense()
     img = np.full((32, 32, 3), 200, np.uint8)
     ov = out.overlay(img)
     assert torch.allclose(ov[0][~out.alpha[0].bool()], torch.tensor(200 / 255))
@@ -288,6 +290,12 @@ def test_plot_hands_with_cameras(toy):
         fig = plot_hands(mirror_to_left(v, f)[0] - 0.05, v + 0.05, f, camera=cam)
         assert [t.name for t in fig.data[:3]] == ["left hand", "right hand", "camera"]
         assert len(fig.data[0].x) == len(v)
+        # the far rectangle of the drawn view volume projects onto the image corners
+        line = fig.data[2]
+        pts = torch.tensor([[x, y, z] for x, y, z in zip(line.x, line.y, line.z) if x is not None], dtype=torch.float32)
+        uv, _ = cam.project(pts[None])
+        corners = torch.tensor([[0.0, 0.0], [256, 0], [256, 256], [0, 256]])
+        assert all(((uv[0] - c).norm(dim=-1) < 1e-2).any() for c in corners)
 
 
 # ---------------------------------------------------------------- bad input
