@@ -19,6 +19,11 @@ MIRROR = torch.tensor([-1.0, 1.0, 1.0], dtype=torch.float64)
 AXIS_SIGN = torch.tensor([1.0, -1.0, -1.0], dtype=torch.float64).repeat(16)
 
 
+@pytest.fixture(autouse=True)
+def seeded():
+    torch.manual_seed(0)
+
+
 @pytest.fixture(scope="module")
 def right_model():
     return random_mano_model(3)
@@ -180,11 +185,13 @@ def test_joint_regressor_reproduces_joints(right_model):
 def test_matches_plain_reference_implementation(right_model):
     m = check_mano_model(right_model)
     layer = ManoLayer(right_model, "right").double()
+    torch.manual_seed(1)
     pose, betas, trans = 0.5 * torch.randn(3, 48, dtype=torch.float64), torch.randn(3, 10, dtype=torch.float64), torch.randn(3, 3, dtype=torch.float64)
     v, j = layer(pose, betas, trans)
     full = pose.numpy().copy(); full[:, 3:] += m["hands_mean"]
     rv, rj = reference_forward(m, full, betas.numpy(), trans.numpy())
-    assert np.allclose(v.numpy(), rv, atol=1e-10) and np.allclose(j.numpy(), rj, atol=1e-10)
+    # the layer stores float32 buffers, so agreement is at float32 rounding of the model (~1e-8 m)
+    assert np.abs(v.numpy() - rv).max() < 1e-7 and np.abs(j.numpy() - rj).max() < 1e-7
 
 
 def test_matches_smplx(tmp_path, right_model):
