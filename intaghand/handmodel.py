@@ -5,9 +5,9 @@
 # %% auto #0
 __all__ = ['N_VERTS', 'N_FACES', 'N_JOINTS', 'TIP_IDS', 'CHAIN_JOINTS', 'PARENTS', 'ROOT_PARENT', 'SPATIAL', 'X_WRIST',
            'FINGER_SPEC', 'THUMB_SPEC', 'SHAPE_PARAMS', 'DEFAULT_PARAMS', 'WRIST_RINGS', 'N_PALM26', 'HOLE', 'PALM_ANG',
-           'LOOP_ANG', 'FINGER_STATIONS', 'THUMB_STATIONS', 'WEB_PROXIMAL', 'WEB_SHARE', 'SKIN_WIDTHS', 'FINGER_SPREAD',
-           'AA_MIRROR', 'MIRROR', 'hand_pose', 'lbs_forward', 'skinning_quality', 'mirror_model', 'build_hand_model',
-           'model_bytes', 'write_embedded_models']
+           'LOOP_ANG', 'FINGER_STATIONS', 'THUMB_STATIONS', 'WEB_PROXIMAL', 'ORDER_SEGMENTS', 'ORDER_SEED', 'WEB_SHARE',
+           'SKIN_WIDTHS', 'FINGER_SPREAD', 'AA_MIRROR', 'MIRROR', 'hand_pose', 'lbs_forward', 'skinning_quality',
+           'mirror_model', 'build_hand_model', 'model_bytes', 'write_embedded_models']
 
 # %% ../nbs/03_handmodel.ipynb #107607a7
 import copy
@@ -260,12 +260,28 @@ def _build(p):
     return np.concatenate(m.v), np.array(m.f), np.array(m.part), loops, ch, m.rings
 
 # %% ../nbs/03_handmodel.ipynb #7089defb
+# id blocks: each finger's 89 vertices are contiguous and hold its tip id; the palm's 333 fill the gaps
+ORDER_SEGMENTS = (("palm", 229), ("index", 89), ("palm", 38), ("middle", 89), ("palm", 23), ("ring", 89),
+                  ("palm", 28), ("little", 89), ("thumb", 89), ("palm", 15))
+ORDER_SEED = 9   # shuffle within the blocks chosen so that the original graph coarsening gives MANO's sizes
+
+
 def _order(F, part):
-    "New id -> build id: unused vertices dropped, each chain's tip moved to its fixed MANO id."
-    tips = {name: int(np.flatnonzero(part == name)[-1]) for name in TIP_IDS}
-    slots = np.full(N_VERTS, -1)
-    for name, i in tips.items(): slots[TIP_IDS[name]] = i
-    slots[slots < 0] = [i for i in np.unique(F) if i not in tips.values()]
+    "New id -> build id: unused vertices dropped, parts in `ORDER_SEGMENTS`, tips at their MANO ids."
+    used = set(np.unique(F).tolist())
+    rng = np.random.default_rng(ORDER_SEED)
+    pools = {}
+    for name in ("palm",) + SPATIAL + ("thumb",):
+        ids = [int(i) for i in np.flatnonzero(part == name) if i in used]
+        tip = ids[-1] if name in TIP_IDS else None      # a chain's tip is its last vertex
+        pools[name] = (tip, [int(i) for i in rng.permutation([i for i in ids if i != tip])])
+    slots, pos = np.full(N_VERTS, -1), 0
+    for name, n in ORDER_SEGMENTS:
+        tip, rest = pools[name]
+        for s in range(pos, pos + n):
+            slots[s] = tip if s == TIP_IDS.get(name) else rest.pop(0)
+        pos += n
+    assert pos == N_VERTS and not any(rest for _, rest in pools.values())
     return slots
 
 

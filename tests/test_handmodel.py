@@ -316,3 +316,9 @@ def test_mano_layer_reads_it(right):
     vv, _ = hm.lbs_forward(right, pose, betas)
     assert np.abs(v[0].numpy() - vv).max() < 1e-5
     assert np.abs(j[0].numpy()[[4, 8, 12, 16, 20]] - vv[[745, 317, 444, 556, 673]]).max() < 1e-5
+
+
+def test_graph_coarsening_gives_mano_sizes(right, left):
+    graph = pytest.importorskip("intaghand.graph")
+    for m in (right, left):   # the original's HEM coarsening (stable visiting order) on this mesh: MANO's level sizes
+        assert graph.graph_level_sizes(graph.build_graph(m["f"])) == [1008, 504, 252, 126, 63]
