@@ -309,6 +309,16 @@ def test_gradients_flow(right_model):
     assert torch.isfinite(z.grad).all()
 
 
+def test_inference_mode_then_training(right_model):
+    layer = ManoLayer(right_model, "right")
+    with torch.inference_mode():
+        v_inf, _ = layer(torch.zeros(2, 48))
+    pose = torch.zeros(2, 48, requires_grad=True)
+    v, _ = layer(pose)                       # caches built in inference mode must not leak into autograd
+    v.sum().backward()
+    assert pose.grad is not None and torch.allclose(v.detach(), v_inf)
+
+
 def test_dtype_device_and_batch(right_model):
     layer = ManoLayer(right_model, "right")
     pose, betas = 0.3 * torch.randn(5, 48), torch.randn(5, 10)
