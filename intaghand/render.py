@@ -11,7 +11,7 @@ __all__ = ['LEFT_COLOR', 'RIGHT_COLOR', 'MASK_CHANNELS', 'BACKENDS', 'MODES', 'E
            'RenderOutput', 'HandRenderer', 'toy_hand_mesh', 'hand_template', 'mirror_to_left', 'hands_to_trimesh',
            'export_hands', 'load_mesh', 'plot_hands']
 
-# %% ../nbs/05_render.ipynb #3e801d21
+# %% ../nbs/05_render.ipynb #34e6993f
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +21,7 @@ import torch
 
 from .io import atomic_write_bytes, safe_load_pickle
 
-# %% ../nbs/05_render.ipynb #d07f9e7a
+# %% ../nbs/05_render.ipynb #7148cbbc
 LEFT_COLOR = (204, 153, 0)     # default hand colours of the original (0-255, render/array channel order)
 RIGHT_COLOR = (102, 102, 255)
 MASK_CHANNELS = {"left": 2, "right": 1}  # GT mask image: channel 2 = left, channel 1 = right, channel 0 = 0
@@ -91,7 +91,7 @@ def flip_winding(faces):
     f = torch.as_tensor(np.asarray(faces) if not torch.is_tensor(faces) else faces)
     return f[:, [1, 0, 2]]
 
-# %% ../nbs/05_render.ipynb #24838f6a
+# %% ../nbs/05_render.ipynb #9f3653e0
 def _batch_param(x, shape_tail: tuple, name: str, batch=None) -> torch.Tensor:
     t = torch.as_tensor(x)
     if not t.is_floating_point(): t = t.float()
@@ -201,7 +201,7 @@ def screen_to_ndc(screen: torch.Tensor, image_size) -> torch.Tensor:
     y = (H - 2 * screen[..., 1]) / S
     return torch.stack([x, y, screen[..., 2]], -1)
 
-# %% ../nbs/05_render.ipynb #e0854f8d
+# %% ../nbs/05_render.ipynb #6bc8a45d
 @dataclass
 class TwoHandScene:
     "Both hands of a batch in screen space: what a rasterizer consumes and a shader interpolates."
@@ -253,7 +253,7 @@ def build_scene(left_verts, right_verts, faces, camera_left, camera_right=None, 
     return TwoHandScene(torch.cat(scr, 1), torch.cat(view, 1), faces_all, lv.shape[1], fl.shape[0],
                         camera_left.hw, bool(camera_left.perspective))
 
-# %% ../nbs/05_render.ipynb #2f7df30f
+# %% ../nbs/05_render.ipynb #eb0b74a9
 @dataclass
 class Fragments:
     "Rasterizer output, one face per pixel: `pix_to_face` B×H×W (scene face index, -1 = background), `bary` B×H×W×3, `zbuf` B×H×W (-1 = background)."
@@ -392,7 +392,7 @@ class Rasterizer:
         fn = rasterize_pytorch3d if resolve_backend(self.backend, scene.screen.device) == "pytorch3d" else rasterize_fast
         return fn(scene.screen, scene.faces, scene.image_size, perspective_correct=scene.perspective, **self.kwargs)
 
-# %% ../nbs/05_render.ipynb #728a560f
+# %% ../nbs/05_render.ipynb #677b616b
 def _interpolate_foreground(fragments: Fragments, faces: torch.Tensor, attrs: torch.Tensor):
     "Per-vertex `attrs` (B×V×C or V×C) blended at the covered pixels only: (foreground B×H×W, values K×C)."
     fg = fragments.foreground
@@ -509,7 +509,7 @@ class PhongShader:
         rgb = (albedo * (L.ambient + L.diffuse * ndl.clamp(min=0)) + L.specular * spec).clamp(0, 1)
         return _fill(fg, rgb, _colour(self.background, rgb))
 
-# %% ../nbs/05_render.ipynb #a8cea0f3
+# %% ../nbs/05_render.ipynb #c2a2d5c2
 def composite(image, rgb: torch.Tensor, alpha: torch.Tensor, opacity: float = 1.0) -> torch.Tensor:
     """Alpha-composite `rgb` (B×H×W×3 in [0, 1]) over `image` (B×H×W×3 or H×W×3, float in [0, 1] or uint8):
     out = rgb·a + image·(1 − a), a = alpha·opacity. Returns floats in [0, 1]."""
@@ -600,7 +600,7 @@ class HandRenderer:
             out.shaded = self.phong_shader(frags, scene, vc)
         return out
 
-# %% ../nbs/05_render.ipynb #a9332c60
+# %% ../nbs/05_render.ipynb #94645851
 def toy_hand_mesh():
     "A hand-like right-hand test mesh in metres (camera axes, fingers towards -y): (verts N×3 float32, faces F×3 int64)."
     import trimesh
@@ -647,7 +647,7 @@ def mirror_to_left(verts, faces):
     v = torch.as_tensor(np.asarray(verts) if not torch.is_tensor(verts) else verts)
     return v * v.new_tensor([-1.0, 1.0, 1.0]), flip_winding(faces)
 
-# %% ../nbs/05_render.ipynb #a1d7a69c
+# %% ../nbs/05_render.ipynb #abb0cb9d
 def _one_scene(v, name):
     v = check_verts(v, name)
     if v.shape[0] != 1: raise ValueError(f"{name}: export one scene at a time, got a batch of {v.shape[0]} (pass verts[i])")
