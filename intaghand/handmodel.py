@@ -614,11 +614,15 @@ def model_bytes(model):
     return pickle.dumps(model, protocol=2)
 
 
-def write_embedded_models(out_dir="misc/mano", overwrite=True):
-    """Write `OPENHAND_RIGHT.pkl` and `OPENHAND_LEFT.pkl` into `out_dir` atomically; returns their paths.
-    Only these two names are ever written, so a user's `MANO_*.pkl` beside them is never touched. A file that
-    already holds the same bytes is left alone; with `overwrite=False` a different one is an error."""
+def write_embedded_models(out_dir=None, overwrite=True):
+    """Write `OPENHAND_RIGHT.pkl` and `OPENHAND_LEFT.pkl` into `out_dir` (default: the config's MISC.MANO_PATH)
+    atomically; returns their paths. Only these two names are ever written, so a user's `MANO_*.pkl` beside them
+    is never touched. A file that already holds the same bytes is left alone; with `overwrite=False` a different
+    one is an error."""
     from intaghand.io import atomic_write_bytes
+    if out_dir is None:
+        from intaghand.config import get_config, resolve_path
+        out_dir = resolve_path(get_config().MISC.MANO_PATH)
     right = _right_model()
     paths = []
     for side, m in (("right", right), ("left", mirror_model(right))):
