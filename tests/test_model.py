@@ -244,6 +244,8 @@ def test_upsample_maps_gcn_to_mesh_order(small_model):
     assert torch.allclose(out.left.verts3d[0], W @ lv.verts3d[0], atol=1e-5)
     rev = small_model.decoder.graph_perm_reverse_left
     assert torch.equal(lv.verts3d_mano[0], lv.verts3d[0][rev // 4])
+    assert torch.equal(small_model.vertex_level_index(2, "left"), rev // 4)
+    assert torch.equal(small_model.vertex_level_index(0, "right"), small_model.decoder.graph_perm_reverse_right // 16)
 
 
 def test_projection_matches_2d_outputs(small_model, img128):
@@ -313,3 +315,29 @@ def test_other_encoders_build(assets):
     sd = m.state_dict()
     assert sd["mid_model.convs.1.0.weight"].shape == (64, 64 + 1024, 1, 1)
     assert sd["encoder.hms_decoder.models.0.0.weight"].shape == (32, 2048, 1, 1)
+
+
+def test_output_helpers(small_model, img128):
+    with torch.inference_mode():
+        out = small_model(img128, return_attention=True)
+    one = out.select(1)
+    assert one.left.verts3d.shape == (1, 778, 3) and torch.equal(one.right.scale, out.right.scale[1:2])
+    assert one.attention.image[1]["right"].shape[0] == 1 and one.left.levels[0].verts2d.shape == (1, 252, 2)
+    d = out.apply(lambda t: t.double())
+    assert d.hms.dtype == torch.float64 and d.attention.grid_size == out.attention.grid_size
+    assert out["left"] is out.left
+    with pytest.raises(KeyError):
+        out["middle"]
+
+
+def test_encoder_pretrain_path_loads_local_weights(tmp_path, assets):
+    import torchvision
+    torch.manual_seed(5)
+    r18 = torchvision.models.resnet18(weights=None)
+    atomic_torch_save(r18.state_dict(), tmp_path / "r18.pth")
+    cfg = get_config(preset="small", overrides=["MODEL.ENCODER_PRETRAIN_PATH", str(tmp_path / "r18.pth")])
+    m = build_model(cfg, graph_assets=assets)
+    assert torch.equal(m.encoder.resnet.layer3[0].conv1.weight, r18.layer3[0].conv1.weight)
+    bad = get_config(preset="small", overrides=["MODEL.ENCODER_PRETRAIN_PATH", str(tmp_path / "none.pth")])
+    with pytest.raises(FileNotFoundError):
+        build_model(bad, graph_assets=assets)

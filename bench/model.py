@@ -1,0 +1,147 @@
+"""CPU inference speed of the IntagHand network, plain eager vs the optimised path, with parameter count and FLOPs.
+
+    .venv/bin/python bench/model.py [--quick] [--threads N]
+
+Measures images/s of the default model (ResNet-50, 256², official graph sizes 63/126/252 from synthetic
+assets) at batch 1 and 8 and of the `small` preset, for a ladder of output-preserving optimisations applied
+one after the other:
+  eager      torch.no_grad, explicit attention (the original's matmul/softmax), every mid-model map computed
+  +inference torch.inference_mode
+  +sdpa      fused F.scaled_dot_product_attention (no attention matrices materialised)
+  +skip      skip the mid model's 64×64 map that the decoder never reads (eval only)
+  +bnfold    BatchNorm folded into the preceding convolutions of the ResNet backbone
+  +cl        channels-last memory format (= intaghand.model.optimize_for_inference)
+Every variant's outputs are compared with the eager ones (max difference relative to the output's size).
+Variants are timed in interleaved rounds (median per variant), so load from other processes hits all alike.
+The last printed line is one JSON object: `images_per_s` (default model, batch 1, optimised path) and
+`speedup` (optimised over plain eager, same run).
+"""
+import argparse
+import copy
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from intaghand.config import get_config  # noqa: E402
+from intaghand.model import _fuse_resnet_bn, build_model, make_synthetic_graph_assets  # noqa: E402
+
+
+def variants(model):
+    "name -> (model, run function, channels_last input), each step adding one optimisation to the previous."
+    def no_grad(m, x):
+        with torch.no_grad(): return m(x)
+
+    def inference(m, x):
+        with torch.inference_mode(): return m(x)
+
+    eager = copy.deepcopy(model).eval().set_fast_attention(False)
+    eager.mid_model.skip_unused = False
+    sdpa = copy.deepcopy(eager).set_fast_attention(True)
+    skip = copy.deepcopy(sdpa); skip.mid_model.skip_unused = True
+    fold = copy.deepcopy(skip); _fuse_resnet_bn(fold.encoder.resnet)
+    cl = copy.deepcopy(fold).to(memory_format=torch.channels_last)
+    return {"eager": (eager, no_grad, False), "+inference": (eager, inference, False), "+sdpa": (sdpa, inference, False),
+            "+skip": (skip, inference, False), "+bnfold": (fold, inference, False), "+cl": (cl, inference, True)}
+
+
+def outputs(out):
+    return {"verts3d": torch.cat([out.left.verts3d, out.right.verts3d]), "verts2d": torch.cat([out.left.verts2d, out.right.verts2d]),
+            "hms": out.hms, "mask": out.mask, "dense": out.dense}
+
+
+def rel_diff(a, b):
+    "Largest |a − b| over all outputs, relative to each output's largest magnitude."
+    return max(float((a[k] - b[k]).abs().max() / b[k].abs().max().clamp_min(1e-12)) for k in a)
+
+
+def bench(vs: dict, batch: int, img_size: int, rounds: int, warmup: int = 1) -> dict:
+    x = torch.randn(batch, 3, img_size, img_size, generator=torch.Generator().manual_seed(0))
+    xcl = x.contiguous(memory_format=torch.channels_last)
+    ref, res = None, {}
+    for name, (m, run, cl) in vs.items():
+        for _ in range(warmup): out = run(m, xcl if cl else x)
+        o = outputs(out)
+        ref = ref or o
+        res[name] = {"times": [], "rel_diff": rel_diff(o, ref)}
+    for _ in range(rounds):
+        for name, (m, run, cl) in vs.items():
+            inp = xcl if cl else x
+            t0 = time.perf_counter(); run(m, inp); res[name]["times"].append(time.perf_counter() - t0)
+    for name, r in res.items():
+        r["s_per_batch"] = statistics.median(r.pop("times"))
+        r["images_per_s"] = batch / r["s_per_batch"]
+    return res
+
+
+def flops(model, img_size: int) -> int:
+    from torch.utils.flop_counter import FlopCounterMode
+    m = copy.deepcopy(model).eval().set_fast_attention(False)     # explicit attention: every matmul is counted
+    m.mid_model.skip_unused = False
+    counter = FlopCounterMode(display=False)
+    with torch.no_grad(), counter:
+        m(torch.zeros(1, 3, img_size, img_size))
+    return counter.get_total_flops()
+
+
+def show(title, res, base="eager"):
+    print(f"\n{title}")
+    for name, r in res.items():
+        print(f"  {name:<11} {r['images_per_s']:7.2f} img/s  {r['s_per_batch'] * 1000:8.1f} ms/batch  "
+              f"x{r['images_per_s'] / res[base]['images_per_s']:.2f}  max rel diff {r['rel_diff']:.1e}")
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="fewer rounds (under a minute)")
+    ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    args = ap.parse_args(argv)
+    if args.threads: torch.set_num_threads(args.threads)
+    rounds1, rounds8 = (3, 1) if args.quick else (9, 3)
+    t_start = time.time()
+    torch.manual_seed(0)
+    assets = make_synthetic_graph_assets()           # official graph sizes, no asset files needed
+    cfg, small_cfg = get_config(), get_config(preset="small")
+    model = build_model(cfg, graph_assets=assets).eval()
+    small = build_model(small_cfg, graph_assets=assets).eval()
+    params = {"default": sum(p.numel() for p in model.parameters()), "small": sum(p.numel() for p in small.parameters())}
+    fl = {"default": flops(model, cfg.MODEL.IMG_SIZE), "small": flops(small, small_cfg.MODEL.IMG_SIZE)}
+    print(f"threads {torch.get_num_threads()}, torch {torch.__version__}")
+    print(f"parameters: default {params['default']:,}, small {params['small']:,}")
+    print(f"FLOPs per image: default {fl['default'] / 1e9:.2f} G, small {fl['small'] / 1e9:.3f} G")
+
+    vs = variants(model)
+    d1 = bench(vs, 1, cfg.MODEL.IMG_SIZE, rounds1)
+    show("default model (resnet50, 256²), batch 1", d1)
+    pair = {k: vs[k] for k in ("eager", "+cl")}
+    d8 = bench(pair, 8, cfg.MODEL.IMG_SIZE, rounds8)
+    show("default model, batch 8", d8)
+    svs = variants(small)
+    spair = {k: svs[k] for k in ("eager", "+cl")}
+    s1 = bench(spair, 1, small_cfg.MODEL.IMG_SIZE, rounds1 * 2)
+    show(f"small preset ({small_cfg.MODEL.ENCODER_TYPE}, {small_cfg.MODEL.IMG_SIZE}²), batch 1", s1)
+    s8 = bench(spair, 8, small_cfg.MODEL.IMG_SIZE, rounds8 * 2)
+    show("small preset, batch 8", s8)
+
+    r = lambda x: round(x, 3)
+    result = {
+        "images_per_s": r(d1["+cl"]["images_per_s"]),
+        "speedup": r(d1["+cl"]["images_per_s"] / d1["eager"]["images_per_s"]),
+        "baseline_images_per_s": r(d1["eager"]["images_per_s"]),
+        "ladder_batch1": {k: r(v["images_per_s"]) for k, v in d1.items()},
+        "max_rel_diff": float(f"{max(v['rel_diff'] for res in (d1, d8, s1, s8) for v in res.values()):.2e}"),
+        "default_batch8": {"images_per_s": r(d8["+cl"]["images_per_s"]), "baseline": r(d8["eager"]["images_per_s"])},
+        "small_batch1": {"images_per_s": r(s1["+cl"]["images_per_s"]), "baseline": r(s1["eager"]["images_per_s"])},
+        "small_batch8": {"images_per_s": r(s8["+cl"]["images_per_s"]), "baseline": r(s8["eager"]["images_per_s"])},
+        "params": params, "gflops_per_image": {k: r(v / 1e9) for k, v in fl.items()},
+        "threads": torch.get_num_threads(), "device": "cpu", "quick": args.quick, "wall_s": round(time.time() - t_start, 1),
+    }
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
