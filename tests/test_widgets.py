@@ -1,0 +1,306 @@
+"""The explorers of `intaghand.widgets`, built in code: interactions change the views exactly as the model says."""
+import json
+
+import cv2
+import ipywidgets as W
+import numpy as np
+import plotly.graph_objects as go
+import pytest
+import torch
+
+from intaghand import widgets as wd
+from intaghand.config import save_config
+from intaghand.model import graph_upsample
+
+
+@pytest.fixture(scope="module")
+def rec():
+    return wd.load_default_reconstructor()
+
+
+@pytest.fixture(scope="module")
+def cache(rec):
+    return wd.AnalysisCache(rec)
+
+
+@pytest.fixture(scope="module")
+def demo():
+    return wd.demo_image()
+
+
+@pytest.fixture(scope="module")
+def images(demo):
+    return {"demo": demo}
+
+
+def intensity(fig, side):
+    return np.asarray(wd.trace_by_name(fig, f"{side} hand").intensity)
+
+
+# --- default model ---------------------------------------------------------------------------------
+
+def test_default_reconstructor_random_fallback_and_checkpoint(rec, tmp_path, demo):
+    if rec.source == "random":
+        assert "RANDOMLY INITIALISED" in rec.note and "embedded_small.pth" in rec.note
+    # a checkpoint with its yaml beside it is used as such, and reproduces the model it was saved from
+    ck = tmp_path / "m.pth"
+    torch.save({"state_dict": rec.model.state_dict()}, ck)
+    save_config(rec.cfg, tmp_path / "m.yaml")
+    r2 = wd.load_default_reconstructor(ck)
+    assert r2.source == "checkpoint" and "m.pth" in r2.note and r2 is not rec
+    a, b = wd.analyse_image(rec, demo), wd.analyse_image(r2, demo)
+    np.testing.assert_allclose(a.verts3d["left"], b.verts3d["left"], rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(a.cross_attn[0]["r2l"], b.cross_attn[0]["r2l"], rtol=1e-4, atol=1e-6)
+    with pytest.raises(FileNotFoundError, match="nothere.pth"):
+        wd.load_default_reconstructor(tmp_path / "nothere.pth")
+
+
+def test_analysis_matches_a_direct_model_run(rec, cache, demo):
+    an = cache.get(demo)
+    x, _ = rec.preprocess(demo, rgb=True)
+    with torch.inference_mode():
+        out = rec.model(x, return_attention=True)
+    np.testing.assert_allclose(an.hms, out.hms[0].numpy(), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(an.verts2d["right"], out.right.verts2d[0].numpy(), rtol=1e-5, atol=1e-4)
+    for lvl in range(out.attention.num_levels):
+        np.testing.assert_allclose(an.cross_attn[lvl]["l2r"], out.attention.cross[lvl]["l2r"][0].numpy(), rtol=1e-5, atol=1e-7)
+        np.testing.assert_allclose(an.image_attn[lvl]["left"], out.attention.image[lvl]["left"][0].numpy(), rtol=1e-5, atol=1e-7)
+    assert an.image.shape == (rec.img_size, rec.img_size, 3)
+
+
+def test_cache_hits_and_lru(rec, demo):
+    c = wd.AnalysisCache(rec, maxsize=1)
+    a = c.get(demo)
+    assert c.get(demo.copy()) is a and (c.hits, c.misses) == (1, 1)
+    other = np.ascontiguousarray(demo[:, ::-1])
+    c.get(other)
+    assert len(c) == 1 and c.misses == 2
+    c.get(demo)
+    assert c.misses == 3                                  # evicted by the other image
+
+
+def test_level_vertex_index_is_the_networks_mapping(rec):
+    dec = rec.model.decoder
+    for n in (dec.vNum_in, dec.vNum_in * 2, dec.vNum_out):
+        for side in ("left", "right"):
+            sig = torch.randn(1, n, 1)
+            net = dec.GCN_to_vert(graph_upsample(sig, dec.vNum_all // n), side)[0, :, 0].numpy()
+            idx = wd.level_vertex_index(rec.model, side, n)
+            np.testing.assert_array_equal(net, sig[0, :, 0].numpy()[idx])
+    with pytest.raises(ValueError, match="no graph level"):
+        wd.level_vertex_index(rec.model, "left", dec.vNum_all + 1)
+
+
+def test_read_rgb_sources(tmp_path, demo):
+    p = tmp_path / "x.png"
+    cv2.imwrite(str(p), demo[..., ::-1])
+    np.testing.assert_array_equal(wd.read_rgb(p), demo)
+    np.testing.assert_array_equal(wd.read_rgb(demo), demo)
+    np.testing.assert_array_equal(wd.read_rgb(p.read_bytes()), demo)
+
+
+def test_sample_image_paths_prefers_img_folders(tmp_path, demo):
+    for d in ("val/img", "val/mask"):
+        (tmp_path / d).mkdir(parents=True)
+        for i in (0, 1, 10):
+            cv2.imwrite(str(tmp_path / d / f"{i}.jpg"), demo)
+    found = wd.sample_image_paths(tmp_path)
+    assert list(found) == ["val/img/0.jpg", "val/img/1.jpg", "val/img/10.jpg"]
+    assert wd.sample_image_paths(tmp_path / "missing") == {}
+
+
+# --- model explorer -------------------------------------------------------------------------------
+
+def test_model_explorer_views_and_interactions(rec, cache, images, demo, tmp_path):
+    ex = wd.model_explorer(rec, images, cache)
+    an = ex.analysis
+    assert an is cache.get(demo)
+    assert wd.count_widgets(ex.widget, go.FigureWidget) == 1 and wd.count_widgets(ex.widget, W.Image) == 5
+    assert isinstance(ex.upload, W.FileUpload) and isinstance(ex.path, W.Text)
+    misses = cache.misses
+    for k in (0, 20, 41):
+        ex.joint.value = k
+        assert ex.heatmap.value == wd.to_png(wd.heat_overlay(an.image, an.hms[k], alpha=0.65))
+    assert cache.misses == misses                         # joint changes never run the model
+    assert ex.mask.value == wd.to_png(wd.mask_picture(an.mask))
+    # a file path: a new image, one model run, the 3D view moves to the new meshes
+    img2 = np.ascontiguousarray(demo[40:200, :, :])
+    p = tmp_path / "crop.png"
+    cv2.imwrite(str(p), img2[..., ::-1])
+    ex.path.value = str(p)
+    ex.load_button.click()
+    assert cache.misses == misses + 1 and ex.analysis is not an
+    np.testing.assert_array_equal(ex.analysis.image, wd.network_image(img2, rec.img_size))
+    np.testing.assert_allclose(np.asarray(wd.trace_by_name(ex.figure, "right hand").y), ex.analysis.placed_verts("right")[:, 1])
+    # an upload (FileUpload's value: a tuple of dicts with the file's bytes)
+    ex._on_upload({"new": ({"name": "up.png", "content": memoryview(wd.to_png(demo))},)})
+    assert ex.analysis is an and "up.png" in ex.status.value
+    ex.path.value = str(tmp_path / "missing.png")
+    ex.load_button.click()
+    assert "could not load" in ex.status.value and ex.analysis is an
+
+
+def test_mesh_overlay_renders_with_positive_scale(rec, cache, demo):
+    an = cache.get(demo)
+    good = wd.ImageAnalysis(**{**an.__dict__, "scale": {"left": 2.0, "right": 2.0},
+                               "trans2d": {"left": np.array([-0.3, 0.0]), "right": np.array([0.3, 0.0])}})
+    v = np.asarray(wd.hand_template()[0], np.float32)
+    good.verts3d = {s: (v - v.mean(0)) / np.ptp(v, 0).max() * 0.4 for s in ("left", "right")}
+    pic, note = wd.mesh_overlay(good, wd.hand_faces(rec.cfg))
+    assert note == "" and (np.abs(pic.astype(int) - wd.resize_to(an.image).astype(int)).sum(-1) > 30).mean() > 0.02
+    _, note = wd.mesh_overlay(wd.ImageAnalysis(**{**an.__dict__, "scale": {"left": -1.0, "right": 1.0}}), wd.hand_faces(rec.cfg))
+    assert "scale" in note
+
+
+# --- attention explorer ---------------------------------------------------------------------------
+
+def test_attention_colours_are_the_models_attention_rows(rec, cache, images, demo):
+    ax = wd.attention_explorer(rec, images, cache)
+    an = cache.get(demo)
+    misses = cache.misses
+    model = rec.model
+    heads = an.cross_attn[0]["r2l"].shape[0]
+    assert list(ax.head.options) == ["mean", *range(heads)]
+    for level in range(an.num_levels):
+        for head in ("mean", heads - 1):
+            ax.level.value, ax.head.value = level, head
+            for side, key, other in (("left", "r2l", "right"), ("right", "l2r", "left")):
+                ax.hand.value = side
+                for m in (0, 389, 777):
+                    ax.vertex.value = m
+                    q = wd.level_vertex_index(model, side, an.cross_attn[level][key].shape[1])[m]
+                    A = an.cross_attn[level][key]
+                    row = (A.mean(0) if head == "mean" else A[head])[q]
+                    np.testing.assert_allclose(intensity(ax.figure, other), row[wd.level_vertex_index(model, other, len(row))],
+                                               rtol=1e-6)
+                    assert wd.trace_by_name(ax.figure, f"{side} hand").intensity is None
+                    g = (an.image_attn[level][side].mean(0) if head == "mean" else an.image_attn[level][side][head])[q]
+                    np.testing.assert_allclose(wd.image_row(an, level, head, side, q), g.reshape(an.grid_size, an.grid_size))
+                    marker = ax.figure.data[-1]
+                    np.testing.assert_allclose([marker.x[0], marker.y[0], marker.z[0]], an.placed_verts(side)[m])
+    assert cache.misses == misses                         # no interaction ran the model
+
+
+def test_attention_click_and_reverse_direction(rec, cache, images, demo):
+    ax = wd.attention_explorer(rec, images, cache)
+    an = cache.get(demo)
+    ax.level.value, ax.head.value = 0, 1
+
+    class Points:
+        point_inds = [612]
+    ax.on_click(wd.trace_by_name(ax.figure, "left hand"), Points())
+    assert (ax.hand.value, ax.vertex.value) == ("left", 612)
+    q = ax.selected()[2]
+    ax.direction.value = "attended by"
+    col = an.cross_attn[0]["l2r"][1][:, q]                # right vertices (rows) attending to left vertex q
+    np.testing.assert_allclose(intensity(ax.figure, "right"), col[wd.level_vertex_index(rec.model, "right", len(col))])
+    Points.point_inds = []
+    ax.on_click(wd.trace_by_name(ax.figure, "right hand"), Points())   # a click on nothing keeps the selection
+    assert (ax.hand.value, ax.vertex.value) == ("left", 612)
+    with pytest.raises(ValueError, match="direction"):
+        wd.cross_row(an, 0, 0, "left", 0, "sideways")
+
+
+def test_attention_overview(rec, cache, images, demo):
+    ax = wd.attention_explorer(rec, images, cache)
+    an = cache.get(demo)
+    ax.level.value, ax.head.value = an.num_levels - 1, "mean"
+    ov = ax.overview()
+    for side, key in (("left", "r2l"), ("right", "l2r")):
+        np.testing.assert_allclose(ov["image"][side], an.image_attn[-1][side].mean(0).mean(0).reshape(an.grid_size, -1), rtol=1e-6)
+        share = ov["parts"][side]
+        assert abs(share.sum() - 1) < 1e-6 and (share >= 0).all()
+        # the shares are the mean attention row summed per part of the other hand's graph vertices
+        mean_row = an.cross_attn[-1][key].mean(0).mean(0)
+        other = wd.OTHER[side]
+        vp = wd.level_vertex_parts(ax.level_index(other, an.num_levels - 1), ax.part, len(mean_row), len(ax.part_names))
+        np.testing.assert_allclose(share, [mean_row[vp == p].sum() / mean_row[vp >= 0].sum() for p in range(len(ax.part_names))],
+                                   rtol=1e-6)
+    np.testing.assert_allclose(np.asarray(ax.parts_figure.data[0].y), ov["parts"]["left"])
+    before = ax.overview_left.value
+    ax.level.value = 0
+    assert ax.overview_left.value != before
+
+
+# --- data browser ---------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory):
+    return wd.make_demo_data(tmp_path_factory.mktemp("data"), n=2)
+
+
+def test_data_browser_scrolls_with_ground_truth(tiny_data):
+    db = wd.data_browser(tiny_data)
+    assert db.splits == ["val"] and db.index.max == 1 and db.note.value == ""
+    assert wd.count_widgets(db.widget, go.FigureWidget) == 1 and wd.count_widgets(db.widget, W.Image) == 4
+    shown = {}
+    for i in (1, 0, 1):
+        db.index.value = i
+        s = db.sample
+        assert s.idx == i
+        for side in ("left", "right"):
+            tr = wd.trace_by_name(db.figure, f"{side} hand")
+            np.testing.assert_allclose(np.c_[tr.x, tr.y, tr.z], s.hands[side]["verts3d"], rtol=1e-6, atol=1e-7)
+        shown.setdefault(i, db.image_view.value)
+        assert db.image_view.value == shown[i]
+    assert shown[0] != shown[1]
+    assert len(db._samples) == 2                           # the revisit came from the cache
+
+
+def test_data_browser_errors_and_default_note(tmp_path, monkeypatch, tiny_data):
+    with pytest.raises(FileNotFoundError, match="no processed samples"):
+        wd.DataBrowser(tmp_path)
+    monkeypatch.setattr(wd, "find_processed_root", lambda candidates=None: None)
+    monkeypatch.setattr(wd, "make_demo_data", lambda out=None, n=4: tiny_data)
+    db = wd.data_browser()
+    assert "no processed data found" in db.note.value and db.root == tiny_data
+
+
+# --- run viewer -----------------------------------------------------------------------------------
+
+def _write_run(d, values, tag="loss/total", step=5):
+    from torch.utils.tensorboard import SummaryWriter
+    w = SummaryWriter(str(d))
+    for i, v in enumerate(values): w.add_scalar(tag, v, i * step)
+    w.close()
+
+
+def test_read_scalars_and_compare_runs(tmp_path):
+    _write_run(tmp_path / "a", [3.0, 2.0, 1.5, 1.0])
+    _write_run(tmp_path / "b", [4.0, 1.0])
+    (tmp_path / "b" / "metrics.jsonl").write_text("\n".join(json.dumps(r) for r in
+        [{"step": 10, "mpjpe": 30.5, "note": "x"}, {"step": 0, "mpjpe": 40.0}, "garbage"]).replace('"garbage"', "not json"))
+    runs = wd.find_runs(tmp_path)
+    assert sorted(runs) == ["a", "b"]
+    sc = wd.read_scalars(runs["a"])
+    np.testing.assert_array_equal(sc["loss/total"][0], [0, 5, 10, 15])
+    np.testing.assert_allclose(sc["loss/total"][1], [3.0, 2.0, 1.5, 1.0])
+    sb = wd.read_scalars(runs["b"])
+    np.testing.assert_allclose(sb["metrics/mpjpe"][1], [40.0, 30.5])      # sorted by step
+    rv = wd.RunViewer(runs)
+    assert rv.tag_select.value == ("loss/total",) and len(rv.figure.data) == 2
+    assert {t.name for t in rv.figure.data} == {"a: loss/total", "b: loss/total"}
+    rv.run_select.value = ("b",)
+    rv.tag_select.value = ("loss/total", "metrics/mpjpe")
+    assert [t.name for t in rv.figure.data] == ["b: loss/total", "b: metrics/mpjpe"]
+    assert "30.5 @ 10" in rv.table.value                                   # best (lowest) MPJPE
+    rv.log_y.value = True
+    assert rv.figure.layout.yaxis.type == "log"
+    rv.xaxis.value = "wall time (min)"
+    assert min(rv.figure.data[0].x) == 0.0
+    with pytest.raises(FileNotFoundError):
+        wd.find_runs(tmp_path / "nope")
+
+
+def test_run_viewer_default_demo_runs():
+    rv = wd.run_viewer()
+    assert "demo runs" in rv.note.value and len(rv.runs) == 2
+    assert len(rv.figure.data) == 2 and all(len(t.y) == 40 for t in rv.figure.data)
+
+
+def test_ema_matches_tensorboard_debiasing():
+    v = np.array([1.0, 3.0, 2.0])
+    w = 0.5
+    # acc_1 = 0.5, norm_1 = 0.5 -> 1; acc_2 = 0.25 + 1.5 = 1.75, norm_2 = 0.75 -> 2.333; acc_3 = 0.875 + 1 = 1.875, norm 0.875
+    np.testing.assert_allclose(wd.ema(v, w), [1.0, 1.75 / 0.75, 1.875 / 0.875])
+    np.testing.assert_array_equal(wd.ema(v, 0.0), v)
