@@ -1,0 +1,216 @@
+"""Trainer: exact resume (in-process stop and a real kill), checkpoints, DDP under torchrun vs one process, CLI."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from intaghand.config import get_config
+from intaghand.train import (EpochSampler, Trainer, export_weights, read_log, rng_state, seed_everything, set_rng_state,
+                             train_main)
+
+ROOT = Path(__file__).resolve().parents[1]
+PY = sys.executable
+# small preset at a 64-pixel input: ~0.5 s per step of batch 4 on one CPU thread
+TINY = ["MODEL.IMG_SIZE", "64", "TRAIN.BATCH_SIZE", "4", "TRAIN.EPOCHS", "2", "TB.SHOW_GAP", "2", "SAVE.SAVE_GAP", "1"]
+LAUNCH = "import sys; from intaghand.train import train_main; sys.exit(train_main(sys.argv[1:]))"
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    "Tiny tensors on a busy 2-core machine: one thread is several times faster than two."
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    from intaghand.synthetic import make_synthetic
+    root = tmp_path_factory.mktemp("synthetic")
+    make_synthetic(root, 12, seed=0, size=128, fracs=[8, 2, 2], progress=False)
+    return root
+
+
+def _env():
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT))
+    env.setdefault("MPLCONFIGDIR", str(ROOT / ".cache" / "matplotlib"))
+    return env
+
+
+def _losses(log):
+    return [(r["kind"], r["step"], r.get("train/total_loss", r.get("val/mpjpe_all"))) for r in log]
+
+
+@pytest.fixture(scope="module")
+def full_run(data, tmp_path_factory):
+    "Two uninterrupted epochs (2 steps each) with validation, TensorBoard and pictures."
+    out = tmp_path_factory.mktemp("full")
+    t = Trainer(get_config(preset="small", overrides=TINY), data, out, progress=False)
+    log = t.fit()
+    t.close()
+    return out, log
+
+
+def test_full_run_logs_and_checkpoints(full_run):
+    out, log = full_run
+    train = [r for r in log if r["kind"] == "train"]
+    assert [r["step"] for r in train] == [0, 1, 2, 3] and [r["epoch"] for r in train] == [0, 0, 1, 1]
+    terms = {f"train/mano_{k}" for k in ("vert2d_loss", "vert3d_loss", "joint_loss", "norm_loss", "edge_loss",
+                                          "upsample_norm_loss")}
+    terms |= {f"train/aux_{k}" for k in ("mask_loss", "dense_loss", "hms_loss")}
+    terms |= {"train/coarsen_v3d_loss_0", "train/coarsen_v2d_loss_0", "train/total_loss", "learning_rate"}
+    assert terms <= set(train[0])
+    assert all(np.isfinite(r["train/total_loss"]) for r in train)
+    np.testing.assert_allclose([r["learning_rate"] for r in train], [1e-6, 1e-6, 1e-3, 1e-3], rtol=1e-12)
+    val = [r for r in log if r["kind"] == "val"]
+    assert [r["epoch"] for r in val] == [1, 2] and all(r["val/n_samples"] == 2 for r in val)
+    assert {p.name for p in out.glob("*.pth")} == {"1.pth", "2.pth", "best.pth", "latest.pth"}
+    ck = torch.load(out / "latest.pth", weights_only=True)
+    assert {"model", "optimizer", "scheduler", "scaler", "epoch", "step", "batch_in_epoch", "best_metric", "config",
+            "rng"} <= set(ck)
+    assert (ck["epoch"], ck["step"], ck["batch_in_epoch"], ck["scheduler"]["last_epoch"]) == (2, 4, 0, 2)
+    assert set(ck["rng"][0]) == {"python", "numpy", "torch", "cuda"}
+    best = torch.load(out / "best.pth", weights_only=True)
+    assert ck["best_metric"] == min(r["val/mpjpe_all"] for r in val) and best["epoch"] == ck["best_epoch"]
+    assert get_config(out / "config.yaml").MODEL.IMG_SIZE == 64
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    ev = EventAccumulator(str(out / "tb"), size_guidance={"images": 0, "scalars": 0})
+    ev.Reload()
+    tags = ev.Tags()
+    assert {t.replace("train/", "train/") for t in terms} <= set(tags["scalars"])
+    assert [e.step for e in ev.Scalars("train/total_loss")] == [0, 1, 2, 3]
+    assert ev.Scalars("train/total_loss")[3].value == pytest.approx(train[3]["train/total_loss"], rel=1e-6)
+    assert {"0_input", "1_img_aux/mask_gt", "1_img_aux/mask_pred", "1_img_aux/dense_gt", "1_img_aux/dense_pred",
+            "2_mano/vert_gt", "2_mano/vert_out_result", "2_mano/vert_out_0", "hms/l_gt", "hms/l_pred", "hms/r_gt",
+            "hms/r_pred"} <= set(tags["images"])
+    assert [e.step for e in ev.Images("0_input")] == [0, 2]
+
+
+def test_resume_mid_epoch_is_exact(full_run, data, tmp_path):
+    "Stopped after 3 steps (mid-epoch) and resumed: the same log, bit for bit, as the uninterrupted run."
+    _, log = full_run
+    cfg = get_config(preset="small", overrides=TINY)
+    t = Trainer(cfg, data, tmp_path, progress=False, max_steps=3, tensorboard=False)
+    part = t.fit()
+    assert [r["step"] for r in part if r["kind"] == "train"] == [0, 1, 2]
+    ck = torch.load(tmp_path / "latest.pth", weights_only=True)
+    assert (ck["epoch"], ck["step"], ck["batch_in_epoch"]) == (1, 3, 1)
+    t2 = Trainer(cfg, data, tmp_path, progress=False, tensorboard=False).resume()
+    assert (t2.epoch, t2.step, t2.batch_in_epoch) == (1, 3, 1)
+    rest = t2.fit()
+    assert [json.dumps(r) for r in rest] == [json.dumps(r) for r in log]      # every term, lr, val metric
+
+
+def test_export_weights_loads_for_inference(full_run, tmp_path):
+    out, _ = full_run
+    w = export_weights(out / "best.pth", tmp_path / "model.pth")
+    state = torch.load(w, weights_only=True)
+    assert all(torch.is_tensor(v) for v in state.values()) and not any(k.startswith("module.") for k in state)
+    from intaghand.inference import Reconstructor
+    rec = Reconstructor.from_checkpoint(w)       # finds model.yaml beside the weights
+    img = np.zeros((80, 100, 3), np.uint8)
+    o = rec([img])
+    assert o.left.verts3d.shape == (1, 778, 3)
+
+
+def test_rng_state_round_trip_weights_only(tmp_path):
+    seed_everything(7)
+    s = rng_state()
+    torch.save(s, tmp_path / "r.pt")
+    a = (np.random.rand(3), torch.rand(3), __import__("random").random())
+    set_rng_state(torch.load(tmp_path / "r.pt", weights_only=True))
+    b = (np.random.rand(3), torch.rand(3), __import__("random").random())
+    assert np.array_equal(a[0], b[0]) and torch.equal(a[1], b[1]) and a[2] == b[2]
+
+
+def test_sampler_splits_global_batches_over_ranks():
+    class N(torch.utils.data.Dataset):
+        def __len__(self): return 12
+    one = list(EpochSampler(N(), 1, 0, seed=3))
+    ranks = [list(EpochSampler(N(), 3, r, seed=3)) for r in range(3)]
+    for k in range(2):      # global batch 6 = 3 processes × 2
+        assert sorted(one[6 * k:6 * k + 6]) == sorted(sum((r[2 * k:2 * k + 2] for r in ranks), []))
+
+
+def test_clear_errors(data, tmp_path):
+    cfg = get_config(preset="small", overrides=["MODEL.IMG_SIZE", "64", "TRAIN.BATCH_SIZE", "64"])
+    with pytest.raises(ValueError, match="fewer than one batch of 64"):
+        Trainer(cfg, data, tmp_path, progress=False)
+    with pytest.raises(ValueError, match="SyncBatchNorm.*CUDA"):
+        Trainer(get_config(preset="small"), data, tmp_path, bn="sync")
+    with pytest.raises(FileNotFoundError, match="make-synthetic"):
+        Trainer(get_config(preset="small"), tmp_path / "nothing", tmp_path)
+    with pytest.raises(SystemExit):
+        train_main(["-", "--epochs", "0"])
+
+
+def test_amp_is_off_on_cpu(data, tmp_path):
+    with pytest.warns(UserWarning, match="CUDA"):
+        t = Trainer(get_config(preset="small", overrides=TINY), data, tmp_path, device="cpu", amp=True, progress=False)
+    assert not t.amp and not t.scaler.is_enabled()
+
+
+def _cli_args(data, out, *extra):
+    return ["-", "MODEL.IMG_SIZE", "64", "TRAIN.dropout", "0", "TRAIN.warm_up", "0", "--preset", "small", "--data_path",
+            str(data), "--out", str(out), "--batch_size", "4", "--global_batch", "--epochs", "1", "--max_steps", "2",
+            "--bn", "frozen", "--val_samples", "0", "--no_progress", "--no_images", *extra]
+
+
+def test_torchrun_two_processes_match_one(data, tmp_path):
+    """2 CPU processes (gloo), global batch 4 = 2 × 2, vs one process with batch 4: same losses and parameters.
+    BatchNorm is frozen (eval-mode statistics) and dropout off: otherwise per-process batch statistics and dropout
+    masks legitimately differ. Adam divides by √v, so elements whose gradient is pure rounding noise (e.g. attention
+    key biases, which softmax ignores) move by ±lr in either run; the check allows a tiny fraction of those."""
+    single, multi = tmp_path / "single", tmp_path / "ddp"
+    assert train_main(_cli_args(data, single)) == 0
+    cmd = [str(Path(PY).parent / "torchrun"), "--standalone", "--nproc_per_node", "2", "--no-python", PY, "-c", LAUNCH,
+           *_cli_args(data, multi)]
+    r = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=240)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "2 process(es) × batch 2" in r.stdout
+    la, lb = read_log(single), read_log(multi)
+    assert [x["step"] for x in lb] == [0, 1]
+    for x, y in zip(la, lb):
+        for k in x:
+            if k.startswith("train/"): assert y[k] == pytest.approx(x[k], rel=1e-4, abs=1e-7), k
+    a = torch.load(single / "latest.pth", weights_only=True)
+    b = torch.load(multi / "latest.pth", weights_only=True)
+    assert a["world_size"] == 1 and b["world_size"] == 2 and len(b["rng"]) == 2
+    cfg = get_config(preset="small", overrides=["MODEL.IMG_SIZE", "64", "TRAIN.dropout", "0"])
+    seed_everything(cfg.SEED)
+    from intaghand.model import build_model
+    init = build_model(cfg).state_dict()
+    n = close = 0
+    num = den = 0.0
+    for k, v in a["model"].items():
+        if not v.is_floating_point(): continue
+        d1, d2 = (v - init[k]).double(), (b["model"][k] - init[k]).double()
+        n += d1.numel(); close += int(((d1 - d2).abs() <= 1e-5).sum())
+        if not k.endswith("w_ks.bias"):
+            num += float(((d1 - d2) ** 2).sum()); den += float((d1 ** 2).sum())
+    assert den > 0 and close / n > 0.999, close / n
+    assert (num / den) ** 0.5 < 0.02, (num / den) ** 0.5        # vs ~1.4 for unrelated updates of this size
+
+
+@pytest.mark.slow
+def test_killed_and_resumed_matches(data, full_run, tmp_path):
+    "A CLI run SIGKILLed after a few steps (latest.pth every step), then `--resume`d: the same curve."
+    _, log = full_run
+    args = ["-", *TINY, "--preset", "small", "--data_path", str(data), "--out", str(tmp_path), "--save_steps", "1",
+            "--no_progress", "--threads", "1"]
+    p = subprocess.Popen([PY, "-c", LAUNCH, *args], env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    t0 = time.time()
+    while len(read_log(tmp_path)) < 3 and p.poll() is None and time.time() - t0 < 120: time.sleep(0.05)
+    p.send_signal(signal.SIGKILL)
+    p.wait()
+    assert 1 <= torch.load(tmp_path / "latest.pth", weights_only=True)["step"] < 4
+    assert train_main(args + ["--resume"]) == 0
+    assert [json.dumps(r) for r in read_log(tmp_path)] == [json.dumps(r) for r in log]
