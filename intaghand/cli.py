@@ -15,6 +15,11 @@ SUBCOMMANDS = {
     "smoke": ("intaghand.cli", "smoke_main", "check the installation: config, assets, a CPU rasterization"),
     "config": ("intaghand.cli", "config_main", "print the resolved config (defaults + preset + file + overrides)"),
     "build-assets": ("intaghand.graph", "build_assets_main", "build the hand model files and mesh-graph assets"),
+    "process-interhand": ("intaghand.interhand", "process_interhand_main", "process InterHand2.6M into the training layout"),
+    "make-synthetic": ("intaghand.synthetic", "make_synthetic_main", "generate the synthetic two-hand data set"),
+    "train": ("intaghand.train", "train_main", "train a model (also under torchrun for several GPUs/processes)"),
+    "eval": ("intaghand.evaluate", "eval_main", "evaluate a checkpoint with the paper's protocol (MPJPE/MPVPE)"),
+    "demo": ("intaghand.demo", "demo_main", "reconstruct hands in images, a video or a webcam stream"),
 }
 
 
