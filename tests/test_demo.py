@@ -1,0 +1,247 @@
+"""The demo CLI on a folder of good and bad images, overlays against the JSON, videos, the live mode's errors."""
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from intaghand import demo as D
+from intaghand.detect import Detection, HandBox
+from intaghand.inference import Reconstructor
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory):
+    return D.small_checkpoint(tmp_path_factory.mktemp("ckpt"))
+
+
+def _scene(h, w, seed=0):
+    "A plain dark picture with two skin-coloured blobs (simple drawn 'hands')."
+    rng = np.random.default_rng(seed)
+    img = np.full((h, w, 3), 40, np.uint8)
+    for cx in (0.38, 0.62):
+        c = (int(cx * w), int(0.5 * h))
+        cv2.ellipse(img, c, (max(2, w // 9), max(2, h // 5)), int(rng.integers(0, 180)), 0, 360, (140, 170, 220), -1)
+    return img
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory):
+    "A folder with good inputs and every kind of bad one; returns (folder, {name: expectation})."
+    d = tmp_path_factory.mktemp("inputs")
+    good = _scene(120, 160)
+    cv2.imwrite(str(d / "good.png"), good)
+    cv2.imwrite(str(d / "square.jpg"), _scene(96, 96, 1))
+    ok, jpg = cv2.imencode(".jpg", _scene(100, 100, 2))
+    (d / "truncated.jpg").write_bytes(jpg.tobytes()[: len(jpg) // 2])
+    (d / "notes.png").write_text("this is a text file with an image's name\n")
+    cv2.imwrite(str(d / "deep16.png"), good.astype(np.uint16) * 257)
+    cv2.imwrite(str(d / "alpha.png"), np.dstack([good, np.full(good.shape[:2], 200, np.uint8)]))
+    cv2.imwrite(str(d / "gray.png"), cv2.cvtColor(good, cv2.COLOR_BGR2GRAY))
+    cv2.imwrite(str(d / "tiny.png"), good[:5, :5])
+    cv2.imwrite(str(d / "large.jpg"), _scene(3000, 4000, 3), [cv2.IMWRITE_JPEG_QUALITY, 70])
+    (d / "readme.txt").write_text("not an input")
+    sample = ROOT / "data" / "demo" / "crop_0.jpg"
+    if sample.is_file(): (d / "synthetic.jpg").write_bytes(sample.read_bytes())     # a synthetic render
+    return d
+
+
+@pytest.fixture(scope="module")
+def run(inputs, ckpt, tmp_path_factory):
+    out = tmp_path_factory.mktemp("out")
+    rc = D.demo_main(["--img_path", str(inputs), "--save_path", str(out), "--model", str(ckpt), "--no-detect",
+                      "--render_size", "96"])
+    return rc, out, json.loads((out / "summary.json").read_text())
+
+
+def test_folder_summary_counts(run, inputs):
+    rc, out, s = run
+    n_good = 6 + (inputs / "synthetic.jpg").is_file()
+    assert rc == 1                                   # some inputs failed
+    assert (s["images"], s["succeeded"], s["failed"]) == (n_good + 3, n_good, 3)
+    assert s["ignored_files"] == 1
+    reasons = {Path(f["input"]).name: f["reason"] for f in s["failures"]}
+    assert reasons["truncated.jpg"].startswith("truncated JPEG")
+    assert reasons["notes.png"].startswith("not an image")
+    assert reasons["tiny.png"].startswith("too small: 5×5")
+    notes = {Path(r["input"]).name: r["notes"] for r in s["results"] if r["status"] == "ok"}
+    assert "16-bit image scaled to 8 bits" in notes["deep16.png"]
+    assert "alpha channel composited over black" in notes["alpha.png"]
+    assert "grayscale image converted to colour" in notes["gray.png"]
+    assert s["detection"] == {"disabled": n_good}
+
+
+def test_outputs_exist_and_json(run):
+    rc, out, s = run
+    for r in s["results"]:
+        if r["status"] != "ok": continue
+        for kind in ("overlay", "views", "json", "obj", "ply", "glb"):
+            p = Path(r["outputs"][kind])
+            assert p.is_file() and p.stat().st_size > 0, p
+    assert not list(out.glob(".*"))                  # no temporary files left behind
+    d = json.loads((out / "large.json").read_text())
+    assert d["image_size"] == {"width": 4000, "height": 3000}
+    assert d["crop"] == {"box_xyxy": [0, -500, 4000, 3500], "source": "whole_image"}
+    for side in ("left", "right"):
+        h = d[side]
+        assert np.asarray(h["verts3d"]).shape == (778, 3) and np.asarray(h["verts2d"]).shape == (778, 2)
+        assert np.asarray(h["joints3d"]).shape == (21, 3) and np.asarray(h["joints2d"]).shape == (21, 2)
+        a, b = h["pixel_affine"]["a"], np.asarray(h["pixel_affine"]["b"])
+        assert np.allclose(a * np.asarray(h["verts3d"])[:, :2] + b, h["verts2d"], atol=0.02)
+    ov = cv2.imread(str(out / "large_output.jpg"))
+    assert ov.shape == (3000, 4000, 3)
+    assert cv2.imread(str(out / "large_views.jpg")).shape == (96, 192, 3)
+
+
+def test_overlay_puts_hands_where_json_says(run, inputs):
+    rc, out, s = run
+    for name in ("good", "large"):
+        src = cv2.imread(str(next(inputs.glob(f"{name}.*")))).astype(int)
+        ov = cv2.imread(str(out / f"{name}_output.jpg")).astype(int)
+        d = json.loads((out / f"{name}.json").read_text())
+        H, W = src.shape[:2]
+        changed = np.abs(ov - src).sum(-1) > 60
+        uv = np.concatenate([d["left"]["verts2d"], d["right"]["verts2d"]])
+        p = np.round(uv).astype(int)
+        inside = (p[:, 0] >= 0) & (p[:, 0] < W) & (p[:, 1] >= 0) & (p[:, 1] < H)
+        assert inside.sum() > 100
+        assert changed[p[inside, 1], p[inside, 0]].mean() > 0.9          # vertices land on rendered pixels
+        ys, xs = np.nonzero(changed)                                      # ... and nothing is drawn elsewhere
+        tol = 3 + (2 if name == "good" else 0)
+        assert xs.min() >= uv[:, 0].min() - tol and xs.max() <= uv[:, 0].max() + tol
+        assert ys.min() >= uv[:, 1].min() - tol and ys.max() <= uv[:, 1].max() + tol
+
+
+def test_meshes_round_trip(run):
+    from intaghand.render import load_mesh
+    rc, out, s = run
+    d = json.loads((out / "good.json").read_text())
+    for ext in ("obj", "ply", "glb"):
+        v, f, c = load_mesh(out / f"good.{ext}")
+        assert v.shape == (1556, 3) and f.shape[1] == 3 and c is not None
+        if ext != "glb":                       # GLB may reorder nothing but stores float32 in its own frame
+            assert np.allclose(v[:778], d["left"]["verts3d"], atol=1e-4)
+
+
+def test_one_hand_and_no_hand_are_reported(ckpt, tmp_path):
+    rec = Reconstructor.from_checkpoint(ckpt)
+    one = lambda im: Detection([HandBox((30, 20, 80, 90), 0.9, "left", 0.95)], im.shape[:2], "fake")
+    none = lambda im: Detection([], im.shape[:2], "fake")
+    img = _scene(120, 160)
+    cv2.imwrite(str(tmp_path / "a.png"), img)
+    for det, status, hands_found in ((one, "one_hand", 1), (none, "no_hands", 0)):
+        demo = D.Demo(rec, det, formats=(), render_size=32)
+        r = demo.run_file(tmp_path / "a.png", tmp_path / status, "a")
+        assert r["status"] == "ok" and r["detection"] == status
+        d = json.loads((tmp_path / status / "a.json").read_text())
+        assert d["hands_found"] == hands_found and d["detection"]["result"]["status"] == status
+        if status == "one_hand":
+            assert d["left"]["detected"] is True and d["right"]["detected"] is False
+            x0, y0, x1, y1 = d["crop"]["box_xyxy"]
+            assert x1 - x0 == y1 - y0 == 88 and d["crop"]["source"] == "detector"
+            assert "only one hand" in d["warnings"][0]
+        else:
+            assert d["crop"]["source"] == "whole_image" and "no hand found" in d["warnings"][0]
+            assert d["left"]["detected"] is False and d["right"]["detected"] is False
+
+
+def test_video_round_trip(ckpt, tmp_path):
+    src = tmp_path / "clip.avi"
+    w = cv2.VideoWriter(str(src), cv2.VideoWriter_fourcc(*"MJPG"), 12.0, (128, 96))
+    assert w.isOpened()
+    for k in range(4): w.write(_scene(96, 128, k))
+    w.release()
+    out = tmp_path / "out"
+    rc = D.demo_main(["--video", str(src), "--save_path", str(out), "--model", str(ckpt), "--no-detect"])
+    assert rc == 0
+    res = out / "clip_output.mp4"
+    cap = cv2.VideoCapture(str(res))
+    frames = []
+    while True:
+        ok, f = cap.read()
+        if not ok: break
+        frames.append(f)
+    cap.release()
+    assert len(frames) == 4 and frames[0].shape == (96, 128, 3)
+    meta = json.loads(res.with_suffix(".json").read_text())
+    assert meta["frames"] == 4 and meta["succeeded"] == 4 and len(meta["per_frame"]) == 4
+    assert meta["per_frame"][0]["crop_box_xyxy"] == [0, -16, 128, 112]
+    assert not list(out.glob(".*partial*"))
+
+
+def test_video_errors(ckpt, tmp_path, capsys):
+    bad = tmp_path / "bad.mp4"
+    bad.write_text("not a video")
+    assert D.demo_main(["--video", str(bad), "--save_path", str(tmp_path), "--model", str(ckpt), "--no-detect"]) == 1
+    err = capsys.readouterr().err
+    assert "bad.mp4" in err and ("cannot open" in err or "no readable frames" in err)
+    assert D.demo_main(["--video", str(tmp_path / "missing.mp4"), "--model", str(ckpt), "--no-detect"]) == 1
+    assert "video file not found" in capsys.readouterr().err
+
+
+def test_missing_camera(ckpt, tmp_path, capsys):
+    rc = D.demo_main(["--live_demo", "--camera", "97", "--save_path", str(tmp_path / "live.mp4"), "--model", str(ckpt),
+                      "--no-detect"])
+    assert rc == 1 and "no camera at index 97" in capsys.readouterr().err
+    assert not (tmp_path / "live.mp4").exists()
+
+
+def test_live_without_window_says_why(ckpt, monkeypatch, capsys):
+    monkeypatch.setattr(D, "gui_available", lambda: (False, "this OpenCV has no window support: record with --save_path"))
+    assert D.demo_main(["--live_demo", "--model", str(ckpt), "--no-detect"]) == 1
+    assert "cannot show a window" in capsys.readouterr().err
+
+
+def test_live_records_frames(ckpt, tmp_path, monkeypatch):
+    "A fake camera: --live_demo --save_path records the overlays to a video."
+    class FakeCam:
+        def __init__(self, idx): self.n = 0
+        def isOpened(self): return True
+        def set(self, *a): return True
+        def read(self):
+            self.n += 1
+            return (self.n <= 6), _scene(90, 120, self.n)
+        def release(self): pass
+    monkeypatch.setattr(D.cv2, "VideoCapture", FakeCam)
+    monkeypatch.setattr(D, "gui_available", lambda: (False, "headless"))
+    out = tmp_path / "live.avi"
+    assert D.demo_main(["--live_demo", "--save_path", str(out), "--model", str(ckpt), "--no-detect", "--max_frames", "3"]) == 0
+    monkeypatch.undo()
+    cap = cv2.VideoCapture(str(out)); n = int(cap.get(cv2.CAP_PROP_FRAME_COUNT)); cap.release()
+    assert n == 3
+
+
+def test_bad_arguments(ckpt, tmp_path, capsys):
+    assert D.demo_main(["--img_path", str(tmp_path / "nothing"), "--model", str(ckpt), "--no-detect"]) == 1
+    assert "does not exist" in capsys.readouterr().err
+    assert D.demo_main(["--img_path", str(tmp_path), "--model", str(tmp_path / "none.pth")]) == 1
+    assert "not found" in capsys.readouterr().err
+    assert D.demo_main(["--img_path", str(tmp_path), "--model", str(ckpt), "--formats", "stl"]) == 1
+    assert "unknown" in capsys.readouterr().err
+    (tmp_path / "empty").mkdir()
+    assert D.demo_main(["--img_path", str(tmp_path / "empty"), "--model", str(ckpt), "--no-detect"]) == 1
+    assert "no images found" in capsys.readouterr().err
+
+
+def test_default_img_path_is_shipped():
+    p = D.default_img_path()
+    files, _ = D.list_images(p)
+    assert files and all(f.suffix.lower() in D.IMAGE_SUFFIXES for f in files)
+    assert (ROOT / "data" / "demo").is_dir() and sum(f.stat().st_size for f in (ROOT / "data" / "demo").iterdir()) < 2e6
+
+
+def test_detector_unavailable_falls_back(ckpt, tmp_path, monkeypatch, capsys):
+    import intaghand.detect as det
+    monkeypatch.setattr(det, "detector_dirs", lambda: [tmp_path / "no_models"])
+    cv2.imwrite(str(tmp_path / "a.png"), _scene(64, 64))
+    rc = D.demo_main(["--img_path", str(tmp_path / "a.png"), "--save_path", str(tmp_path / "o"), "--model", str(ckpt),
+                      "--formats", "none"])
+    assert rc == 0 and "hand detection off" in capsys.readouterr().out
+    d = json.loads((tmp_path / "o" / "a.json").read_text())
+    assert d["detection"]["status"] == "unavailable" and "hand detector unavailable" in d["warnings"][-1]
+    rc = D.demo_main(["--img_path", str(tmp_path / "a.png"), "--save_path", str(tmp_path / "o"), "--model", str(ckpt),
+                      "--detect"])
+    assert rc == 1 and "install_detector_models" in capsys.readouterr().err
