@@ -12,11 +12,10 @@ __all__ = ['LN_EPS', 'HAND_SIDES', 'RESNETS', 'ASSET_NAMES', 'FINGERTIP_VERTS', 
            'build_model', 'load_weights', 'load_model', 'optimize_for_inference', 'joint_regressor_21',
            'mano_joint_regressors']
 
-# %% ../nbs/06_model.ipynb #bc790a78
+# %% ../nbs/06_model.ipynb #ba19a572
 import contextlib
 import contextvars
 import copy
-import math
 import dataclasses
 from dataclasses import dataclass, field
 
@@ -30,7 +29,7 @@ from torch import nn
 from .config import get_config, graph_asset, resolve_path
 from .io import CheckpointError, load_checkpoint, extract_state_dict, load_state_dict_checked, safe_load_pickle
 
-# %% ../nbs/06_model.ipynb #43c3ae54
+# %% ../nbs/06_model.ipynb #c48748b1
 LN_EPS = 1e-6                      # every LayerNorm in the decoder
 HAND_SIDES = ("left", "right")
 RESNETS = {"resnet18": torchvision.models.resnet18, "resnet34": torchvision.models.resnet34,
@@ -70,7 +69,7 @@ def projection_batch(scale: torch.Tensor, trans2d: torch.Tensor, x3d: torch.Tens
     t = trans2d.reshape(-1, 1, 2)
     return img_size * s * x3d[..., :2] + (t * img_size / 2 + img_size / 2)
 
-# %% ../nbs/06_model.ipynb #e92c3447
+# %% ../nbs/06_model.ipynb #8e4858b1
 _ATTENTION_SINK = contextvars.ContextVar("intaghand_attention_sink", default=None)
 
 
@@ -108,7 +107,7 @@ def attend(module: nn.Module, q, k, v, n_heads: int, dropout: nn.Dropout, fast: 
     if sink is not None: sink[module] = attn
     return merge_heads(torch.matmul(dropout(attn), v))
 
-# %% ../nbs/06_model.ipynb #a5d13c21
+# %% ../nbs/06_model.ipynb #95efcfb7
 class MLP_res_block(nn.Module):
     "Pre-norm residual MLP: x + Drop(fc2(Drop(relu(fc1(LN(x)))))); B×N×f -> B×N×f."
     def __init__(self, in_dim: int, hid_dim: int, dropout: float = 0.1):
@@ -145,7 +144,7 @@ class SelfAttn(nn.Module):
     def forward(self, x):
         return self.ff(x + self.self_attn(self.layer_norm(x)))
 
-# %% ../nbs/06_model.ipynb #3d895aee
+# %% ../nbs/06_model.ipynb #cb77bc6f
 class _Slot:
     "A hashable key for one of several attention maps of one module."
     def __init__(self, module, name): self.module, self.name = module, name
@@ -186,7 +185,7 @@ class inter_attn(nn.Module):
         feat_R2L, feat_L2R = self.cross(self.layer_norm1(Lf), self.layer_norm2(Rf))
         return self.ffL(Lf + feat_R2L), self.ffR(Rf + feat_L2R)
 
-# %% ../nbs/06_model.ipynb #044c645a
+# %% ../nbs/06_model.ipynb #1e065c0d
 class img_feat_to_grid(nn.Module):
     "B×C×S×S feature map -> B×G²×grid_f_dim tokens (conv patchify, ReLU, + position embedding, SelfAttn)."
     def __init__(self, img_size: int, img_f_dim: int, grid_size: int, grid_f_dim: int, n_heads: int = 4, dropout: float = 0.01):
@@ -231,7 +230,7 @@ class img_ex(nn.Module):
     def forward(self, img, verts_f):
         return self.attn(verts_f, self.encoder(img))
 
-# %% ../nbs/06_model.ipynb #ecdbead0
+# %% ../nbs/06_model.ipynb #d17f440e
 class GCN_ResBlock(nn.Module):
     "Residual Chebyshev graph block; B×V×in -> B×V×out on the graph with Laplacian `graph_L` (V×V)."
     def __init__(self, in_dim: int, out_dim: int, mid_dim: int, graph_L: torch.Tensor, graph_k: int = 2, drop_out: float = 0.01):
@@ -268,7 +267,7 @@ class GraphLayer(nn.Module):
             if i < len(self.GCN_blocks) - 1: verts_f = F.relu(verts_f)
         return verts_f
 
-# %% ../nbs/06_model.ipynb #9d010d77
+# %% ../nbs/06_model.ipynb #52f472d8
 class DualGraphLayer(nn.Module):
     "One graph level for both hands: position embedding, GCN, image attention, inter-hand attention."
     def __init__(self, verts_in_dim, verts_out_dim, graph_L_Left, graph_L_Right, graph_k=2, graph_layer_num=4,
@@ -307,7 +306,7 @@ class DualGraph(nn.Module):
                 Lf, Rf = graph_upsample(Lf, 2), graph_upsample(Rf, 2)
         return Lf, Rf
 
-# %% ../nbs/06_model.ipynb #a91dd724
+# %% ../nbs/06_model.ipynb #fe5d365d
 ASSET_NAMES = ("graph_left", "graph_right", "upsample", "v_color")
 
 
@@ -413,7 +412,7 @@ def prepare_graph(graph: dict, n_levels: int, n_verts: int) -> dict:
                          f"[{int(perm.min())}, {int(perm.max())}]")
     return {"L": [_to_dense(L) for L in Ls[:n_levels]], "sizes": sizes, "perm": perm, "perm_reverse": rev}
 
-# %% ../nbs/06_model.ipynb #5ee65ce1
+# %% ../nbs/06_model.ipynb #0fbfa6be
 def _conv_relu_bn(in_dim, out_dim, kernel_size, upsample=False):
     layers = [nn.Upsample(scale_factor=2, mode="bilinear", align_corners=True)] if upsample else []
     layers += [nn.Conv2d(in_dim, out_dim, kernel_size, stride=1, padding=(kernel_size - 1) // 2, bias=False),
@@ -468,7 +467,7 @@ class ResNetSimple(nn.Module):
         out, dp_fmaps = self.dp_decoder(x1)
         return hms, out[:, : self.handNum], out[:, self.handNum:], [x1, x2, x3, x4], hms_fmaps, dp_fmaps
 
-# %% ../nbs/06_model.ipynb #61f57ed3
+# %% ../nbs/06_model.ipynb #1612a940
 def _conv1x1(in_dim, out_dim):
     return nn.Sequential(nn.Conv2d(in_dim, out_dim, 1, bias=False), nn.ReLU(), nn.BatchNorm2d(out_dim))
 
@@ -493,7 +492,7 @@ class resnet_mid(nn.Module):
             fmaps.append(conv(x))
         return global_feature, fmaps
 
-# %% ../nbs/06_model.ipynb #a2b8a387
+# %% ../nbs/06_model.ipynb #5dae6d70
 @dataclass
 class MeshLevel:
     "Mesh predicted at one graph level: GCN order (B×V×3, B×V×2) and mapped to mesh vertices (B×778×·)."
@@ -591,7 +590,7 @@ def to_original(out: HandOutput) -> tuple:
     "The original 4-tuple (result, paramsDict, handDictList, otherInfo) of a `HandOutput`."
     return out.to_original()
 
-# %% ../nbs/06_model.ipynb #21cea2c1
+# %% ../nbs/06_model.ipynb #d09dd741
 class decoder(nn.Module):
     "Global feature B×C + feature maps -> per-hand meshes; returns (HandPrediction left, right)."
     def __init__(self, global_feature_dim, f_in_Dim, f_out_Dim, gcn_in_dim, gcn_out_dim, graph_k, graph_layer_num,
@@ -663,7 +662,7 @@ class decoder(nn.Module):
             hands.append(HandPrediction(verts3d, verts2d, scale, trans2d, levels=[level]))
         return hands[0], hands[1]
 
-# %% ../nbs/06_model.ipynb #47fb996c
+# %% ../nbs/06_model.ipynb #a781fa68
 class HandNET_GCN(nn.Module):
     "IntagHand: image B×3×S×S (ImageNet-normalised RGB) -> `HandOutput`."
     def __init__(self, encoder, mid_model, decoder, img_size: int = 256):
@@ -727,7 +726,7 @@ class HandNET_GCN(nn.Module):
             cross.append({k: sink[_Slot(layer.attn, k)] for k in ("r2l", "l2r")})
         return AttentionMaps(image, image_full, grid, vself, cross, grid_size=self.img_size // 32)
 
-# %% ../nbs/06_model.ipynb #563f4e1f
+# %% ../nbs/06_model.ipynb #d9c39b4c
 def build_model(cfg=None, graph_assets: dict | None = None, joint_regressor=None) -> nn.Module:
     "A randomly initialised `HandNET_GCN` for `cfg` (default config if None); graph assets from the config unless given."
     cfg = get_config() if cfg is None else cfg
@@ -763,14 +762,14 @@ def build_model(cfg=None, graph_assets: dict | None = None, joint_regressor=None
         model.attach_joint_regressor(*(joint_regressor if isinstance(joint_regressor, (tuple, list)) else (joint_regressor,)))
     return model
 
-# %% ../nbs/06_model.ipynb #6a404f5a
+# %% ../nbs/06_model.ipynb #d5745ade
 def load_weights(model: nn.Module, checkpoint) -> nn.Module:
     "Load a checkpoint path or state dict into `model` strictly; `CheckpointError` lists what does not fit."
     source = str(checkpoint) if not isinstance(checkpoint, dict) else "state dict"
     state = extract_state_dict(load_checkpoint(checkpoint) if not isinstance(checkpoint, dict) else checkpoint)
     return load_state_dict_checked(model, state, source=source)
 
-# %% ../nbs/06_model.ipynb #eef629e3
+# %% ../nbs/06_model.ipynb #559a7e52
 def load_model(cfg=None, checkpoint=None, graph_assets: dict | None = None, joint_regressor=None) -> nn.Module:
     "`build_model`, then the weights of `checkpoint` (default: `MODEL_PARAM.MODEL_PRETRAIN_PATH` unless 'none'), eval mode."
     cfg = get_config() if cfg is None else cfg
@@ -781,7 +780,7 @@ def load_model(cfg=None, checkpoint=None, graph_assets: dict | None = None, join
         load_weights(model, ckpt if isinstance(ckpt, dict) else checkpoint_file(ckpt))
     return model.eval()
 
-# %% ../nbs/06_model.ipynb #7674e0c8
+# %% ../nbs/06_model.ipynb #9eb80568
 def _fuse_resnet_bn(resnet: nn.Module):
     from torch.nn.utils.fusion import fuse_conv_bn_eval
     resnet.conv1 = fuse_conv_bn_eval(resnet.conv1, resnet.bn1); resnet.bn1 = nn.Identity()
@@ -805,7 +804,7 @@ def optimize_for_inference(model: HandNET_GCN, channels_last: bool = True, fuse_
     for p in m.parameters(): p.requires_grad_(False)
     return m
 
-# %% ../nbs/06_model.ipynb #2ea2c95f
+# %% ../nbs/06_model.ipynb #f697953f
 FINGERTIP_VERTS = (745, 317, 444, 556, 673)
 JOINT_ORDER = (0, 13, 14, 15, 16, 1, 2, 3, 17, 4, 5, 6, 18, 10, 11, 12, 19, 7, 8, 9, 20)
 

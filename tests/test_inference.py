@@ -1,6 +1,5 @@
 """Inference API: preprocessing as the original demo, 2D mapping back to the image, checkpoints, input kinds."""
 import pickle
-from pathlib import Path
 
 import cv2
 import numpy as np
