@@ -5,9 +5,9 @@
 # %% auto #0
 __all__ = ['ProcessedSample', 'InterHandDataset', 'HandLabels', 'HandSample', 'collate_samples', 'Augmentation',
            'draw_augmentation', 'rotation_2d', 'augmentation_matrix', 'apply_affine', 'warp', 'photometric', 'aux_size',
-           'normalise_3d', 'HandDataset', 'make_loader', 'DataProvider']
+           'normalise_3d', 'HandDataset', 'make_loader', 'DataProvider', 'draw_sample']
 
-# %% ../nbs/10_dataset.ipynb #0e70198d
+# %% ../nbs/10_dataset.ipynb #fc8078ee
 import math
 import os
 from dataclasses import dataclass, fields, replace
@@ -22,7 +22,7 @@ from .interhand import (BONE_LENGTH, HANDS, HEATMAP_SIGMA, HEATMAP_SIZE, HM_GROU
                                  ROOT_JOINT, count_samples, gaussian_heatmaps, hand_labels, images_to_heatmaps,
                                  read_anno, sample_files)
 
-# %% ../nbs/10_dataset.ipynb #1a27f5c9
+# %% ../nbs/10_dataset.ipynb #93a422d5
 @dataclass
 class ProcessedSample:
     "One processed sample as stored: images (BGR uint8), heatmap images, per-hand labels (numpy), the annotation."
@@ -80,7 +80,7 @@ class InterHandDataset(Dataset):
 
     def __getitem__(self, idx): return self.load(idx)
 
-# %% ../nbs/10_dataset.ipynb #0b11539f
+# %% ../nbs/10_dataset.ipynb #eed0f702
 @dataclass
 class HandLabels:
     "Per-hand targets: 2D in input pixels, 3D root-relative and scale-normalised (leading B in a batch)."
@@ -133,7 +133,7 @@ def collate_samples(samples: list) -> HandSample:
         return type(x0)(**{f.name: stack([getattr(x, f.name) for x in xs]) for f in fields(x0)})
     return stack(list(samples))
 
-# %% ../nbs/10_dataset.ipynb #4d6598b5
+# %% ../nbs/10_dataset.ipynb #900085f4
 @dataclass
 class Augmentation:
     "The random parameters of one sample's augmentation (identity by default)."
@@ -191,7 +191,7 @@ def photometric(img, aug: Augmentation) -> np.ndarray:
     out = img.astype(np.float32) * np.asarray(aug.gain, np.float32) + aug.offset
     return np.clip(out, 0, 255).astype(np.uint8)
 
-# %% ../nbs/10_dataset.ipynb #ed8f6554
+# %% ../nbs/10_dataset.ipynb #ab18cf8f
 def aux_size(cfg) -> int:
     "Side of the auxiliary targets: IMG_SIZE / 2^(6 − len(DECONV_DIMS)) (64 by default)."
     return int(cfg.MODEL.IMG_SIZE) // 2 ** (6 - len(cfg.MODEL.DECONV_DIMS))
@@ -278,7 +278,7 @@ class HandDataset(Dataset):
                           dense=t(d.transpose(2, 0, 1)), hms=t(np.concatenate([maps["left"], maps["right"]])),
                           left=labels["left"], right=labels["right"], root_rel=t(root_rel), idx=torch.tensor(raw.idx))
 
-# %% ../nbs/10_dataset.ipynb #7f0fb52c
+# %% ../nbs/10_dataset.ipynb #31fd6b26
 def make_loader(dataset, batch_size: int, train: bool = True, num_workers: int = 0, distributed: bool = None,
                 seed: int = 0, pin_memory: bool = None, drop_last: bool = None, **kw) -> DataLoader:
     "A `DataLoader` of `HandSample` batches (with a `DistributedSampler` under DDP)."
@@ -314,3 +314,26 @@ class DataProvider:
     def _start(self):
         if hasattr(self.loader.sampler, "set_epoch"): self.loader.sampler.set_epoch(self.epoch)
         self._it = iter(self.loader)
+
+# %% ../nbs/10_dataset.ipynb #1ac49bc4
+def draw_sample(sample: HandSample, parents=None) -> np.ndarray:
+    "An RGB uint8 picture of one `HandSample`: image, mask outlines, 2D skeletons (left green, right red), heatmap peaks."
+    from intaghand.mano import JOINT_PARENTS
+    parents = JOINT_PARENTS if parents is None else parents
+    img = np.ascontiguousarray((sample.ori_img.numpy().transpose(1, 2, 0)[..., ::-1] * 255).astype(np.uint8))
+    S, A = img.shape[0], sample.mask.shape[-1]
+    colors = {"left": (0, 230, 0), "right": (255, 40, 40)}
+    for ch, hand in ((1, "left"), (0, "right")):
+        m = cv2.resize(sample.mask[ch].numpy().astype(np.uint8), (S, S), interpolation=cv2.INTER_NEAREST)
+        contours, _ = cv2.findContours(m, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
+        cv2.drawContours(img, contours, -1, colors[hand], 1)
+    for hand in HANDS:
+        j = getattr(sample, hand).joints2d.numpy()
+        for k, p in enumerate(parents):
+            if p >= 0: cv2.line(img, tuple(int(round(x)) for x in j[p]), tuple(int(round(x)) for x in j[k]), colors[hand], 1, cv2.LINE_AA)
+    hm = sample.hms.numpy()
+    for c in range(hm.shape[0]):
+        if hm[c].max() > 0.5:
+            y, x = np.unravel_index(hm[c].argmax(), hm[c].shape)
+            cv2.circle(img, (int(x * S / A), int(y * S / A)), 2, (255, 255, 255), -1)
+    return img

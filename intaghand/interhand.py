@@ -8,11 +8,11 @@ __all__ = ['IMG_SIZE', 'HAND_BBOX_RATIO', 'HEATMAP_SIZE', 'HEATMAP_SIGMA', 'BONE
            'count_samples', 'gaussian_heatmaps', 'heatmaps_to_images', 'images_to_heatmaps', 'mano_world', 'to_camera',
            'project', 'hand_labels', 'write_sample', 'read_anno', 'mano_layers', 'random_mano_layers', 'rodrigues',
            'camera_from_interhand', 'crop_matrix', 'cut_img', 'pca_coefficients', 'mano_params_from_interhand',
-           'FrameTask', 'interhand_tasks', 'process_frame', 'painter_render', 'gt_renderer', 'render_targets',
-           'run_parallel', 'process_split', 'process_interhand', 'default_renderer', 'process_interhand_main',
-           'look_at', 'make_interhand_fixture']
+           'FrameTask', 'interhand_tasks', 'process_frame', 'painter_render', 'GTRenderer', 'gt_renderer',
+           'render_targets', 'run_parallel', 'process_split', 'process_interhand', 'default_renderer',
+           'process_interhand_main', 'look_at', 'make_interhand_fixture']
 
-# %% ../nbs/08_interhand.ipynb #d0a66a57
+# %% ../nbs/08_interhand.ipynb #0c3eb2bf
 import json
 import os
 import sys
@@ -24,7 +24,7 @@ import numpy as np
 
 from .io import atomic_imwrite, atomic_pickle, atomic_write_json, safe_load_pickle
 
-# %% ../nbs/08_interhand.ipynb #2538a87b
+# %% ../nbs/08_interhand.ipynb #ed6ef605
 IMG_SIZE = 256            # side of the processed crops
 HAND_BBOX_RATIO = 0.8     # the hands fill 80% of the crop side
 HEATMAP_SIZE = 64         # ground-truth heatmap side
@@ -74,7 +74,7 @@ def count_samples(root, split: str) -> int:
     while n < len(idx) and idx[n] == n: n += 1
     return n
 
-# %% ../nbs/08_interhand.ipynb #ef1e3510
+# %% ../nbs/08_interhand.ipynb #e267193e
 def gaussian_heatmaps(points, size: int = HEATMAP_SIZE, sigma: float = HEATMAP_SIGMA) -> np.ndarray:
     "Heatmaps (...×J×size×size float32) of points (...×J×2, in heatmap pixels); out-of-grid points give zeros."
     p = np.asarray(points, np.float32)
@@ -96,7 +96,7 @@ def images_to_heatmaps(images) -> np.ndarray:
     "The 7 stored H×W×3 heatmap images -> 21×H×W float32 in 0..1."
     return np.concatenate([np.asarray(im).transpose(2, 0, 1) for im in images]).astype(np.float32) / 255
 
-# %% ../nbs/08_interhand.ipynb #15fcb466
+# %% ../nbs/08_interhand.ipynb #ffed5bd4
 def mano_world(layer, params: dict):
     "Vertices (778×3) and joints (21×3) in world metres from one hand's stored params, via `layer.forward_rotmat`."
     import torch
@@ -133,7 +133,7 @@ def hand_labels(anno: dict, layers: dict) -> dict:
                      "camera": np.asarray(cam["camera"], np.float32)}
     return out
 
-# %% ../nbs/08_interhand.ipynb #e36dad04
+# %% ../nbs/08_interhand.ipynb #4a2e6e2f
 def write_sample(root, split: str, idx: int, img=None, anno: dict = None, mask=None, dense=None, hms: dict = None):
     "Write whichever parts of sample `idx` are given (BGR uint8 images, the anno dict, hms = {hand: 21×64×64})."
     f = sample_files(root, split, idx)
@@ -152,7 +152,7 @@ def read_anno(root, split: str, idx: int) -> dict:
     "The annotation dict of sample `idx` (read with the restricted unpickler)."
     return safe_load_pickle(sample_files(root, split, idx).anno)
 
-# %% ../nbs/08_interhand.ipynb #579e5922
+# %% ../nbs/08_interhand.ipynb #1a558d1b
 def mano_layers(cfg=None, device="cpu") -> dict:
     "{'left', 'right'} MANO PCA layers (45 components, no centring) of the config's hand model, left fix_shape applied."
     from intaghand.config import get_config
@@ -168,7 +168,7 @@ def random_mano_layers(seed: int = 0) -> dict:
     return {side: ManoLayer(random_mano_model(seed, side), side, use_pca=True, ncomps=45, flat_hand_mean=False,
                             center_idx=None, fix_shape=False) for side in HANDS}
 
-# %% ../nbs/08_interhand.ipynb #721135f9
+# %% ../nbs/08_interhand.ipynb #9bcd121b
 def rodrigues(axis_angle) -> np.ndarray:
     "Rotation matrix (3×3) of an axis-angle vector, as the original (angle = ‖a‖ + 1e-8)."
     a = np.asarray(axis_angle, np.float64).reshape(3)
@@ -215,7 +215,7 @@ def cut_img(img, points2d, K, size: int = IMG_SIZE, ratio: float = HAND_BBOX_RAT
     K2[0, 2] = K2[0, 2] * s + M[0, 2]; K2[1, 2] = K2[1, 2] * s + M[1, 2]
     return crop, K2.astype(np.float32), M
 
-# %% ../nbs/08_interhand.ipynb #fc70eb15
+# %% ../nbs/08_interhand.ipynb #b916f9e2
 def pca_coefficients(layer, hand_pose) -> np.ndarray:
     "45 PCA coefficients (1×45 float32) of a 45-d hand pose in MANO's non-flat convention."
     import torch
@@ -235,7 +235,7 @@ def mano_params_from_interhand(entry: dict, layers: dict) -> dict:
                      "trans": np.asarray(h["trans"], np.float32).reshape(1, 3)}
     return out
 
-# %% ../nbs/08_interhand.ipynb #a9179a64
+# %% ../nbs/08_interhand.ipynb #2cbc0b70
 @dataclass
 class FrameTask:
     "One candidate frame: its position in data.json and everything needed to process it."
@@ -280,7 +280,7 @@ def interhand_tasks(data_path, split: str):
                                cams.get(str(img.get("capture"))), mano))
     return tasks, dropped, bad
 
-# %% ../nbs/08_interhand.ipynb #3a37f6b7
+# %% ../nbs/08_interhand.ipynb #3062ae5b
 def process_frame(task: FrameTask, layers: dict, size: int = IMG_SIZE) -> dict:
     "{'status': 'ok', 'img', 'anno'} or {'status': 'dropped'|'bad', 'reason', 'detail'} for one frame."
     def skip(status, reason, detail=""):
@@ -309,7 +309,7 @@ def process_frame(task: FrameTask, layers: dict, size: int = IMG_SIZE) -> dict:
     except Exception as e:  # one bad frame never stops the run
         return skip("bad", "error", f"{type(e).__name__}: {e}")
 
-# %% ../nbs/08_interhand.ipynb #f4d68e88
+# %% ../nbs/08_interhand.ipynb #8e0d1986
 def painter_render(points2d, depth, faces, face_colors, size: int, background=0) -> np.ndarray:
     "Flat-coloured triangles drawn far to near (painter's algorithm): a size×size×3 uint8 image."
     img = np.full((size, size, 3), background, np.uint8)
@@ -321,24 +321,42 @@ def painter_render(points2d, depth, faces, face_colors, size: int, background=0)
     return img
 
 
-def gt_renderer(faces, v_color, backend: str = "auto"):
-    "A `renderer(verts_left, verts_right, K, size) -> (mask, dense)` for camera-space vertices (778×3 each)."
-    faces = np.asarray(faces, np.int64)
-    vc = np.clip(np.asarray(v_color, np.float64) * 255, 0, 255)
-    if backend in ("auto", "fast"):
-        try:
-            from intaghand.render import render_gt_targets  # the render chapter's fast CPU / CUDA path
-            return lambda vl, vr, K, size: render_gt_targets(vl, vr, faces, v_color, K, size)
-        except ImportError:
-            if backend == "fast": raise
-    both = np.concatenate([faces, faces + 778])
-    cmask = np.concatenate([np.tile([0, 0, 255], (len(faces), 1)), np.tile([0, 255, 0], (len(faces), 1))])
-    cdense = np.concatenate([vc[faces].mean(1)] * 2)
-    def render(vl, vr, K, size):
+class GTRenderer:
+    """`renderer(verts_left, verts_right, K, size) -> (mask, dense)` for camera-space vertices (778×3 each), picklable:
+    the render chapter's `HandRenderer` (backend 'auto': PyTorch3D on CUDA, the fast z-buffer on CPU; or 'fast',
+    'pytorch3d'), or 'painter' (flat-shaded triangles, no dependencies; the fallback when the render chapter is missing)."""
+    def __init__(self, faces, v_color, backend: str = "auto"):
+        # own copies: a numpy view of a torch buffer dangles once the tensor is moved to shared memory for workers
+        self.faces, self.v_color = np.array(np.asarray(faces), np.int64), np.array(np.asarray(v_color), np.float32)
+        self.backend = backend
+        if backend != "painter":
+            try: import intaghand.render  # noqa: F401
+            except ImportError:
+                if backend != "auto": raise
+                self.backend = "painter"
+
+    def __call__(self, vl, vr, K, size: int):
+        if self.backend == "painter": return self._painter(vl, vr, K, size)
+        import torch
+        from intaghand.render import HandRenderer, PerspectiveCamera
+        t = lambda x: torch.as_tensor(np.asarray(x, np.float32))[None]
+        out = HandRenderer(self.backend)(t(vl), t(vr), torch.tensor(self.faces), PerspectiveCamera(t(K), image_size=size),
+                                         modes=("mask", "dense"), v_color=torch.tensor(self.v_color))
+        return out.gt_mask()[0].cpu().numpy(), (out.dense[0] * 255).round().clamp(0, 255).byte().cpu().numpy()
+
+    def _painter(self, vl, vr, K, size):
+        f, vc = self.faces, self.v_color
+        both = np.concatenate([f, f + len(vc)])
+        cmask = np.concatenate([np.tile([0, 0, 255], (len(f), 1)), np.tile([0, 255, 0], (len(f), 1))])
+        cdense = np.concatenate([vc[f].mean(1) * 255] * 2)
         v = np.concatenate([vl, vr])
         p = project(v, K)
         return painter_render(p, v[:, 2], both, cmask, size), painter_render(p, v[:, 2], both, cdense, size)
-    return render
+
+
+def gt_renderer(faces, v_color, backend: str = "auto") -> GTRenderer:
+    "The ground-truth renderer (see `GTRenderer`)."
+    return GTRenderer(faces, v_color, backend)
 
 
 def render_targets(anno: dict, layers: dict, renderer, size: int = IMG_SIZE):
@@ -348,7 +366,7 @@ def render_targets(anno: dict, layers: dict, renderer, size: int = IMG_SIZE):
     hms = {h: gaussian_heatmaps(lab[h]["joints2d"] * HEATMAP_SIZE / size) for h in HANDS}
     return mask, dense, hms
 
-# %% ../nbs/08_interhand.ipynb #ea200db7
+# %% ../nbs/08_interhand.ipynb #75655829
 _WORKER = {}
 
 
@@ -381,20 +399,29 @@ def _render_job(item):
         return {"idx": idx, "error": f"{type(e).__name__}: {e}"}
 
 
-def run_parallel(fn, items: list, state: dict, workers: int = 1, desc: str = "", progress: bool = True):
-    "Run `fn` over `items` in `workers` processes (in this one if ≤ 1) with a progress bar; results in completion order."
+def run_parallel(fn, items: list, state: dict, workers: int = 1, desc: str = "", progress: bool = True,
+                 total: int = None, count=None, unit: str = "frame"):
+    """Run `fn` over `items` in `workers` processes (in this one if ≤ 1) with a progress bar; results in completion
+    order. `state` is handed to every worker (`_WORKER`); `count(result)` says how far one result moves the bar."""
     from tqdm.auto import tqdm
     results = []
-    with tqdm(total=len(items), desc=desc, disable=not progress, unit="frame", dynamic_ncols=True) as bar:
+    step = count or (lambda r: 1)
+    with tqdm(total=len(items) if total is None else total, desc=desc, disable=not progress, unit=unit,
+              dynamic_ncols=True) as bar:
         if workers <= 1 or len(items) <= 1:
             _init_worker(state, limit_threads=False)
-            for it in items: results.append(fn(it)); bar.update()
+            for it in items:
+                results.append(fn(it)); bar.update(step(results[-1]))
         else:
             import multiprocessing as mp
-            ctx = mp.get_context("fork" if sys.platform.startswith("linux") else "spawn")
+            # forkserver: workers start from a clean process (forking a process whose torch thread pool is running
+            # can deadlock), with torch and the job's module imported once in the server
+            ctx = mp.get_context("forkserver" if "forkserver" in mp.get_all_start_methods() else "spawn")
+            if ctx.get_start_method() == "forkserver": ctx.set_forkserver_preload(["torch", "cv2", fn.__module__])
             chunk = max(1, min(16, len(items) // (workers * 8)))
             with ctx.Pool(workers, initializer=_init_worker, initargs=(state,)) as pool:
-                for r in pool.imap_unordered(fn, items, chunksize=chunk): results.append(r); bar.update()
+                for r in pool.imap_unordered(fn, items, chunksize=chunk):
+                    results.append(r); bar.update(step(r))
     return results
 
 
@@ -484,7 +511,7 @@ def default_renderer(cfg=None, layers: dict = None):
     v_color = np.asarray(safe_load_pickle(graph_asset(cfg, "v_color")), np.float32)
     return gt_renderer(faces, v_color)
 
-# %% ../nbs/08_interhand.ipynb #17609927
+# %% ../nbs/08_interhand.ipynb #8747a496
 def process_interhand_main(argv=None) -> int:
     "CLI: process InterHand2.6M into the processed layout (resumable; bad frames listed in process_report_<split>.json)."
     import argparse
@@ -508,7 +535,7 @@ def process_interhand_main(argv=None) -> int:
     print(f"reports: {Path(a.save_path).resolve()}/process_report_<split>.json")
     return 0
 
-# %% ../nbs/08_interhand.ipynb #6425bb97
+# %% ../nbs/08_interhand.ipynb #e72d6eaa
 def look_at(campos_mm, target=(0., 0., 0.), down=(0., 1., 0.)) -> np.ndarray:
     "camrot (3×3, rows = camera axes in world) of a camera at `campos_mm` looking at `target` (image y along `down`)."
     z = np.asarray(target, np.float64) - np.asarray(campos_mm, np.float64) / 1000

@@ -115,9 +115,13 @@ def test_projected_joints_land_on_the_right_pixels(processed, fixture, layers):
                 j = np.round(lab[h]["joints2d"]).astype(int)
                 px = crop[j[:, 1], j[:, 0]].astype(int)
                 mine = (px[:, ch] > px[:, 3 - ch] + 30) & (px[:, ch] > px[:, 0] + 30)
-                # the rendered mask agrees with the image wherever the joint is visible
-                assert (mask[j[mine, 1], j[mine, 0], mch] > 127).mean() > 0.9
                 on += mine.sum(); n += len(j)
+                # the rendered mask covers this hand's pixels of the crop
+                c = crop.astype(int)
+                seen = (c[..., ch] > c[..., 3 - ch] + 30) & (c[..., ch] > c[..., 0] + 30)
+                m = mask[..., mch] > 127
+                # (the fixture's painter draws edge pixels too, so its hands are a little fatter than the z-buffer's)
+                assert (seen & m).sum() / m.sum() > 0.93 and (seen & m).sum() / (seen | m).sum() > 0.8
         assert on / n > 0.75, (split, on / n)
 
 
@@ -142,7 +146,8 @@ def test_killed_run_resumes_without_redoing(tmp_path, fixture, layers, renderer,
     done = list(calls)
     calls.clear()
     monkeypatch.setattr(ih, "process_frame", lambda task, *a, **k: (calls.append(task.cand), real(task, *a, **k))[1])
-    process_interhand(src, out, splits=["train"], layers=layers, renderer=renderer, workers=1, progress=False)
+    r = process_interhand(src, out, splits=["train"], layers=layers, renderer=renderer, workers=1, progress=False)["train"]
+    assert r["rendered"] == 4, r.get("render_failed")
     assert not set(calls) & set(done) and len(calls) == 8 - 3, "finished frames are not redone"
     ref, _ = processed
     assert _files(out / "train") == _files(ref / "train")
