@@ -425,7 +425,8 @@ class Trainer:
 
     # ---- one step
     def train_step(self, batch) -> dict:
-        "Forward, losses, backward and optimizer step on one batch; returns the logged scalars (averaged over processes)."
+        """Forward, losses, backward and optimizer step on one batch. Returns (scalars averaged over the processes,
+        the network output, the batch on the device)."""
         batch = batch.to(self.device, non_blocking=True)
         with torch.autocast("cuda", dtype=torch.float16, enabled=self.amp):
             out = self.model(batch.img)

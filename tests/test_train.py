@@ -214,3 +214,19 @@ def test_killed_and_resumed_matches(data, full_run, tmp_path):
     assert 1 <= torch.load(tmp_path / "latest.pth", weights_only=True)["step"] < 4
     assert train_main(args + ["--resume"]) == 0
     assert [json.dumps(r) for r in read_log(tmp_path)] == [json.dumps(r) for r in log]
+
+
+def test_upsample_layer_frozen_or_trained(full_run, data, tmp_path):
+    "Frozen (default, official): not optimised, weights unchanged, its loss 0. Trainable: optimised and pulled to upsample.pkl."
+    from intaghand.model import load_graph_assets
+    out, log = full_run
+    cfg = get_config(preset="small", overrides=TINY)
+    ref = torch.as_tensor(np.asarray(load_graph_assets(cfg)["upsample"]), dtype=torch.float32)
+    w = torch.load(out / "latest.pth", weights_only=True)["model"]["decoder.unsample_layer.weight"]
+    assert torch.equal(w, ref) and all(r["train/mano_upsample_norm_loss"] == 0 for r in log if r["kind"] == "train")
+    cfg = get_config(preset="small", overrides=TINY + ["MODEL.freeze_upsample", "False", "TRAIN.warm_up", "0"])
+    t = Trainer(cfg, data, tmp_path, progress=False, tensorboard=False, max_steps=2, val_samples=0)
+    assert any(p is t.net.decoder.unsample_layer.weight for g in t.optimizer.param_groups for p in g["params"])
+    log = t.fit()
+    assert log[0]["train/mano_upsample_norm_loss"] == 0 and log[1]["train/mano_upsample_norm_loss"] > 0
+    assert not torch.equal(t.net.decoder.unsample_layer.weight.detach(), ref)
