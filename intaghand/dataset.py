@@ -7,7 +7,7 @@ __all__ = ['ProcessedSample', 'InterHandDataset', 'HandLabels', 'HandSample', 'c
            'draw_augmentation', 'rotation_2d', 'augmentation_matrix', 'apply_affine', 'warp', 'photometric', 'aux_size',
            'normalise_3d', 'HandDataset', 'make_loader', 'DataProvider', 'draw_sample']
 
-# %% ../nbs/10_dataset.ipynb #fc8078ee
+# %% ../nbs/10_dataset.ipynb #30679469
 import math
 import os
 from dataclasses import dataclass, fields, replace
@@ -22,7 +22,7 @@ from .interhand import (BONE_LENGTH, HANDS, HEATMAP_SIGMA, HEATMAP_SIZE, HM_GROU
                                  ROOT_JOINT, count_samples, gaussian_heatmaps, hand_labels, images_to_heatmaps,
                                  read_anno, sample_files)
 
-# %% ../nbs/10_dataset.ipynb #93a422d5
+# %% ../nbs/10_dataset.ipynb #35cb4d84
 @dataclass
 class ProcessedSample:
     "One processed sample as stored: images (BGR uint8), heatmap images, per-hand labels (numpy), the annotation."
@@ -80,7 +80,7 @@ class InterHandDataset(Dataset):
 
     def __getitem__(self, idx): return self.load(idx)
 
-# %% ../nbs/10_dataset.ipynb #eed0f702
+# %% ../nbs/10_dataset.ipynb #9f0900ad
 @dataclass
 class HandLabels:
     "Per-hand targets: 2D in input pixels, 3D root-relative and scale-normalised (leading B in a batch)."
@@ -133,7 +133,7 @@ def collate_samples(samples: list) -> HandSample:
         return type(x0)(**{f.name: stack([getattr(x, f.name) for x in xs]) for f in fields(x0)})
     return stack(list(samples))
 
-# %% ../nbs/10_dataset.ipynb #900085f4
+# %% ../nbs/10_dataset.ipynb #27a242ae
 @dataclass
 class Augmentation:
     "The random parameters of one sample's augmentation (identity by default)."
@@ -191,7 +191,7 @@ def photometric(img, aug: Augmentation) -> np.ndarray:
     out = img.astype(np.float32) * np.asarray(aug.gain, np.float32) + aug.offset
     return np.clip(out, 0, 255).astype(np.uint8)
 
-# %% ../nbs/10_dataset.ipynb #ab18cf8f
+# %% ../nbs/10_dataset.ipynb #c6b55ef1
 def aux_size(cfg) -> int:
     "Side of the auxiliary targets: IMG_SIZE / 2^(6 − len(DECONV_DIMS)) (64 by default)."
     return int(cfg.MODEL.IMG_SIZE) // 2 ** (6 - len(cfg.MODEL.DECONV_DIMS))
@@ -225,8 +225,10 @@ class HandDataset(Dataset):
     def rng(self) -> np.random.Generator:
         "This process's generator (re-seeded in each DataLoader worker)."
         if self._rng is None or self._pid != os.getpid():
-            base = torch.initial_seed() if self.seed is None else self.seed
-            self._rng, self._pid = np.random.default_rng(base % 2 ** 63), os.getpid()
+            info = torch.utils.data.get_worker_info()
+            if self.seed is None: key = [torch.initial_seed() % 2 ** 63]
+            else: key = [self.seed, info.seed % 2 ** 63 if info is not None else 0]
+            self._rng, self._pid = np.random.default_rng(key), os.getpid()
         return self._rng
 
     def augmentation(self) -> Augmentation:
@@ -278,7 +280,7 @@ class HandDataset(Dataset):
                           dense=t(d.transpose(2, 0, 1)), hms=t(np.concatenate([maps["left"], maps["right"]])),
                           left=labels["left"], right=labels["right"], root_rel=t(root_rel), idx=torch.tensor(raw.idx))
 
-# %% ../nbs/10_dataset.ipynb #31fd6b26
+# %% ../nbs/10_dataset.ipynb #fe6683dd
 def make_loader(dataset, batch_size: int, train: bool = True, num_workers: int = 0, distributed: bool = None,
                 seed: int = 0, pin_memory: bool = None, drop_last: bool = None, **kw) -> DataLoader:
     "A `DataLoader` of `HandSample` batches (with a `DistributedSampler` under DDP)."
@@ -315,7 +317,7 @@ class DataProvider:
         if hasattr(self.loader.sampler, "set_epoch"): self.loader.sampler.set_epoch(self.epoch)
         self._it = iter(self.loader)
 
-# %% ../nbs/10_dataset.ipynb #1ac49bc4
+# %% ../nbs/10_dataset.ipynb #b59140e0
 def draw_sample(sample: HandSample, parents=None) -> np.ndarray:
     "An RGB uint8 picture of one `HandSample`: image, mask outlines, 2D skeletons (left green, right red), heatmap peaks."
     from intaghand.mano import JOINT_PARENTS

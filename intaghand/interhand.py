@@ -12,7 +12,7 @@ __all__ = ['IMG_SIZE', 'HAND_BBOX_RATIO', 'HEATMAP_SIZE', 'HEATMAP_SIGMA', 'BONE
            'render_targets', 'run_parallel', 'process_split', 'process_interhand', 'default_renderer',
            'process_interhand_main', 'look_at', 'make_interhand_fixture']
 
-# %% ../nbs/08_interhand.ipynb #0c3eb2bf
+# %% ../nbs/08_interhand.ipynb #3726bb47
 import json
 import os
 import sys
@@ -24,7 +24,7 @@ import numpy as np
 
 from .io import atomic_imwrite, atomic_pickle, atomic_write_json, safe_load_pickle
 
-# %% ../nbs/08_interhand.ipynb #ed6ef605
+# %% ../nbs/08_interhand.ipynb #6a077ea4
 IMG_SIZE = 256            # side of the processed crops
 HAND_BBOX_RATIO = 0.8     # the hands fill 80% of the crop side
 HEATMAP_SIZE = 64         # ground-truth heatmap side
@@ -74,7 +74,7 @@ def count_samples(root, split: str) -> int:
     while n < len(idx) and idx[n] == n: n += 1
     return n
 
-# %% ../nbs/08_interhand.ipynb #e267193e
+# %% ../nbs/08_interhand.ipynb #fd67bb18
 def gaussian_heatmaps(points, size: int = HEATMAP_SIZE, sigma: float = HEATMAP_SIGMA) -> np.ndarray:
     "Heatmaps (...×J×size×size float32) of points (...×J×2, in heatmap pixels); out-of-grid points give zeros."
     p = np.asarray(points, np.float32)
@@ -96,7 +96,7 @@ def images_to_heatmaps(images) -> np.ndarray:
     "The 7 stored H×W×3 heatmap images -> 21×H×W float32 in 0..1."
     return np.concatenate([np.asarray(im).transpose(2, 0, 1) for im in images]).astype(np.float32) / 255
 
-# %% ../nbs/08_interhand.ipynb #ffed5bd4
+# %% ../nbs/08_interhand.ipynb #bac55833
 def mano_world(layer, params: dict):
     "Vertices (778×3) and joints (21×3) in world metres from one hand's stored params, via `layer.forward_rotmat`."
     import torch
@@ -133,7 +133,7 @@ def hand_labels(anno: dict, layers: dict) -> dict:
                      "camera": np.asarray(cam["camera"], np.float32)}
     return out
 
-# %% ../nbs/08_interhand.ipynb #4a2e6e2f
+# %% ../nbs/08_interhand.ipynb #ddfeb29c
 def write_sample(root, split: str, idx: int, img=None, anno: dict = None, mask=None, dense=None, hms: dict = None):
     "Write whichever parts of sample `idx` are given (BGR uint8 images, the anno dict, hms = {hand: 21×64×64})."
     f = sample_files(root, split, idx)
@@ -152,7 +152,7 @@ def read_anno(root, split: str, idx: int) -> dict:
     "The annotation dict of sample `idx` (read with the restricted unpickler)."
     return safe_load_pickle(sample_files(root, split, idx).anno)
 
-# %% ../nbs/08_interhand.ipynb #1a558d1b
+# %% ../nbs/08_interhand.ipynb #1b8fde29
 def mano_layers(cfg=None, device="cpu") -> dict:
     "{'left', 'right'} MANO PCA layers (45 components, no centring) of the config's hand model, left fix_shape applied."
     from intaghand.config import get_config
@@ -168,7 +168,7 @@ def random_mano_layers(seed: int = 0) -> dict:
     return {side: ManoLayer(random_mano_model(seed, side), side, use_pca=True, ncomps=45, flat_hand_mean=False,
                             center_idx=None, fix_shape=False) for side in HANDS}
 
-# %% ../nbs/08_interhand.ipynb #9bcd121b
+# %% ../nbs/08_interhand.ipynb #53f9fb8c
 def rodrigues(axis_angle) -> np.ndarray:
     "Rotation matrix (3×3) of an axis-angle vector, as the original (angle = ‖a‖ + 1e-8)."
     a = np.asarray(axis_angle, np.float64).reshape(3)
@@ -215,7 +215,7 @@ def cut_img(img, points2d, K, size: int = IMG_SIZE, ratio: float = HAND_BBOX_RAT
     K2[0, 2] = K2[0, 2] * s + M[0, 2]; K2[1, 2] = K2[1, 2] * s + M[1, 2]
     return crop, K2.astype(np.float32), M
 
-# %% ../nbs/08_interhand.ipynb #b916f9e2
+# %% ../nbs/08_interhand.ipynb #221afa96
 def pca_coefficients(layer, hand_pose) -> np.ndarray:
     "45 PCA coefficients (1×45 float32) of a 45-d hand pose in MANO's non-flat convention."
     import torch
@@ -235,7 +235,7 @@ def mano_params_from_interhand(entry: dict, layers: dict) -> dict:
                      "trans": np.asarray(h["trans"], np.float32).reshape(1, 3)}
     return out
 
-# %% ../nbs/08_interhand.ipynb #2cbc0b70
+# %% ../nbs/08_interhand.ipynb #c8c52552
 @dataclass
 class FrameTask:
     "One candidate frame: its position in data.json and everything needed to process it."
@@ -280,7 +280,7 @@ def interhand_tasks(data_path, split: str):
                                cams.get(str(img.get("capture"))), mano))
     return tasks, dropped, bad
 
-# %% ../nbs/08_interhand.ipynb #3062ae5b
+# %% ../nbs/08_interhand.ipynb #fe064520
 def process_frame(task: FrameTask, layers: dict, size: int = IMG_SIZE) -> dict:
     "{'status': 'ok', 'img', 'anno'} or {'status': 'dropped'|'bad', 'reason', 'detail'} for one frame."
     def skip(status, reason, detail=""):
@@ -309,7 +309,7 @@ def process_frame(task: FrameTask, layers: dict, size: int = IMG_SIZE) -> dict:
     except Exception as e:  # one bad frame never stops the run
         return skip("bad", "error", f"{type(e).__name__}: {e}")
 
-# %% ../nbs/08_interhand.ipynb #8e0d1986
+# %% ../nbs/08_interhand.ipynb #eda09932
 def painter_render(points2d, depth, faces, face_colors, size: int, background=0) -> np.ndarray:
     "Flat-coloured triangles drawn far to near (painter's algorithm): a size×size×3 uint8 image."
     img = np.full((size, size, 3), background, np.uint8)
@@ -366,7 +366,7 @@ def render_targets(anno: dict, layers: dict, renderer, size: int = IMG_SIZE):
     hms = {h: gaussian_heatmaps(lab[h]["joints2d"] * HEATMAP_SIZE / size) for h in HANDS}
     return mask, dense, hms
 
-# %% ../nbs/08_interhand.ipynb #75655829
+# %% ../nbs/08_interhand.ipynb #c9099e09
 _WORKER = {}
 
 
@@ -511,7 +511,7 @@ def default_renderer(cfg=None, layers: dict = None):
     v_color = np.asarray(safe_load_pickle(graph_asset(cfg, "v_color")), np.float32)
     return gt_renderer(faces, v_color)
 
-# %% ../nbs/08_interhand.ipynb #8747a496
+# %% ../nbs/08_interhand.ipynb #d5de0aa3
 def process_interhand_main(argv=None) -> int:
     "CLI: process InterHand2.6M into the processed layout (resumable; bad frames listed in process_report_<split>.json)."
     import argparse
@@ -535,7 +535,7 @@ def process_interhand_main(argv=None) -> int:
     print(f"reports: {Path(a.save_path).resolve()}/process_report_<split>.json")
     return 0
 
-# %% ../nbs/08_interhand.ipynb #e72d6eaa
+# %% ../nbs/08_interhand.ipynb #365e69be
 def look_at(campos_mm, target=(0., 0., 0.), down=(0., 1., 0.)) -> np.ndarray:
     "camrot (3×3, rows = camera axes in world) of a camera at `campos_mm` looking at `target` (image y along `down`)."
     z = np.asarray(target, np.float64) - np.asarray(campos_mm, np.float64) / 1000
