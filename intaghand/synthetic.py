@@ -7,7 +7,7 @@ __all__ = ['MODES', 'MODE_PROBS', 'SKIN_TONES', 'SPLIT_IDS', 'canonical_rotation
            'min_distance', 'separate', 'Scene', 'draw_scene', 'procedural_background', 'SyntheticGenerator',
            'split_counts', 'default_v_color', 'make_synthetic', 'make_synthetic_main']
 
-# %% ../nbs/09_synthetic.ipynb #0e8fa1f8
+# %% ../nbs/09_synthetic.ipynb #04b837b6
 import json
 import os
 from dataclasses import dataclass, field
@@ -21,7 +21,7 @@ from .interhand import (HAND_BBOX_RATIO, HANDS, HEATMAP_SIZE, IMG_SIZE, ROOT_JOI
                                  count_samples, project, run_parallel, sample_complete, write_sample, _WORKER)
 from .io import atomic_write_json
 
-# %% ../nbs/09_synthetic.ipynb #7a7f7ad5
+# %% ../nbs/09_synthetic.ipynb #d9f8b343
 def canonical_rotation(layer, side: str) -> np.ndarray:
     "Root rotation (3×3) that turns the rest hand to fingers up (−y), palm to the camera (−z), thumb outwards (±x)."
     with torch.no_grad():
@@ -48,7 +48,7 @@ def pose_scale(layer, rms: float = 0.45) -> float:
     C = layer.hands_components[: layer.ncomps].double().cpu().numpy()
     return float(rms * np.sqrt(15) / np.linalg.norm(C))
 
-# %% ../nbs/09_synthetic.ipynb #646aca10
+# %% ../nbs/09_synthetic.ipynb #5de70295
 MODES = ("overlap", "touching", "crossing", "facing")
 MODE_PROBS = (0.3, 0.25, 0.2, 0.25)
 
@@ -81,7 +81,7 @@ def separate(vl, vr, direction, gap: float, iters: int = 8):
         tl -= d * push / 2; tr += d * push / 2
     return tl, tr
 
-# %% ../nbs/09_synthetic.ipynb #c99e84fa
+# %% ../nbs/09_synthetic.ipynb #dd7ccf4d
 SKIN_TONES = np.array([[245, 208, 188], [236, 188, 165], [226, 170, 140], [208, 150, 120], [186, 128, 98],
                        [160, 106, 80], [128, 84, 62], [96, 62, 46]], np.float32) / 255   # RGB
 
@@ -149,7 +149,7 @@ def draw_scene(rng: np.random.Generator, layers: dict, canon: dict, tau: dict) -
                  rng.uniform(-0.04, 0.04, 2), {h: np.clip(s, 0, 1).astype(np.float32) for h, s in skin.items()}, light,
                  int(rng.integers(2 ** 31)), post, rest)
 
-# %% ../nbs/09_synthetic.ipynb #1e56eb86
+# %% ../nbs/09_synthetic.ipynb #8bba03dc
 def procedural_background(seed: int, size: int = IMG_SIZE) -> np.ndarray:
     "A size×size×3 uint8 (BGR) procedural background, deterministic for `seed`."
     rng = np.random.default_rng(seed)
@@ -177,7 +177,7 @@ def procedural_background(seed: int, size: int = IMG_SIZE) -> np.ndarray:
         else: cv2.fillPoly(img, [rng.integers(-size // 4, size + size // 4, (int(rng.integers(3, 7)), 2)).astype(np.int32)], col, cv2.LINE_AA)
     return img
 
-# %% ../nbs/09_synthetic.ipynb #8d06fad6
+# %% ../nbs/09_synthetic.ipynb #fbb3c318
 SPLIT_IDS = {"train": 0, "val": 1, "test": 2}
 
 
@@ -282,7 +282,7 @@ class SyntheticGenerator:
                         "mask": r["mask"][b], "dense": r["dense"][b], "hms": hms})
         return out
 
-# %% ../nbs/09_synthetic.ipynb #9ac15f56
+# %% ../nbs/09_synthetic.ipynb #3926f7f8
 def split_counts(n: int, splits=("train", "val", "test"), fracs=None) -> dict:
     "How many of `n` samples go to each split (largest remainder; default 80/10/10, or all to a single split)."
     splits = list(splits)
@@ -344,7 +344,7 @@ def make_synthetic(out, n: int, seed: int = 0, splits=("train", "val", "test"), 
     atomic_write_json(meta_path, meta())
     return made
 
-# %% ../nbs/09_synthetic.ipynb #01957195
+# %% ../nbs/09_synthetic.ipynb #f40e9c8d
 def make_synthetic_main(argv=None) -> int:
     "CLI: make a synthetic two-hand data set in the processed InterHand2.6M layout (deterministic, resumable)."
     import argparse
