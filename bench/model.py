@@ -20,6 +20,7 @@ The last printed line is one JSON object: `images_per_s` (default model, batch 1
 import argparse
 import copy
 import json
+import os
 import statistics
 import sys
 import time
@@ -114,7 +115,8 @@ def main(argv=None):
     small = build_model(small_cfg, graph_assets=assets).eval()
     params = {"default": sum(p.numel() for p in model.parameters()), "small": sum(p.numel() for p in small.parameters())}
     fl = {"default": flops(model, cfg.MODEL.IMG_SIZE), "small": flops(small, small_cfg.MODEL.IMG_SIZE)}
-    print(f"threads {torch.get_num_threads()}, torch {torch.__version__}")
+    print(f"threads {torch.get_num_threads()}, torch {torch.__version__}, load average {os.getloadavg()[0]:.1f} "
+          f"on {os.cpu_count()} CPUs (other processes slow every variant alike; compare ratios)")
     print(f"parameters: default {params['default']:,}, small {params['small']:,}")
     print(f"FLOPs per image: default {fl['default'] / 1e9:.2f} G, small {fl['small'] / 1e9:.3f} G")
 
@@ -142,7 +144,7 @@ def main(argv=None):
         "small_batch1": {"images_per_s": r(s1["+cl"]["images_per_s"]), "baseline": r(s1["eager"]["images_per_s"])},
         "small_batch8": {"images_per_s": r(s8["+cl"]["images_per_s"]), "baseline": r(s8["eager"]["images_per_s"])},
         "params": params, "gflops_per_image": {k: r(v / 1e9) for k, v in fl.items()},
-        "threads": torch.get_num_threads(), "device": "cpu", "quick": args.quick, "wall_s": round(time.time() - t_start, 1),
+        "threads": torch.get_num_threads(), "load_avg_1min": round(os.getloadavg()[0], 2), "device": "cpu", "quick": args.quick, "wall_s": round(time.time() - t_start, 1),
     }
     print(json.dumps(result))
 
