@@ -8,7 +8,7 @@ __all__ = ['IMAGE_SUFFIXES', 'VIDEO_SUFFIXES', 'MIN_SIDE', 'MAX_PIXELS', 'SAMPLE
            'gui_available', 'draw_hud', 'centre_box', 'run_stream', 'run_video', 'run_live', 'build_parser',
            'parse_formats', 'make_detector', 'demo_main']
 
-# %% ../nbs/15_demo.ipynb #6d631ca6
+# %% ../nbs/15_demo.ipynb #dc792f48
 import argparse
 import json
 import math
@@ -26,7 +26,7 @@ from .config import EMBEDDED_CHECKPOINT, PROJECT_ROOT
 from .io import atomic_imwrite, atomic_write_json
 from .render import EXPORT_TYPES, HandRenderer, export_hands, hand_template
 
-# %% ../nbs/15_demo.ipynb #b63083c3
+# %% ../nbs/15_demo.ipynb #82c74fd5
 def small_checkpoint(folder, seed: int = 0) -> Path:
     "An untrained small-preset checkpoint `small.pth` + `small.yaml` in `folder` (for trying the demo and for tests)."
     from intaghand.config import get_config, save_config
@@ -43,7 +43,7 @@ def small_checkpoint(folder, seed: int = 0) -> Path:
     save_config(cfg, path.with_suffix(".yaml"))
     return path
 
-# %% ../nbs/15_demo.ipynb #30d77d35
+# %% ../nbs/15_demo.ipynb #e258a374
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".m4v", ".webm")
 MIN_SIDE = 16                 # pixels: anything smaller cannot show two hands
@@ -114,7 +114,7 @@ def read_image(path, min_side: int = MIN_SIDE, max_pixels: int = MAX_PIXELS) -> 
                              "(--max_pixels); downscale it or raise the limit")
     return img, notes
 
-# %% ../nbs/15_demo.ipynb #2ded9606
+# %% ../nbs/15_demo.ipynb #2f8005b7
 SAMPLE_DIRS = ("data/synthetic_samples", "data/demo")   # the shipped sample images, first found is the default
 
 
@@ -153,7 +153,7 @@ def list_images(img_path, exclude=None) -> tuple:
         imgs = crops or deep
     return sorted(imgs, key=_natural), len(other)
 
-# %% ../nbs/15_demo.ipynb #03306db9
+# %% ../nbs/15_demo.ipynb #49925eec
 class PixelCamera:
     "Weak-perspective camera straight to pixels: uv = a·xy + b (a: B, b: B×2), depth z + `z_offset`; image `hw`."
     perspective = False
@@ -188,7 +188,7 @@ def hand_affine(scale: float, trans2d, frame, origin=(0.0, 0.0)) -> tuple:
     b = k * (N / 2) * (t + 1) + np.array([ox + origin[0], oy + origin[1]])
     return a, b
 
-# %% ../nbs/15_demo.ipynb #403f7ee1
+# %% ../nbs/15_demo.ipynb #14042952
 @dataclass
 class HandResult:
     "One reconstructed hand, every 2D quantity in input-image pixels."
@@ -218,7 +218,7 @@ class DemoResult:
 
     def hand(self, side: str) -> HandResult: return getattr(self, side)
 
-# %% ../nbs/15_demo.ipynb #f78950dd
+# %% ../nbs/15_demo.ipynb #b68c43e5
 SIDES = ("left", "right")
 
 
@@ -253,7 +253,9 @@ def reconstruct(rec, image: np.ndarray, detector=None, fill: float = 0.8, box=No
         timing["detect"] = time.perf_counter() - t0
         status = detection.status
         boxes = [h.box for h in detection.hands]
-        if status == "no_hands": warnings.append("no hand found by the detector: ran on the whole image, result unreliable")
+        if status == "no_hands":
+            warnings.append("no hand found by the detector: used the whole image, as the original demo does "
+                            "(fine for crops around the hands; --no-detect skips detection for those)")
         elif status == "one_hand":
             warnings.append(f"only one hand found by the detector ({detection.hands[0].handedness or 'unknown'} hand): "
                             "the other hand is the network's guess")
@@ -272,7 +274,7 @@ def reconstruct(rec, image: np.ndarray, detector=None, fill: float = 0.8, box=No
     return DemoResult(image, tuple(int(v) for v in box), source, detection, status, hands["left"], hands["right"],
                       warnings, timing=timing)
 
-# %% ../nbs/15_demo.ipynb #b786a387
+# %% ../nbs/15_demo.ipynb #0f9873a4
 def _window(uv: np.ndarray, hw) -> tuple | None:
     "Integer window (x0, y0, x1, y1) of the input covering the points `uv` (N×2), clipped; None if it is empty."
     H, W = hw
@@ -336,7 +338,7 @@ def render_views(result: DemoResult, faces, renderer: HandRenderer, size: int = 
         panels.append(np.round((r.shaded[0].numpy() * a + (1 - a)) * 255).clip(0, 255).astype(np.uint8))
     return np.concatenate(panels, 1)
 
-# %% ../nbs/15_demo.ipynb #c91413ab
+# %% ../nbs/15_demo.ipynb #689f2955
 def _r(x, nd: int):
     return None if x is None else np.round(np.asarray(x, np.float64), nd).tolist()
 
@@ -352,7 +354,9 @@ def result_json(result: DemoResult, source: str = "") -> dict:
     det = result.detection.to_json() if result.detection is not None else None
     return {"input": source, "status": "ok", "image_size": {"width": W, "height": H},
             "crop": {"box_xyxy": list(result.crop_box), "source": result.crop_source},
-            "detection": {"status": result.detection_status, **({"result": det} if det else {})},
+            "detection": {"status": result.detection_status, **({"result": det} if det else {}),
+                          **({"reason": "hand detector model files not installed: used the whole image"}
+                             if result.detection_status == "unavailable" else {})},
             "hands_found": None if result.detection is None else result.detection.count,
             "notes": result.notes, "warnings": result.warnings,
             "coordinates": {"2d": "input-image pixels, x right, y down, pixel centres at integers",
@@ -383,7 +387,7 @@ def save_result(result: DemoResult, paths: dict, overlay: np.ndarray, views: np.
     atomic_write_json(paths["json"], data)
     return paths
 
-# %% ../nbs/15_demo.ipynb #bae728a7
+# %% ../nbs/15_demo.ipynb #29eebdfc
 def _unique_names(files) -> list:
     "Output base names: the file stem, or the full name with dots replaced where two files share a stem."
     stems = [f.stem for f in files]
@@ -418,8 +422,6 @@ class Demo:
         "(DemoResult, overlay, views) for one BGR image."
         res = reconstruct(self.rec, image, self._detector_arg(), self.fill)
         res.notes = list(notes)
-        if self.detector_status == "unavailable":
-            res.warnings.append("hand detector unavailable: ran on the whole image")
         t0 = time.perf_counter()
         overlay = render_overlay(res, self.faces, self.renderer)
         views = render_views(res, self.faces, self.renderer, self.render_size)
@@ -490,11 +492,16 @@ def format_summary(s: dict) -> str:
              + (f" ({s['ignored_files']} non-image file(s) ignored)" if s.get("ignored_files") else "")]
     for f in s["failures"]: lines.append(f"  failed: {f['input']}: {f['reason']}")
     if s["detection"]: lines.append("  hand detection: " + ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in sorted(s["detection"].items())))
-    for w in s["with_warnings"]: lines.append(f"  warning: {w['input']}: {'; '.join(w['warnings'])}")
+    grouped = {}
+    for w in s["with_warnings"]:
+        for text in w["warnings"]: grouped.setdefault(text, []).append(Path(w["input"]).name)
+    for text, names in grouped.items():
+        shown = ", ".join(names[:4]) + (f" and {len(names) - 4} more" if len(names) > 4 else "")
+        lines.append(f"  warning ({len(names)} image(s): {shown}): {text}")
     lines.append(f"outputs in {s['save_path']} (summary.json lists every file)")
     return "\n".join(lines)
 
-# %% ../nbs/15_demo.ipynb #e40f6695
+# %% ../nbs/15_demo.ipynb #c3f284cc
 class VideoError(RuntimeError):
     "A video or camera that cannot be read or written, or a window that cannot be shown; the message says why."
 
@@ -549,7 +556,7 @@ def centre_box(hw, frac: float = 0.6) -> tuple:
     x0, y0 = (W - s) // 2, (H - s) // 2
     return (x0, y0, x0 + s, y0 + s)
 
-# %% ../nbs/15_demo.ipynb #7683dba9
+# %% ../nbs/15_demo.ipynb #c7f96304
 def _frames_json(i: int, res) -> dict:
     if res is None: return {"frame": i, "status": "failed"}
     return {"frame": i, "status": "ok", "crop_box_xyxy": list(res.crop_box), "detection": res.detection_status,
@@ -652,7 +659,7 @@ def run_live(demo: Demo, camera: int = 0, save_path=None, max_frames: int | None
         else: tmp.unlink(missing_ok=True)
     return {"camera": camera, "frames": len(frames), "output": None if out_path is None else str(out_path.resolve())}
 
-# %% ../nbs/15_demo.ipynb #6a0133cd
+# %% ../nbs/15_demo.ipynb #b4a9afa6
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="intaghand demo", description="Reconstruct both hands in images, a video or the webcam.")
     p.add_argument("--img_path", default=None, help="image file or folder (default: the shipped sample images)")
@@ -696,7 +703,8 @@ def make_detector(mode, log=print) -> tuple:
         return load_detector(), "on"
     except DetectorUnavailable as e:
         if mode: raise
-        log(f"note: hand detection off ({str(e).split(' (')[0]}); images are used whole. --no-detect silences this.")
+        log("note: hand detection off: its model files are not installed (once: python -c \"from intaghand.detect import "
+            "install_detector_models; install_detector_models()\"); images are used whole. --no-detect silences this.")
         return None, "unavailable"
 
 
@@ -715,6 +723,12 @@ def demo_main(argv=None) -> int:
         img_path = None
         if not (a.live_demo or a.video): img_path = Path(a.img_path) if a.img_path else default_img_path()
         t0 = time.perf_counter()
+        if a.model == EMBEDDED_CHECKPOINT and not (PROJECT_ROOT / EMBEDDED_CHECKPOINT).is_file():
+            raise FileNotFoundError(
+                f"the embedded default checkpoint {EMBEDDED_CHECKPOINT} is not there (it is trained on the synthetic "
+                "data and shipped with the repository). Pass --model PATH (e.g. misc/model/wild_demo.pth with --cfg), or try "
+                "the pipeline with an untrained network: python -c \"from intaghand.demo import small_checkpoint; "
+                "small_checkpoint('output/untrained')\" and --model output/untrained/small.pth")
         rec = Reconstructor.from_checkpoint(a.model, cfg=a.cfg, device=device)
         rec.checkpoint = a.model
         detector, det_status = make_detector(a.detect)

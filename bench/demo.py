@@ -1,0 +1,132 @@
+"""End-to-end images per second of `intaghand demo` on a folder, without and with the hand detector, and the split.
+
+    .venv/bin/python bench/demo.py [--quick] [--n 24] [--device cpu|cuda] [--threads 1] [--checkpoint PATH]
+
+Inputs: the shipped sample images (`data/demo`: 256² crops and 640×480 frames with the hands somewhere
+in them) plus, beyond --quick, more frames made from them: each crop pasted at a random place and size
+into a 640×480 or 1280×960 frame, as photos in the wild are. Model: the embedded checkpoint when it
+exists, else an untrained small-preset one (`intaghand.demo.small_checkpoint`; same architecture and
+cost as the embedded one). Everything the demo does per image is timed: read (load), hand detection
+(detect), network (model), overlay + views rendering (render), and writing the overlay, views,
+OBJ/PLY/GLB meshes and JSON (write).
+
+The two runs (detector off, the baseline, and on) alternate over the rounds and the best round of
+each counts. The last line printed is one JSON object: `images_per_s` (end to end, detector off),
+`images_per_s_detect` (detector on) and `ratio` = detector on over off (below 1: what detection costs).
+"""
+import argparse
+import json
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+STAGES = ("load", "detect", "model", "render", "write")
+
+
+def make_inputs(folder: Path, n: int, seed: int = 0) -> list:
+    "The sample images, then frames with a sample crop pasted in, up to `n` files in `folder`."
+    folder.mkdir(parents=True, exist_ok=True)
+    samples = sorted((ROOT / "data" / "demo").glob("*.jpg"))
+    if not samples: raise SystemExit("bench/demo.py: no sample images in data/demo")
+    files = []
+    for p in samples[:n]:
+        shutil.copy(p, folder / p.name); files.append(folder / p.name)
+    crops = [cv2.imread(str(p)) for p in samples if p.name.startswith("crop_")]
+    rng = np.random.default_rng(seed)
+    k = 0
+    while len(files) < n:
+        H, W = ((480, 640), (960, 1280))[k % 2]
+        frame = np.empty((H, W, 3), np.uint8); frame[:] = rng.integers(30, 220, 3)
+        s = int(rng.uniform(0.4, 0.7) * H)
+        x, y = int(rng.integers(0, W - s)), int(rng.integers(0, H - s))
+        frame[y:y + s, x:x + s] = cv2.resize(crops[k % len(crops)], (s, s))
+        p = folder / f"frame_{k:03d}.jpg"
+        cv2.imwrite(str(p), frame, [cv2.IMWRITE_JPEG_QUALITY, 90]); files.append(p)
+        k += 1
+    return files
+
+
+def run_once(demo, inputs: Path, out: Path) -> dict:
+    shutil.rmtree(out, ignore_errors=True)
+    t0 = time.perf_counter()
+    s = demo.run_images(inputs, out, log=lambda *a: None)
+    dt = time.perf_counter() - t0
+    if s["failed"]: raise SystemExit(f"bench/demo.py: {s['failed']} images failed: {s['failures'][:2]}")
+    split = {k: sum(r["timing_s"].get(k, 0.0) for r in s["results"]) / s["images"] for k in STAGES}
+    det = s["detection"]
+    return {"images": s["images"], "time_s": dt, "images_per_s": s["images"] / dt, "split_s_per_image": split,
+            "detection": det}
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="the 6 sample images, one round (under a minute on 2 CPU cores)")
+    ap.add_argument("--n", type=int, default=24, help="images per run (without --quick)")
+    ap.add_argument("--rounds", type=int, default=None, help="alternating rounds (default 1 with --quick, else 2)")
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1: steady timings on a shared machine; 0: torch's choice)")
+    ap.add_argument("--checkpoint", default=None, help="default: the embedded checkpoint if present, else an untrained small one")
+    a = ap.parse_args(argv)
+    if a.threads:
+        torch.set_num_threads(a.threads); cv2.setNumThreads(a.threads)
+    from intaghand.config import EMBEDDED_CHECKPOINT, PROJECT_ROOT
+    from intaghand.demo import Demo, make_detector, resolve_device, small_checkpoint
+    from intaghand.inference import Reconstructor
+    tmp = Path(tempfile.mkdtemp(prefix="intaghand_bench_demo_"))
+    try:
+        n = 6 if a.quick else a.n
+        rounds = a.rounds or (1 if a.quick else 2)
+        inputs = tmp / "in"
+        files = make_inputs(inputs, n)
+        ckpt = a.checkpoint or (PROJECT_ROOT / EMBEDDED_CHECKPOINT)
+        which = "given" if a.checkpoint else "embedded"
+        if not Path(ckpt).is_file():
+            ckpt, which = small_checkpoint(tmp), "untrained small preset (embedded checkpoint not present)"
+        rec = Reconstructor.from_checkpoint(ckpt, device=resolve_device(a.device))
+        detector, det_status = make_detector(None, log=lambda *x: None)
+        plain = Demo(rec, None, detector_status="disabled")
+        with_det = Demo(rec, detector, detector_status=det_status) if detector is not None else None
+        # warm-up: one image through each
+        warm = tmp / "warm"; warm.mkdir(); shutil.copy(files[0], warm / files[0].name)
+        run_once(plain, warm, tmp / "warm_out")
+        if with_det: run_once(with_det, warm, tmp / "warm_out")
+        best_off = best_on = None
+        for _ in range(rounds):
+            r = run_once(plain, inputs, tmp / "out_off")
+            if best_off is None or r["images_per_s"] > best_off["images_per_s"]: best_off = r
+            if with_det:
+                r = run_once(with_det, inputs, tmp / "out_on")
+                if best_on is None or r["images_per_s"] > best_on["images_per_s"]: best_on = r
+        fmt = lambda r: ", ".join(f"{k} {1000 * v:.0f} ms" for k, v in r["split_s_per_image"].items() if k != "detect" or v)
+        print(f"{n} images ({', '.join(sorted({f'{cv2.imread(str(f)).shape[1]}x{cv2.imread(str(f)).shape[0]}' for f in files}))}), "
+              f"checkpoint: {which}, device {rec.device}, {torch.get_num_threads()} threads")
+        print(f"detector off: {best_off['images_per_s']:.2f} images/s ({fmt(best_off)})")
+        if best_on:
+            print(f"detector on:  {best_on['images_per_s']:.2f} images/s ({fmt(best_on)}); found {best_on['detection']}")
+        else:
+            print(f"detector on:  not measured (detector model files not installed: intaghand.detect.install_detector_models)")
+        result = {"bench": "demo", "images": n, "rounds": rounds, "quick": a.quick, "device": str(rec.device),
+                  "threads": torch.get_num_threads(), "checkpoint": which,
+                  "images_per_s": round(best_off["images_per_s"], 4),
+                  "images_per_s_detect": None if not best_on else round(best_on["images_per_s"], 4),
+                  "ratio": None if not best_on else round(best_on["images_per_s"] / best_off["images_per_s"], 4),
+                  "ratio_is": "images/s with the hand detector over images/s without it (baseline)",
+                  "split_s_per_image": {"detect_off": {k: round(v, 4) for k, v in best_off["split_s_per_image"].items()},
+                                        "detect_on": None if not best_on else
+                                        {k: round(v, 4) for k, v in best_on["split_s_per_image"].items()}},
+                  "detections": None if not best_on else best_on["detection"]}
+        print(json.dumps(result))
+        return 0
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
