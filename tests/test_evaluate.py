@@ -126,7 +126,7 @@ def test_cli_alias_configs_and_default_out(setup, tmp_path, capsys):
 def test_wrong_config_and_missing_split_are_clear(setup, tmp_path):
     s = setup
     with pytest.raises(CheckpointError, match="does not fit"):
-        load_for_eval(s.ckpt, get_config())                              # default (resnet50) config
+        load_for_eval(s.ckpt, get_config(preset="small"))                # trained at 64 px, this says 128
     with pytest.raises(FileNotFoundError, match="no processed split 'nosuch'"):
         evaluate(s.ckpt, s.data, "nosuch", progress=False)
     with pytest.raises(SystemExit):
