@@ -6,7 +6,7 @@
 __all__ = ['IMAGENET_MEAN', 'IMAGENET_STD', 'Frame', 'pad_to_square', 'preprocess_image', 'as_images', 'to_image_space',
            'config_beside', 'Reconstructor']
 
-# %% ../nbs/07_inference.ipynb #ad9a2c81
+# %% ../nbs/07_inference.ipynb #b25f71ab
 import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +19,7 @@ from .config import get_config, checkpoint_file, EMBEDDED_CHECKPOINT
 from .io import CheckpointError, load_checkpoint, extract_state_dict, load_state_dict_checked
 from .model import HandOutput, HandPrediction, build_model, mano_joint_regressors
 
-# %% ../nbs/07_inference.ipynb #811b9300
+# %% ../nbs/07_inference.ipynb #3d44114a
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -86,7 +86,7 @@ def preprocess_image(img: np.ndarray, img_size: int = 256, rgb: bool = False) ->
     x = (x - torch.tensor(IMAGENET_MEAN).view(3, 1, 1)) / torch.tensor(IMAGENET_STD).view(3, 1, 1)
     return x, Frame(img.shape[0], img.shape[1], top, left, square.shape[0], img_size)
 
-# %% ../nbs/07_inference.ipynb #dc531f1b
+# %% ../nbs/07_inference.ipynb #16b52c0c
 def _read(path) -> np.ndarray:
     img = cv2.imread(str(path), cv2.IMREAD_COLOR)
     if img is None:
@@ -122,7 +122,7 @@ def as_images(images, rgb: bool = False) -> list:
         return out
     raise TypeError(f"cannot read images from a {type(images).__name__}; give paths, numpy arrays or tensors")
 
-# %% ../nbs/07_inference.ipynb #5250f826
+# %% ../nbs/07_inference.ipynb #26023f42
 def _affine(frames, like: torch.Tensor):
     "Per-image scale (B,1,1) and offset (B,1,2) for `Frame.to_image`, on `like`'s device and dtype."
     k = torch.tensor([f.scale for f in frames], dtype=like.dtype, device=like.device).view(-1, 1, 1)
@@ -140,7 +140,7 @@ def to_image_space(out: HandOutput, frames) -> HandOutput:
         return dataclasses.replace(h, verts2d=m(h.verts2d), joints2d=m(h.joints2d), levels=levels)
     return dataclasses.replace(out, left=hand(out.left), right=hand(out.right), space="image", frames=list(frames))
 
-# %% ../nbs/07_inference.ipynb #dceb9a5f
+# %% ../nbs/07_inference.ipynb #ccd8926f
 def _cat(items):
     "Concatenate a list of same-structured outputs (dataclasses, dicts, lists, tensors) along the batch."
     first = items[0]

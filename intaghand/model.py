@@ -12,7 +12,7 @@ __all__ = ['LN_EPS', 'HAND_SIDES', 'RESNETS', 'ASSET_NAMES', 'FINGERTIP_VERTS', 
            'build_model', 'load_weights', 'load_model', 'optimize_for_inference', 'joint_regressor_21',
            'mano_joint_regressors']
 
-# %% ../nbs/06_model.ipynb #ba19a572
+# %% ../nbs/06_model.ipynb #d7fffe4a
 import contextlib
 import contextvars
 import copy
@@ -29,7 +29,7 @@ from torch import nn
 from .config import get_config, graph_asset, resolve_path
 from .io import CheckpointError, load_checkpoint, extract_state_dict, load_state_dict_checked, safe_load_pickle
 
-# %% ../nbs/06_model.ipynb #c48748b1
+# %% ../nbs/06_model.ipynb #42d3601e
 LN_EPS = 1e-6                      # every LayerNorm in the decoder
 HAND_SIDES = ("left", "right")
 RESNETS = {"resnet18": torchvision.models.resnet18, "resnet34": torchvision.models.resnet34,
@@ -69,7 +69,7 @@ def projection_batch(scale: torch.Tensor, trans2d: torch.Tensor, x3d: torch.Tens
     t = trans2d.reshape(-1, 1, 2)
     return img_size * s * x3d[..., :2] + (t * img_size / 2 + img_size / 2)
 
-# %% ../nbs/06_model.ipynb #8e4858b1
+# %% ../nbs/06_model.ipynb #a54c4262
 _ATTENTION_SINK = contextvars.ContextVar("intaghand_attention_sink", default=None)
 
 
@@ -107,7 +107,7 @@ def attend(module: nn.Module, q, k, v, n_heads: int, dropout: nn.Dropout, fast: 
     if sink is not None: sink[module] = attn
     return merge_heads(torch.matmul(dropout(attn), v))
 
-# %% ../nbs/06_model.ipynb #95efcfb7
+# %% ../nbs/06_model.ipynb #fef33b68
 class MLP_res_block(nn.Module):
     "Pre-norm residual MLP: x + Drop(fc2(Drop(relu(fc1(LN(x)))))); B×N×f -> B×N×f."
     def __init__(self, in_dim: int, hid_dim: int, dropout: float = 0.1):
@@ -144,7 +144,7 @@ class SelfAttn(nn.Module):
     def forward(self, x):
         return self.ff(x + self.self_attn(self.layer_norm(x)))
 
-# %% ../nbs/06_model.ipynb #cb77bc6f
+# %% ../nbs/06_model.ipynb #06ea1b00
 class _Slot:
     "A hashable key for one of several attention maps of one module."
     def __init__(self, module, name): self.module, self.name = module, name
@@ -185,7 +185,7 @@ class inter_attn(nn.Module):
         feat_R2L, feat_L2R = self.cross(self.layer_norm1(Lf), self.layer_norm2(Rf))
         return self.ffL(Lf + feat_R2L), self.ffR(Rf + feat_L2R)
 
-# %% ../nbs/06_model.ipynb #1e065c0d
+# %% ../nbs/06_model.ipynb #752a954a
 class img_feat_to_grid(nn.Module):
     "B×C×S×S feature map -> B×G²×grid_f_dim tokens (conv patchify, ReLU, + position embedding, SelfAttn)."
     def __init__(self, img_size: int, img_f_dim: int, grid_size: int, grid_f_dim: int, n_heads: int = 4, dropout: float = 0.01):
@@ -230,7 +230,7 @@ class img_ex(nn.Module):
     def forward(self, img, verts_f):
         return self.attn(verts_f, self.encoder(img))
 
-# %% ../nbs/06_model.ipynb #d17f440e
+# %% ../nbs/06_model.ipynb #83bc59d1
 class GCN_ResBlock(nn.Module):
     "Residual Chebyshev graph block; B×V×in -> B×V×out on the graph with Laplacian `graph_L` (V×V)."
     def __init__(self, in_dim: int, out_dim: int, mid_dim: int, graph_L: torch.Tensor, graph_k: int = 2, drop_out: float = 0.01):
@@ -267,7 +267,7 @@ class GraphLayer(nn.Module):
             if i < len(self.GCN_blocks) - 1: verts_f = F.relu(verts_f)
         return verts_f
 
-# %% ../nbs/06_model.ipynb #52f472d8
+# %% ../nbs/06_model.ipynb #0eb93559
 class DualGraphLayer(nn.Module):
     "One graph level for both hands: position embedding, GCN, image attention, inter-hand attention."
     def __init__(self, verts_in_dim, verts_out_dim, graph_L_Left, graph_L_Right, graph_k=2, graph_layer_num=4,
@@ -306,7 +306,7 @@ class DualGraph(nn.Module):
                 Lf, Rf = graph_upsample(Lf, 2), graph_upsample(Rf, 2)
         return Lf, Rf
 
-# %% ../nbs/06_model.ipynb #fe5d365d
+# %% ../nbs/06_model.ipynb #eeaa54b6
 ASSET_NAMES = ("graph_left", "graph_right", "upsample", "v_color")
 
 
@@ -412,7 +412,7 @@ def prepare_graph(graph: dict, n_levels: int, n_verts: int) -> dict:
                          f"[{int(perm.min())}, {int(perm.max())}]")
     return {"L": [_to_dense(L) for L in Ls[:n_levels]], "sizes": sizes, "perm": perm, "perm_reverse": rev}
 
-# %% ../nbs/06_model.ipynb #0fbfa6be
+# %% ../nbs/06_model.ipynb #5e7cdb69
 def _conv_relu_bn(in_dim, out_dim, kernel_size, upsample=False):
     layers = [nn.Upsample(scale_factor=2, mode="bilinear", align_corners=True)] if upsample else []
     layers += [nn.Conv2d(in_dim, out_dim, kernel_size, stride=1, padding=(kernel_size - 1) // 2, bias=False),
@@ -467,7 +467,7 @@ class ResNetSimple(nn.Module):
         out, dp_fmaps = self.dp_decoder(x1)
         return hms, out[:, : self.handNum], out[:, self.handNum:], [x1, x2, x3, x4], hms_fmaps, dp_fmaps
 
-# %% ../nbs/06_model.ipynb #1612a940
+# %% ../nbs/06_model.ipynb #2812a496
 def _conv1x1(in_dim, out_dim):
     return nn.Sequential(nn.Conv2d(in_dim, out_dim, 1, bias=False), nn.ReLU(), nn.BatchNorm2d(out_dim))
 
@@ -492,7 +492,7 @@ class resnet_mid(nn.Module):
             fmaps.append(conv(x))
         return global_feature, fmaps
 
-# %% ../nbs/06_model.ipynb #5dae6d70
+# %% ../nbs/06_model.ipynb #165063db
 @dataclass
 class MeshLevel:
     "Mesh predicted at one graph level: GCN order (B×V×3, B×V×2) and mapped to mesh vertices (B×778×·)."
@@ -590,7 +590,7 @@ def to_original(out: HandOutput) -> tuple:
     "The original 4-tuple (result, paramsDict, handDictList, otherInfo) of a `HandOutput`."
     return out.to_original()
 
-# %% ../nbs/06_model.ipynb #d09dd741
+# %% ../nbs/06_model.ipynb #750b366b
 class decoder(nn.Module):
     "Global feature B×C + feature maps -> per-hand meshes; returns (HandPrediction left, right)."
     def __init__(self, global_feature_dim, f_in_Dim, f_out_Dim, gcn_in_dim, gcn_out_dim, graph_k, graph_layer_num,
@@ -662,7 +662,7 @@ class decoder(nn.Module):
             hands.append(HandPrediction(verts3d, verts2d, scale, trans2d, levels=[level]))
         return hands[0], hands[1]
 
-# %% ../nbs/06_model.ipynb #a781fa68
+# %% ../nbs/06_model.ipynb #d678a28c
 class HandNET_GCN(nn.Module):
     "IntagHand: image B×3×S×S (ImageNet-normalised RGB) -> `HandOutput`."
     def __init__(self, encoder, mid_model, decoder, img_size: int = 256):
@@ -726,7 +726,7 @@ class HandNET_GCN(nn.Module):
             cross.append({k: sink[_Slot(layer.attn, k)] for k in ("r2l", "l2r")})
         return AttentionMaps(image, image_full, grid, vself, cross, grid_size=self.img_size // 32)
 
-# %% ../nbs/06_model.ipynb #d9c39b4c
+# %% ../nbs/06_model.ipynb #2248470d
 def build_model(cfg=None, graph_assets: dict | None = None, joint_regressor=None) -> nn.Module:
     "A randomly initialised `HandNET_GCN` for `cfg` (default config if None); graph assets from the config unless given."
     cfg = get_config() if cfg is None else cfg
@@ -762,14 +762,14 @@ def build_model(cfg=None, graph_assets: dict | None = None, joint_regressor=None
         model.attach_joint_regressor(*(joint_regressor if isinstance(joint_regressor, (tuple, list)) else (joint_regressor,)))
     return model
 
-# %% ../nbs/06_model.ipynb #d5745ade
+# %% ../nbs/06_model.ipynb #a87a01a1
 def load_weights(model: nn.Module, checkpoint) -> nn.Module:
     "Load a checkpoint path or state dict into `model` strictly; `CheckpointError` lists what does not fit."
     source = str(checkpoint) if not isinstance(checkpoint, dict) else "state dict"
     state = extract_state_dict(load_checkpoint(checkpoint) if not isinstance(checkpoint, dict) else checkpoint)
     return load_state_dict_checked(model, state, source=source)
 
-# %% ../nbs/06_model.ipynb #559a7e52
+# %% ../nbs/06_model.ipynb #81cf7c6b
 def load_model(cfg=None, checkpoint=None, graph_assets: dict | None = None, joint_regressor=None) -> nn.Module:
     "`build_model`, then the weights of `checkpoint` (default: `MODEL_PARAM.MODEL_PRETRAIN_PATH` unless 'none'), eval mode."
     cfg = get_config() if cfg is None else cfg
@@ -780,7 +780,7 @@ def load_model(cfg=None, checkpoint=None, graph_assets: dict | None = None, join
         load_weights(model, ckpt if isinstance(ckpt, dict) else checkpoint_file(ckpt))
     return model.eval()
 
-# %% ../nbs/06_model.ipynb #9eb80568
+# %% ../nbs/06_model.ipynb #01c6b9ad
 def _fuse_resnet_bn(resnet: nn.Module):
     from torch.nn.utils.fusion import fuse_conv_bn_eval
     resnet.conv1 = fuse_conv_bn_eval(resnet.conv1, resnet.bn1); resnet.bn1 = nn.Identity()
@@ -804,7 +804,7 @@ def optimize_for_inference(model: HandNET_GCN, channels_last: bool = True, fuse_
     for p in m.parameters(): p.requires_grad_(False)
     return m
 
-# %% ../nbs/06_model.ipynb #f697953f
+# %% ../nbs/06_model.ipynb #718447f4
 FINGERTIP_VERTS = (745, 317, 444, 556, 673)
 JOINT_ORDER = (0, 13, 14, 15, 16, 1, 2, 3, 17, 4, 5, 6, 18, 10, 11, 12, 19, 7, 8, 9, 20)
 
