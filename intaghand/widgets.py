@@ -8,12 +8,12 @@ __all__ = ['SAMPLE_DIR', 'IMAGE_SUFFIXES', 'DISPLAY_SIZE', 'HAND_RGB', 'JOINT_OP
            'network_image', 'ImageAnalysis', 'analyse_image', 'image_key', 'AnalysisCache', 'level_vertex_index',
            'part_labels', 'level_vertex_parts', 'to_png', 'resize_to', 'colormap', 'heat_overlay', 'mask_picture',
            'dense_picture', 'draw_skeleton', 'hand_faces', 'mesh_overlay', 'hands_figure', 'trace_by_name',
-           'set_mesh_values', 'set_mesh_verts', 'walk_widgets', 'count_widgets', 'ModelExplorer', 'model_explorer',
-           'image_row', 'cross_matrix', 'cross_row', 'AttentionExplorer', 'attention_explorer', 'processed_splits',
-           'find_processed_root', 'make_demo_data', 'DataBrowser', 'data_browser', 'find_runs', 'read_scalars', 'ema',
-           'make_demo_runs', 'RunViewer', 'run_viewer']
+           'set_mesh_values', 'mesh_values', 'set_mesh_verts', 'walk_widgets', 'count_widgets', 'sync_figures',
+           'ModelExplorer', 'model_explorer', 'image_row', 'cross_matrix', 'cross_row', 'AttentionExplorer',
+           'attention_explorer', 'processed_splits', 'find_processed_root', 'make_demo_data', 'DataBrowser',
+           'data_browser', 'find_runs', 'read_scalars', 'ema', 'make_demo_runs', 'RunViewer', 'run_viewer']
 
-# %% ../nbs/17_widgets.ipynb #329e95db
+# %% ../nbs/17_widgets.ipynb #1050ad8e
 import hashlib
 import html
 import tempfile
@@ -37,7 +37,7 @@ from .model import build_model, graph_upsample, mano_joint_regressors
 from .render import (LEFT_COLOR, RIGHT_COLOR, HandRenderer, WeakPerspectiveCamera, hand_template,
                               plot_hands)
 
-# %% ../nbs/17_widgets.ipynb #77f15e8a
+# %% ../nbs/17_widgets.ipynb #65a9c8f8
 _DEFAULT_RECONSTRUCTORS = {}
 
 
@@ -64,7 +64,7 @@ def load_default_reconstructor(checkpoint=None, device=None, seed: int = 0, relo
     _DEFAULT_RECONSTRUCTORS[key] = rec
     return rec
 
-# %% ../nbs/17_widgets.ipynb #d8c8beb9
+# %% ../nbs/17_widgets.ipynb #89752df8
 SAMPLE_DIR = "data/synthetic_samples"
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
 
@@ -115,7 +115,7 @@ def read_rgb(src) -> np.ndarray:
     img = as_images(src, rgb=True)[0]
     return np.ascontiguousarray(np.clip(img, 0, 255).astype(np.uint8))
 
-# %% ../nbs/17_widgets.ipynb #f3fa3560
+# %% ../nbs/17_widgets.ipynb #6fe2d07b
 def network_image(img: np.ndarray, img_size: int) -> np.ndarray:
     "The RGB network input as the user sees it: padded to a square (black), resized to `img_size`²."
     sq, _, _ = pad_to_square(img)
@@ -203,7 +203,7 @@ class AnalysisCache:
 
     def __len__(self): return len(self._items)
 
-# %% ../nbs/17_widgets.ipynb #74a2632f
+# %% ../nbs/17_widgets.ipynb #2b9c3137
 def level_vertex_index(model, side: str, n_level_verts: int) -> np.ndarray:
     "For each of the 778 mesh vertices, the index of the graph vertex (of a level with `n_level_verts`) it belongs to."
     dec = model.decoder
@@ -233,7 +233,7 @@ def level_vertex_parts(index: np.ndarray, part: np.ndarray, n_level_verts: int, 
     np.add.at(counts, (index, part), 1)
     return np.where(counts.sum(1) > 0, counts.argmax(1), -1)
 
-# %% ../nbs/17_widgets.ipynb #df1c5dc1
+# %% ../nbs/17_widgets.ipynb #e197c6e2
 DISPLAY_SIZE = 256
 HAND_RGB = {"left": LEFT_COLOR, "right": RIGHT_COLOR}
 
@@ -325,7 +325,7 @@ def mesh_overlay(an: ImageAnalysis, faces: np.ndarray, size: int = DISPLAY_SIZE,
     img = r.overlay(torch.as_tensor(base, dtype=torch.float32)[None] / 255, opacity=opacity)[0].numpy()
     return (img * 255).round().clip(0, 255).astype(np.uint8), ""
 
-# %% ../nbs/17_widgets.ipynb #f1c76ef4
+# %% ../nbs/17_widgets.ipynb #e1b9099a
 def hands_figure(verts: dict, faces: np.ndarray, title: str = None, height: int = 380):
     "A `FigureWidget` with traces 'left hand' and 'right hand' (Mesh3d, vertex index in the hover text)."
     t = lambda s: torch.as_tensor(np.asarray(verts[s], np.float32))[None]
@@ -346,15 +346,31 @@ def trace_by_name(fig, name: str):
     raise KeyError(f"no trace named {name!r} in the figure (traces: {[t.name for t in fig.data]})")
 
 
-def set_mesh_values(fig, side: str, values=None, cmin=None, cmax=None, showscale: bool = False):
-    "Colour `side`'s mesh by per-vertex `values` (None: back to the plain hand colour)."
+def _plain_scale(side: str) -> list:
+    c = "rgb({},{},{})".format(*HAND_RGB[side])
+    return [[0.0, c], [1.0, c]]
+
+
+def set_mesh_values(fig, side: str, values=None, cmin=None, cmax=None, showscale: bool = False, colorscale="Inferno"):
+    """Colour `side`'s mesh by per-vertex `values` (None: back to the plain hand colour). Plain is drawn as a
+    constant intensity with a one-colour scale: plotly.js keeps the last colour scale when `intensity` is removed."""
     tr = trace_by_name(fig, f"{side} hand")
+    n = len(tr.x) if tr.x is not None else 0
     if values is None:
-        tr.update(intensity=None, showscale=False)
+        if tr.intensity is None: return                     # never coloured: still the plain `color`
+        tr.update(intensity=np.zeros(n), colorscale=_plain_scale(side), cmin=0.0, cmax=1.0, showscale=False)
     else:
         v = np.asarray(values, np.float64)
-        tr.update(intensity=v, intensitymode="vertex", cmin=float(v.min()) if cmin is None else cmin,
-                  cmax=float(v.max()) if cmax is None else cmax, showscale=showscale)
+        tr.update(intensity=v, intensitymode="vertex", colorscale=colorscale, showscale=showscale,
+                  cmin=float(v.min()) if cmin is None else cmin, cmax=float(v.max()) if cmax is None else cmax,
+                  colorbar=dict(len=0.6, thickness=12, title=dict(text="attention", side="right")))
+
+
+def mesh_values(fig, side: str):
+    "The per-vertex values `side`'s mesh is coloured by, or None when it shows its plain colour."
+    tr = trace_by_name(fig, f"{side} hand")
+    if tr.intensity is None or tuple(tuple(x) for x in tr.colorscale) == tuple(tuple(x) for x in _plain_scale(side)): return None
+    return np.asarray(tr.intensity)
 
 
 def set_mesh_verts(fig, side: str, verts: np.ndarray):
@@ -362,7 +378,7 @@ def set_mesh_verts(fig, side: str, verts: np.ndarray):
     v = np.asarray(verts, np.float64)
     trace_by_name(fig, f"{side} hand").update(x=v[:, 0], y=v[:, 1], z=v[:, 2])
 
-# %% ../nbs/17_widgets.ipynb #760d1fb9
+# %% ../nbs/17_widgets.ipynb #5984a32f
 def _note_html(text: str, warn: bool = False) -> str:
     col = "#a33" if warn else "#555"
     return f'<div style="color:{col}; font-size: 90%">{html.escape(text)}</div>' if text else ""
@@ -390,11 +406,25 @@ def count_widgets(w, cls) -> int:
     return sum(isinstance(x, cls) for x in walk_widgets(w))
 
 
+def sync_figures(w):
+    """Send the full current state of every plotly `FigureWidget` under `w` to the front end.
+    Plotly does this itself when a FigureWidget is displayed on its own (`FigureWidget._repr_mimebundle_`),
+    not when it sits inside a box; without it, a figure changed before its first view shows in the browser
+    can show a stale state (the front end misses the early incremental messages)."""
+    from copy import deepcopy
+    for x in walk_widgets(w):
+        if isinstance(x, go.FigureWidget):
+            x._widget_layout = deepcopy(x._layout_obj._props)
+            x._widget_data = deepcopy(x._data)
+
+
 class _Explorer:
-    "Common parts: `.widget`, display in notebooks, a status line."
+    "Common parts: `.widget`, display in notebooks (with the figures' state synced), timing of updates."
     widget = None
 
-    def _repr_mimebundle_(self, **kw): return self.widget._repr_mimebundle_(**kw)
+    def _repr_mimebundle_(self, **kw):
+        sync_figures(self.widget)
+        return self.widget._repr_mimebundle_(**kw)
 
     def _timed(self, fn, *a, **kw):
         t0 = time.perf_counter()
@@ -470,7 +500,7 @@ def model_explorer(rec: Reconstructor = None, images: dict = None, cache: Analys
     "Build the model explorer (default model and sample images unless given)."
     return ModelExplorer(rec, images, cache)
 
-# %% ../nbs/17_widgets.ipynb #58404a7d
+# %% ../nbs/17_widgets.ipynb #f40f8324
 DIRECTIONS = ("attends to", "attended by")
 OTHER = {"left": "right", "right": "left"}
 
@@ -512,7 +542,7 @@ class AttentionExplorer(_Explorer):
         self.head = W.Dropdown(options=["mean"], value="mean", description="head")
         self.hand = W.ToggleButtons(options=["left", "right"], value="right", description="vertex on")
         self.direction = W.ToggleButtons(options=list(DIRECTIONS), value="attends to", description="cross")
-        self.vertex = W.IntSlider(value=0, min=0, max=777, description="vertex", continuous_update=True,
+        self.vertex = W.IntSlider(value=FINGERTIP_VERTS[1], min=0, max=777, description="vertex", continuous_update=True,
                                   layout=W.Layout(width="420px"))
         self.note = W.HTML(_note_html(getattr(self.rec, "note", ""), getattr(self.rec, "source", "") == "random"))
         self.info, self.status = W.HTML(), W.HTML()
@@ -546,10 +576,9 @@ class AttentionExplorer(_Explorer):
 
     # --- data ---
     def level_index(self, side: str, level: int) -> np.ndarray:
-        "Mesh vertex -> graph vertex of `level` (cached)."
-        n = self.analysis.image_attn[level][side].shape[1]
-        key = (side, n)
-        if key not in self._index: self._index[key] = level_vertex_index(self.rec.model, side, n)
+        "Mesh vertex -> graph vertex of `level` (the model's `vertex_level_index`, cached)."
+        key = (side, level)
+        if key not in self._index: self._index[key] = self.rec.model.vertex_level_index(level, side).cpu().numpy()
         return self._index[key]
 
     def selected(self) -> tuple:
@@ -648,7 +677,7 @@ def attention_explorer(rec: Reconstructor = None, images: dict = None, cache: An
     "Build the attention explorer (default model and sample images unless given)."
     return AttentionExplorer(rec, images, cache)
 
-# %% ../nbs/17_widgets.ipynb #5d674ef3
+# %% ../nbs/17_widgets.ipynb #bb09ffe0
 PROCESSED_SPLITS = ("train", "val", "test")
 
 
@@ -770,7 +799,7 @@ def data_browser(root=None, split: str = None, cfg=None) -> DataBrowser:
                     f"synthetic samples were made in {root} for this browser. Pass root=... to browse your own.")
     return DataBrowser(root, split, cfg, note=note)
 
-# %% ../nbs/17_widgets.ipynb #e1cea47f
+# %% ../nbs/17_widgets.ipynb #fb7f1f9c
 def find_runs(paths) -> dict:
     "{name: folder} of every folder under `paths` holding TensorBoard event files or a `*.jsonl` log."
     paths = [paths] if isinstance(paths, (str, Path)) else list(paths)

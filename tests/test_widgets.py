@@ -34,7 +34,9 @@ def images(demo):
 
 
 def intensity(fig, side):
-    return np.asarray(wd.trace_by_name(fig, f"{side} hand").intensity)
+    v = wd.mesh_values(fig, side)
+    assert v is not None, f"the {side} hand is not coloured"
+    return v
 
 
 # --- default model ---------------------------------------------------------------------------------
@@ -173,7 +175,7 @@ def test_attention_colours_are_the_models_attention_rows(rec, cache, images, dem
                     row = (A.mean(0) if head == "mean" else A[head])[q]
                     np.testing.assert_allclose(intensity(ax.figure, other), row[wd.level_vertex_index(model, other, len(row))],
                                                rtol=1e-6)
-                    assert wd.trace_by_name(ax.figure, f"{side} hand").intensity is None
+                    assert wd.mesh_values(ax.figure, side) is None
                     g = (an.image_attn[level][side].mean(0) if head == "mean" else an.image_attn[level][side][head])[q]
                     np.testing.assert_allclose(wd.image_row(an, level, head, side, q), g.reshape(an.grid_size, an.grid_size))
                     marker = ax.figure.data[-1]
