@@ -8,7 +8,7 @@ __all__ = ['IMAGE_SUFFIXES', 'VIDEO_SUFFIXES', 'MIN_SIDE', 'MAX_PIXELS', 'SAMPLE
            'gui_available', 'draw_hud', 'centre_box', 'run_stream', 'run_video', 'run_live', 'build_parser',
            'parse_formats', 'make_detector', 'demo_main']
 
-# %% ../nbs/15_demo.ipynb #dc792f48
+# %% ../nbs/15_demo.ipynb #6bd9e04f
 import argparse
 import json
 import math
@@ -26,7 +26,7 @@ from .config import EMBEDDED_CHECKPOINT, PROJECT_ROOT
 from .io import atomic_imwrite, atomic_write_json
 from .render import EXPORT_TYPES, HandRenderer, export_hands, hand_template
 
-# %% ../nbs/15_demo.ipynb #82c74fd5
+# %% ../nbs/15_demo.ipynb #3bce8876
 def small_checkpoint(folder, seed: int = 0) -> Path:
     "An untrained small-preset checkpoint `small.pth` + `small.yaml` in `folder` (for trying the demo and for tests)."
     from intaghand.config import get_config, save_config
@@ -43,7 +43,7 @@ def small_checkpoint(folder, seed: int = 0) -> Path:
     save_config(cfg, path.with_suffix(".yaml"))
     return path
 
-# %% ../nbs/15_demo.ipynb #e258a374
+# %% ../nbs/15_demo.ipynb #7bd8162b
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".m4v", ".webm")
 MIN_SIDE = 16                 # pixels: anything smaller cannot show two hands
@@ -114,7 +114,7 @@ def read_image(path, min_side: int = MIN_SIDE, max_pixels: int = MAX_PIXELS) -> 
                              "(--max_pixels); downscale it or raise the limit")
     return img, notes
 
-# %% ../nbs/15_demo.ipynb #2f8005b7
+# %% ../nbs/15_demo.ipynb #47264e53
 SAMPLE_DIRS = ("data/synthetic_samples", "data/demo")   # the shipped sample images, first found is the default
 
 
@@ -153,7 +153,7 @@ def list_images(img_path, exclude=None) -> tuple:
         imgs = crops or deep
     return sorted(imgs, key=_natural), len(other)
 
-# %% ../nbs/15_demo.ipynb #49925eec
+# %% ../nbs/15_demo.ipynb #68ea3873
 class PixelCamera:
     "Weak-perspective camera straight to pixels: uv = a·xy + b (a: B, b: B×2), depth z + `z_offset`; image `hw`."
     perspective = False
@@ -188,7 +188,7 @@ def hand_affine(scale: float, trans2d, frame, origin=(0.0, 0.0)) -> tuple:
     b = k * (N / 2) * (t + 1) + np.array([ox + origin[0], oy + origin[1]])
     return a, b
 
-# %% ../nbs/15_demo.ipynb #14042952
+# %% ../nbs/15_demo.ipynb #255c5892
 @dataclass
 class HandResult:
     "One reconstructed hand, every 2D quantity in input-image pixels."
@@ -218,7 +218,7 @@ class DemoResult:
 
     def hand(self, side: str) -> HandResult: return getattr(self, side)
 
-# %% ../nbs/15_demo.ipynb #b68c43e5
+# %% ../nbs/15_demo.ipynb #d1e84e61
 SIDES = ("left", "right")
 
 
@@ -274,7 +274,7 @@ def reconstruct(rec, image: np.ndarray, detector=None, fill: float = 0.8, box=No
     return DemoResult(image, tuple(int(v) for v in box), source, detection, status, hands["left"], hands["right"],
                       warnings, timing=timing)
 
-# %% ../nbs/15_demo.ipynb #0f9873a4
+# %% ../nbs/15_demo.ipynb #c634f3cf
 def _window(uv: np.ndarray, hw) -> tuple | None:
     "Integer window (x0, y0, x1, y1) of the input covering the points `uv` (N×2), clipped; None if it is empty."
     H, W = hw
@@ -338,7 +338,7 @@ def render_views(result: DemoResult, faces, renderer: HandRenderer, size: int = 
         panels.append(np.round((r.shaded[0].numpy() * a + (1 - a)) * 255).clip(0, 255).astype(np.uint8))
     return np.concatenate(panels, 1)
 
-# %% ../nbs/15_demo.ipynb #689f2955
+# %% ../nbs/15_demo.ipynb #8b3e2b3d
 def _r(x, nd: int):
     return None if x is None else np.round(np.asarray(x, np.float64), nd).tolist()
 
@@ -387,7 +387,7 @@ def save_result(result: DemoResult, paths: dict, overlay: np.ndarray, views: np.
     atomic_write_json(paths["json"], data)
     return paths
 
-# %% ../nbs/15_demo.ipynb #29eebdfc
+# %% ../nbs/15_demo.ipynb #8c9d3094
 def _unique_names(files) -> list:
     "Output base names: the file stem, or the full name with dots replaced where two files share a stem."
     stems = [f.stem for f in files]
@@ -501,7 +501,7 @@ def format_summary(s: dict) -> str:
     lines.append(f"outputs in {s['save_path']} (summary.json lists every file)")
     return "\n".join(lines)
 
-# %% ../nbs/15_demo.ipynb #c3f284cc
+# %% ../nbs/15_demo.ipynb #26fd171a
 class VideoError(RuntimeError):
     "A video or camera that cannot be read or written, or a window that cannot be shown; the message says why."
 
@@ -556,17 +556,35 @@ def centre_box(hw, frac: float = 0.6) -> tuple:
     x0, y0 = (W - s) // 2, (H - s) // 2
     return (x0, y0, x0 + s, y0 + s)
 
-# %% ../nbs/15_demo.ipynb #c7f96304
+# %% ../nbs/15_demo.ipynb #60060a4f
 def _frames_json(i: int, res) -> dict:
     if res is None: return {"frame": i, "status": "failed"}
-    return {"frame": i, "status": "ok", "crop_box_xyxy": list(res.crop_box), "detection": res.detection_status,
+    return {"frame": i, "status": "ok", "crop_box_xyxy": list(res.crop_box), "crop_source": res.crop_source,
+            "detection": res.detection_status,
             **{f"{s}_joints2d": _r(res.hand(s).joints2d, 1) for s in SIDES}}
+
+
+def _track(demo: Demo, frame: np.ndarray, box, last_box) -> DemoResult:
+    "One frame: a fixed `box`, or detection; when the detector loses the hands, the previous frame's crop is kept."
+    if box is not None or demo.detector is None:
+        return reconstruct(demo.rec, frame, demo._detector_arg(), demo.fill, box=box)
+    t0 = time.perf_counter()
+    found = demo.detector(frame)
+    t_det = time.perf_counter() - t0
+    if found.count == 0 and last_box is not None:
+        res = reconstruct(demo.rec, frame, box=last_box)
+        res.crop_source, res.detection, res.detection_status = "previous_frame", found, found.status
+        res.warnings.append("no hand found in this frame: kept the previous frame's crop")
+    else:
+        res = reconstruct(demo.rec, frame, lambda im: found, demo.fill)
+    res.timing["detect"] = t_det
+    return res
 
 
 def run_stream(demo: Demo, cap, writer=None, show: bool = False, max_frames: int | None = None, fixed_box=None,
                mirror: bool = False, log=print) -> list:
     "Reconstruct frames from `cap` until it ends (or ESC / `max_frames`); write and/or show them. Per-frame records."
-    records, fps, i = [], None, 0
+    records, fps, i, last = [], None, 0, None
     try:
         while max_frames is None or i < max_frames:
             ok, frame = cap.read()
@@ -576,7 +594,8 @@ def run_stream(demo: Demo, cap, writer=None, show: bool = False, max_frames: int
             try:
                 frame = to_bgr8(frame, [])
                 box = fixed_box(frame.shape[:2]) if callable(fixed_box) else None
-                res = reconstruct(demo.rec, frame, demo._detector_arg(), demo.fill, box=box)
+                res = _track(demo, frame, box, last)
+                if res.crop_source in ("detector", "previous_frame"): last = res.crop_box
                 out = render_overlay(res, demo.faces, demo.renderer)
             except Exception as e:                      # a bad frame is reported and passed through
                 res, out = None, frame.copy()
@@ -659,7 +678,7 @@ def run_live(demo: Demo, camera: int = 0, save_path=None, max_frames: int | None
         else: tmp.unlink(missing_ok=True)
     return {"camera": camera, "frames": len(frames), "output": None if out_path is None else str(out_path.resolve())}
 
-# %% ../nbs/15_demo.ipynb #b4a9afa6
+# %% ../nbs/15_demo.ipynb #b02b5ce6
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="intaghand demo", description="Reconstruct both hands in images, a video or the webcam.")
     p.add_argument("--img_path", default=None, help="image file or folder (default: the shipped sample images)")

@@ -255,3 +255,22 @@ def test_detector_unavailable_falls_back(ckpt, tmp_path, monkeypatch, capsys):
     rc = D.demo_main(["--img_path", str(tmp_path / "a.png"), "--save_path", str(tmp_path / "o"), "--model", str(ckpt),
                       "--detect"])
     assert rc == 1 and "install_detector_models" in capsys.readouterr().err
+
+
+def test_video_keeps_previous_crop_when_hands_are_lost(ckpt, tmp_path):
+    src = tmp_path / "clip.avi"
+    w = cv2.VideoWriter(str(src), cv2.VideoWriter_fourcc(*"MJPG"), 10.0, (128, 96))
+    for k in range(3): w.write(_scene(96, 128, k))
+    w.release()
+    calls = []
+
+    def first_only(image):
+        calls.append(1)
+        hands = [HandBox((40, 20, 90, 70), 0.9, "right", 0.9)] if len(calls) == 1 else []
+        return Detection(hands, image.shape[:2], "fake")
+    demo = D.Demo(Reconstructor.from_checkpoint(ckpt), first_only, formats=())
+    s = D.run_video(demo, src, tmp_path / "out.avi")
+    frames = s["per_frame"]
+    assert [f["crop_source"] for f in frames] == ["detector", "previous_frame", "previous_frame"]
+    assert [f["detection"] for f in frames] == ["one_hand", "no_hands", "no_hands"]
+    assert frames[0]["crop_box_xyxy"] == frames[2]["crop_box_xyxy"] and (tmp_path / "out.avi").is_file()
