@@ -13,7 +13,7 @@ __all__ = ['SAMPLE_DIR', 'IMAGE_SUFFIXES', 'DISPLAY_SIZE', 'HAND_RGB', 'JOINT_OP
            'attention_explorer', 'processed_splits', 'find_processed_root', 'make_demo_data', 'DataBrowser',
            'data_browser', 'find_runs', 'read_scalars', 'ema', 'make_demo_runs', 'RunViewer', 'run_viewer']
 
-# %% ../nbs/17_widgets.ipynb #1050ad8e
+# %% ../nbs/17_widgets.ipynb #5531492c
 import hashlib
 import html
 import tempfile
@@ -37,7 +37,7 @@ from .model import build_model, graph_upsample, mano_joint_regressors
 from .render import (LEFT_COLOR, RIGHT_COLOR, HandRenderer, WeakPerspectiveCamera, hand_template,
                               plot_hands)
 
-# %% ../nbs/17_widgets.ipynb #65a9c8f8
+# %% ../nbs/17_widgets.ipynb #d94046d7
 _DEFAULT_RECONSTRUCTORS = {}
 
 
@@ -64,7 +64,7 @@ def load_default_reconstructor(checkpoint=None, device=None, seed: int = 0, relo
     _DEFAULT_RECONSTRUCTORS[key] = rec
     return rec
 
-# %% ../nbs/17_widgets.ipynb #89752df8
+# %% ../nbs/17_widgets.ipynb #307e0816
 SAMPLE_DIR = "data/synthetic_samples"
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
 
@@ -115,7 +115,7 @@ def read_rgb(src) -> np.ndarray:
     img = as_images(src, rgb=True)[0]
     return np.ascontiguousarray(np.clip(img, 0, 255).astype(np.uint8))
 
-# %% ../nbs/17_widgets.ipynb #6fe2d07b
+# %% ../nbs/17_widgets.ipynb #19e8f11f
 def network_image(img: np.ndarray, img_size: int) -> np.ndarray:
     "The RGB network input as the user sees it: padded to a square (black), resized to `img_size`²."
     sq, _, _ = pad_to_square(img)
@@ -203,7 +203,7 @@ class AnalysisCache:
 
     def __len__(self): return len(self._items)
 
-# %% ../nbs/17_widgets.ipynb #2b9c3137
+# %% ../nbs/17_widgets.ipynb #b6b9849c
 def level_vertex_index(model, side: str, n_level_verts: int) -> np.ndarray:
     "For each of the 778 mesh vertices, the index of the graph vertex (of a level with `n_level_verts`) it belongs to."
     dec = model.decoder
@@ -233,7 +233,7 @@ def level_vertex_parts(index: np.ndarray, part: np.ndarray, n_level_verts: int, 
     np.add.at(counts, (index, part), 1)
     return np.where(counts.sum(1) > 0, counts.argmax(1), -1)
 
-# %% ../nbs/17_widgets.ipynb #e197c6e2
+# %% ../nbs/17_widgets.ipynb #84e9bd35
 DISPLAY_SIZE = 256
 HAND_RGB = {"left": LEFT_COLOR, "right": RIGHT_COLOR}
 
@@ -325,7 +325,7 @@ def mesh_overlay(an: ImageAnalysis, faces: np.ndarray, size: int = DISPLAY_SIZE,
     img = r.overlay(torch.as_tensor(base, dtype=torch.float32)[None] / 255, opacity=opacity)[0].numpy()
     return (img * 255).round().clip(0, 255).astype(np.uint8), ""
 
-# %% ../nbs/17_widgets.ipynb #e1b9099a
+# %% ../nbs/17_widgets.ipynb #4a4b1345
 def hands_figure(verts: dict, faces: np.ndarray, title: str = None, height: int = 380):
     "A `FigureWidget` with traces 'left hand' and 'right hand' (Mesh3d, vertex index in the hover text)."
     t = lambda s: torch.as_tensor(np.asarray(verts[s], np.float32))[None]
@@ -378,7 +378,7 @@ def set_mesh_verts(fig, side: str, verts: np.ndarray):
     v = np.asarray(verts, np.float64)
     trace_by_name(fig, f"{side} hand").update(x=v[:, 0], y=v[:, 1], z=v[:, 2])
 
-# %% ../nbs/17_widgets.ipynb #5984a32f
+# %% ../nbs/17_widgets.ipynb #6ee491d7
 def _note_html(text: str, warn: bool = False) -> str:
     col = "#a33" if warn else "#555"
     return f'<div style="color:{col}; font-size: 90%">{html.escape(text)}</div>' if text else ""
@@ -500,7 +500,7 @@ def model_explorer(rec: Reconstructor = None, images: dict = None, cache: Analys
     "Build the model explorer (default model and sample images unless given)."
     return ModelExplorer(rec, images, cache)
 
-# %% ../nbs/17_widgets.ipynb #f40f8324
+# %% ../nbs/17_widgets.ipynb #86e7595f
 DIRECTIONS = ("attends to", "attended by")
 OTHER = {"left": "right", "right": "left"}
 
@@ -677,7 +677,7 @@ def attention_explorer(rec: Reconstructor = None, images: dict = None, cache: An
     "Build the attention explorer (default model and sample images unless given)."
     return AttentionExplorer(rec, images, cache)
 
-# %% ../nbs/17_widgets.ipynb #bb09ffe0
+# %% ../nbs/17_widgets.ipynb #e7ba208a
 PROCESSED_SPLITS = ("train", "val", "test")
 
 
@@ -775,7 +775,8 @@ class DataBrowser(_Explorer):
             for side, ch in (("left", 2), ("right", 1)):
                 a = 0.45 * m[..., ch:ch + 1]
                 pic = pic * (1 - a) + np.array(HAND_RGB[side], np.float32) * a
-            self.mask_view.value = to_png(resize_to(s.mask[..., ::-1], nearest=True))
+            gt = np.stack([s.mask[..., 1], s.mask[..., 0], s.mask[..., 2]]).astype(np.float32) / 255   # right, -, left
+            self.mask_view.value = to_png(mask_picture(np.stack([gt[0], gt[2]]), DISPLAY_SIZE))
         pic = draw_skeleton(pic.round().astype(np.uint8), {h: s.hands[h]["joints2d"] for h in ("left", "right")}, k)
         self.image_view.value = to_png(pic)
         if s.dense is not None: self.dense_view.value = to_png(resize_to(s.dense[..., ::-1]))
@@ -799,45 +800,57 @@ def data_browser(root=None, split: str = None, cfg=None) -> DataBrowser:
                     f"synthetic samples were made in {root} for this browser. Pass root=... to browse your own.")
     return DataBrowser(root, split, cfg, note=note)
 
-# %% ../nbs/17_widgets.ipynb #fb7f1f9c
+# %% ../nbs/17_widgets.ipynb #70788171
+def _run_folder(d: Path) -> Path:
+    "A `tb/` folder beside a run's own log belongs to that run (the layout `intaghand.train` writes)."
+    return d.parent if d.name == "tb" and any(d.parent.glob("*.jsonl")) else d
+
+
 def find_runs(paths) -> dict:
-    "{name: folder} of every folder under `paths` holding TensorBoard event files or a `*.jsonl` log."
+    "{name: folder} of every run under `paths`: folders with TensorBoard event files or a `*.jsonl` log (`tb/` merged)."
     paths = [paths] if isinstance(paths, (str, Path)) else list(paths)
     runs = {}
     for p in paths:
         p = Path(p)
         if not p.exists(): raise FileNotFoundError(f"run directory {p} does not exist")
-        dirs = sorted({f.parent for f in p.rglob("events.out.tfevents.*")} | {f.parent for f in p.rglob("*.jsonl")})
+        dirs = sorted({_run_folder(f.parent) for f in p.rglob("events.out.tfevents.*")} | {f.parent for f in p.rglob("*.jsonl")})
         for d in dirs:
             name = p.name if d == p else str(d.relative_to(p))
             runs[name if name not in runs else str(d)] = d
     return runs
 
 
+_LOG_SKIP = ("step", "epoch", "time", "wall_time", "kind")
+
+
 def read_scalars(run_dir) -> dict:
-    "{tag: (steps, values, wall_times)} of a run folder's event files (this folder only) and `*.jsonl` logs."
+    """{tag: (steps, values, wall_times)} of a run: TensorBoard scalars of the folder (and its `tb/`), then the numbers
+    of its `*.jsonl` logs (one object per line with a 'step', e.g. `train_log.jsonl`) not already in TensorBoard."""
+    import json
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
     run_dir = Path(run_dir)
     out = {}
-    if any(run_dir.glob("events.out.tfevents.*")):
-        acc = EventAccumulator(str(run_dir), size_guidance={"scalars": 0})
+    for d in (run_dir, run_dir / "tb"):
+        if not any(d.glob("events.out.tfevents.*")): continue
+        acc = EventAccumulator(str(d), size_guidance={"scalars": 0})
         acc.Reload()
         for tag in acc.Tags().get("scalars", []):
             ev = acc.Scalars(tag)
-            out[tag] = (np.array([e.step for e in ev]), np.array([e.value for e in ev], np.float64),
-                        np.array([e.wall_time for e in ev], np.float64))
-    import json
+            out.setdefault(tag, (np.array([e.step for e in ev]), np.array([e.value for e in ev], np.float64),
+                                 np.array([e.wall_time for e in ev], np.float64)))
+    from_tb = set(out)
     for log in sorted(run_dir.glob("*.jsonl")):
         rows = []
         for line in log.read_text().splitlines():
             try: rows.append(json.loads(line))
-            except json.JSONDecodeError: continue
-        rows = [r for r in rows if isinstance(r, dict) and "step" in r]
-        keys = sorted({k for r in rows for k, v in r.items() if isinstance(v, (int, float)) and k not in ("step", "time", "wall_time")})
+            except json.JSONDecodeError: continue                     # e.g. a half-written last line
+        rows = [r for r in rows if isinstance(r, dict) and isinstance(r.get("step"), (int, float))]
+        num = lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)
+        keys = sorted({k for r in rows for k, v in r.items() if num(v) and k not in _LOG_SKIP})
         for k in keys:
-            pts = [(r["step"], r[k], r.get("wall_time", r.get("time", np.nan))) for r in rows if isinstance(r.get(k), (int, float))]
-            tag = f"{log.stem}/{k}" if f"{log.stem}/{k}" not in out else f"{log.name}/{k}"
-            out[tag] = tuple(np.array(c, np.float64) for c in zip(*pts))
+            if k in from_tb: continue
+            pts = [(r["step"], r[k], r.get("wall_time", r.get("time", np.nan))) for r in rows if num(r.get(k))]
+            out[k if k not in out else f"{log.stem}/{k}"] = tuple(np.array(c, np.float64) for c in zip(*pts))
     for tag, (s, v, w) in list(out.items()):
         o = np.argsort(s, kind="stable")
         out[tag] = (s[o], v[o], w[o])
@@ -879,7 +892,7 @@ class RunViewer(_Explorer):
         self.runs = dict(runs)
         self.scalars = {name: read_scalars(d) for name, d in self.runs.items()}
         tags = sorted({t for sc in self.scalars.values() for t in sc})
-        losses = [t for t in tags if "loss" in t.lower()]
+        losses = sorted((t for t in tags if "loss" in t.lower()), key=lambda t: ("total" not in t.lower(), t))
         self.run_select = W.SelectMultiple(options=list(self.runs), value=tuple(self.runs), description="runs", rows=4)
         self.tag_select = W.SelectMultiple(options=tags, value=tuple(losses[:1] or tags[:1]), description="tags", rows=6,
                                            layout=W.Layout(width="360px"))
@@ -923,7 +936,7 @@ class RunViewer(_Explorer):
                 best = int(np.argmin(v)) if "acc" not in tag.lower() else int(np.argmax(v))
                 rows.append(f"<tr><td>{html.escape(run)}</td><td>{html.escape(tag)}</td><td>{len(v)}</td>"
                             f"<td>{v[-1]:.4g} @ {int(s[-1])}</td><td>{v[best]:.4g} @ {int(s[best])}</td></tr>")
-        self.table.value = ("<table><tr><th>run</th><th>tag</th><th>points</th><th>last</th><th>best</th></tr>"
+        self.table.value = ("<table style='border-spacing: 14px 2px'><tr><th>run</th><th>tag</th><th>points</th><th>last</th><th>best</th></tr>"
                             + "".join(rows) + "</table>") if rows else "<i>no data for this selection</i>"
 
 

@@ -278,13 +278,13 @@ def test_read_scalars_and_compare_runs(tmp_path):
     np.testing.assert_array_equal(sc["loss/total"][0], [0, 5, 10, 15])
     np.testing.assert_allclose(sc["loss/total"][1], [3.0, 2.0, 1.5, 1.0])
     sb = wd.read_scalars(runs["b"])
-    np.testing.assert_allclose(sb["metrics/mpjpe"][1], [40.0, 30.5])      # sorted by step
+    np.testing.assert_allclose(sb["mpjpe"][1], [40.0, 30.5])              # sorted by step
     rv = wd.RunViewer(runs)
     assert rv.tag_select.value == ("loss/total",) and len(rv.figure.data) == 2
     assert {t.name for t in rv.figure.data} == {"a: loss/total", "b: loss/total"}
     rv.run_select.value = ("b",)
-    rv.tag_select.value = ("loss/total", "metrics/mpjpe")
-    assert [t.name for t in rv.figure.data] == ["b: loss/total", "b: metrics/mpjpe"]
+    rv.tag_select.value = ("loss/total", "mpjpe")
+    assert [t.name for t in rv.figure.data] == ["b: loss/total", "b: mpjpe"]
     assert "30.5 @ 10" in rv.table.value                                   # best (lowest) MPJPE
     rv.log_y.value = True
     assert rv.figure.layout.yaxis.type == "log"
@@ -292,6 +292,21 @@ def test_read_scalars_and_compare_runs(tmp_path):
     assert min(rv.figure.data[0].x) == 0.0
     with pytest.raises(FileNotFoundError):
         wd.find_runs(tmp_path / "nope")
+
+
+def test_trainer_layout_is_one_run(tmp_path):
+    "`intaghand.train` writes <run>/train_log.jsonl and <run>/tb/events...: one run, log numbers not in TB added."
+    run = tmp_path / "exp1"
+    _write_run(run / "tb", [2.0, 1.0], tag="train/loss_total")
+    recs = [{"kind": "train", "step": 0, "epoch": 0, "train/loss_total": 2.0, "learning_rate": 1e-3},
+            {"kind": "val", "step": 5, "epoch": 1, "val/mpjpe_all": 25.0}]
+    (run / "train_log.jsonl").write_text("\n".join(json.dumps(r) for r in recs) + '\n{"kind": "tra')
+    runs = wd.find_runs(tmp_path)
+    assert runs == {"exp1": run}
+    sc = wd.read_scalars(run)
+    assert sorted(sc) == ["learning_rate", "train/loss_total", "val/mpjpe_all"]
+    np.testing.assert_allclose(sc["train/loss_total"][1], [2.0, 1.0])       # from TensorBoard, not duplicated
+    np.testing.assert_allclose(sc["val/mpjpe_all"][1], [25.0])
 
 
 def test_run_viewer_default_demo_runs():
