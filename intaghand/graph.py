@@ -9,7 +9,7 @@ __all__ = ['COARSENING_LEVELS', 'MANO_PARENTS', 'PART_NAMES', 'MANO_JOINT_PART',
            'level_ancestors', 'level_centroids', 'build_upsample', 'build_v_color', 'build_mano_seg',
            'check_graph_dict', 'load_graph_pkl', 'read_hand_model', 'pickle_bytes', 'build_assets', 'build_assets_main']
 
-# %% ../nbs/04_graph.ipynb #bcaee972
+# %% ../nbs/04_graph.ipynb #a1eb6cf0
 import argparse
 import sys
 import time
@@ -22,7 +22,7 @@ from .config import EMBEDDED_GRAPH_DIR, EMBEDDED_MANO_NAMES, HOW_TO_OBTAIN, MANO
     AssetNotFoundError, get_config, resolve_path
 from .io import atomic_write_bytes, safe_load_pickle
 
-# %% ../nbs/04_graph.ipynb #95cb3eef
+# %% ../nbs/04_graph.ipynb #0a4dfa5c
 COARSENING_LEVELS = 4
 
 
@@ -43,7 +43,7 @@ def mesh_adjacency(faces, num_vertices: int | None = None) -> sp.csr_matrix:
     a.sort_indices()
     return a
 
-# %% ../nbs/04_graph.ipynb #9c7de261
+# %% ../nbs/04_graph.ipynb #103b02ad
 def _sorted_entries(W):
     "Non-zero (row, col, value) triples of `W`, rows ascending and columns ascending within a row."
     W = sp.coo_matrix(W)
@@ -110,7 +110,7 @@ def hem_coarsen(W, levels: int = COARSENING_LEVELS):
         degree = _column_sums(W)
     return graphs, parents
 
-# %% ../nbs/04_graph.ipynb #54624c2e
+# %% ../nbs/04_graph.ipynb #42360a48
 def compute_perm(parents) -> list:
     "Per level (finest first), the vertex order that puts siblings side by side; fake vertices are ids ≥ N."
     if not len(parents): return []
@@ -139,7 +139,7 @@ def perm_adjacency(A, indices) -> sp.csr_matrix:
     P.eliminate_zeros()
     return P
 
-# %% ../nbs/04_graph.ipynb #c2744af4
+# %% ../nbs/04_graph.ipynb #dc11e92d
 def normalized_laplacian(W) -> sp.csr_matrix:
     "L = I − D^-½ W D^-½ as float32 CSR (isolated, fake vertices: L_ii = 1)."
     W = sp.csr_matrix(W, dtype=np.float32)
@@ -159,7 +159,7 @@ def rescale_laplacian(L, lmax) -> sp.csr_matrix:
     L.data *= np.float32(1.0 / float(np.float32(lmax) * np.float32(2)))
     return sp.csr_matrix(L - sp.identity(L.shape[0], dtype=np.float32, format="csr"), dtype=np.float32)
 
-# %% ../nbs/04_graph.ipynb #63bf79fa
+# %% ../nbs/04_graph.ipynb #9514b6e1
 def inverse_perm(perm) -> np.ndarray:
     "`rev[perm[i]] = i` as an int64 array."
     perm = np.asarray(perm, dtype=np.int64)
@@ -182,7 +182,7 @@ def cut_perm(perm, num_vertices: int, levels: int = COARSENING_LEVELS) -> list:
     if (p < 0).any(): raise ValueError("a coarsest vertex without any real mesh vertex below it")
     return [int(x) for x in p]
 
-# %% ../nbs/04_graph.ipynb #7dabdcd1
+# %% ../nbs/04_graph.ipynb #950a1b67
 def build_graph(faces, levels: int = COARSENING_LEVELS, num_vertices: int | None = None) -> dict:
     "The original graph dict (`graph_left.pkl` format) of the triangle mesh `faces`, coarsened `levels` times."
     import torch
@@ -206,7 +206,7 @@ def graph_level_sizes(graph: dict) -> list:
     "Vertex count of each level, finest first (e.g. [1008, 504, 252, 126, 63])."
     return [int(L.shape[0]) for L in graph["coarsen_graphs_L"]]
 
-# %% ../nbs/04_graph.ipynb #92142873
+# %% ../nbs/04_graph.ipynb #c3c3545d
 def level_ancestors(graph: dict, level: int, num_vertices: int) -> np.ndarray:
     "GCN-order slot at coarsening `level` of every mesh vertex's ancestor: `graph_perm_reverse[v] // 2**level`."
     return np.asarray(graph["graph_perm_reverse"][:num_vertices], dtype=np.int64) // (2 ** level)
@@ -245,7 +245,7 @@ def build_upsample(graph: dict, verts, level: int = 2, sharpness: float = 2.0, d
         U[v, cand] = w / w.sum()
     return U.astype(np.float32)
 
-# %% ../nbs/04_graph.ipynb #9f3880a0
+# %% ../nbs/04_graph.ipynb #e924c1c3
 MANO_PARENTS = (-1, 0, 1, 2, 0, 4, 5, 0, 7, 8, 0, 10, 11, 0, 13, 14)
 PART_NAMES = ("palm", "thumb", "index", "middle", "ring", "pinky")
 MANO_JOINT_PART = (0, 2, 2, 2, 3, 3, 3, 5, 5, 5, 4, 4, 4, 1, 1, 1)    # MANO joint -> index into PART_NAMES
@@ -271,7 +271,7 @@ def build_mano_seg(weights, kintree_table=None) -> dict:
     joint = np.argmax(weights, axis=1).astype(np.int64)
     return {"part": np.asarray(MANO_JOINT_PART, dtype=np.int64)[joint], "joint": joint, "part_names": list(PART_NAMES)}
 
-# %% ../nbs/04_graph.ipynb #e9c6a97a
+# %% ../nbs/04_graph.ipynb #8cd0b408
 GRAPH_KEYS = ("mesh_faces", "mesh_adj", "graph_mask", "coarsen_graphs_adj", "coarsen_graphs_L",
               "graph_perm", "graph_perm_reverse")
 
@@ -296,7 +296,7 @@ def load_graph_pkl(path) -> dict:
     path = Path(path)
     return check_graph_dict(safe_load_pickle(path), source=str(path))
 
-# %% ../nbs/04_graph.ipynb #29604116
+# %% ../nbs/04_graph.ipynb #09318977
 ASSET_FILES = {"graph_left": "graph_left.pkl", "graph_right": "graph_right.pkl", "upsample": "upsample.pkl",
                "v_color": "v_color.pkl", "mano_seg": "mano_seg.pkl"}
 

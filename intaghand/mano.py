@@ -9,7 +9,7 @@ __all__ = ['MANO_PARENTS', 'FINGERTIP_VERTS', 'NEW_ORDER', 'JOINT_PARENTS', 'JOI
            'regress_joints', 'depth_levels', 'chain_plan', 'kinematic_chain', 'skin_vmajor', 'skin', 'pca_to_axis',
            'axis_to_pca', 'fix_left_shapedirs', 'ManoLayer', 'fix_shape', 'hand_figure']
 
-# %% ../nbs/02_mano.ipynb #f019006b
+# %% ../nbs/02_mano.ipynb #e916acdf
 import io
 import pickle
 import re
@@ -22,7 +22,7 @@ import torch.nn as nn
 
 from .io import UnsafePickleError, atomic_pickle, atomic_write_bytes, safe_load_pickle
 
-# %% ../nbs/02_mano.ipynb #0ad0fc3f
+# %% ../nbs/02_mano.ipynb #88f9353d
 MANO_PARENTS = (-1, 0, 1, 2, 0, 4, 5, 0, 7, 8, 0, 10, 11, 0, 13, 14)   # the 16-joint kinematic tree
 FINGERTIP_VERTS = (745, 317, 444, 556, 673)                           # thumb, index, middle, ring, little
 NEW_ORDER = (0, 13, 14, 15, 16, 1, 2, 3, 17, 4, 5, 6, 18, 10, 11, 12, 19, 7, 8, 9, 20)
@@ -37,7 +37,7 @@ ROOT_JOINT = 9   # middle-finger MCP
 MANO_KEYS = ("v_template", "f", "weights", "J_regressor", "shapedirs", "posedirs",
              "hands_components", "hands_mean", "kintree_table")
 
-# %% ../nbs/02_mano.ipynb #2631030b
+# %% ../nbs/02_mano.ipynb #ced504a2
 class ManoFormatError(ValueError):
     "A file or dict that is not a usable MANO-format model."
 
@@ -112,7 +112,7 @@ def kintree_parents(kintree_table, source: str = "model") -> list:
             seen.add(k); k = parents[k]
     return parents
 
-# %% ../nbs/02_mano.ipynb #f4ba1280
+# %% ../nbs/02_mano.ipynb #9e69840d
 def load_mano_model(path) -> dict:
     "Read a MANO-format model from an official-style `.pkl` or a plain `.npz`; checked dict of numpy arrays."
     path = Path(path)
@@ -155,7 +155,7 @@ def save_mano_pkl(model: dict, path, extra: dict | None = None) -> Path:
     m.update({"bs_style": "lbs", "bs_type": "lrotmin"}, **(extra or {}))
     return atomic_pickle(m, path, protocol=2)
 
-# %% ../nbs/02_mano.ipynb #babba8a4
+# %% ../nbs/02_mano.ipynb #df1fced7
 def _bone_frame(d):
     "Unit vector `d` and two unit vectors orthogonal to it and to each other."
     d = d / np.linalg.norm(d)
@@ -286,7 +286,7 @@ def random_mano_model(seed: int = 0, side: str = "right", n_verts: int = 778, n_
     elif side != "right": raise ValueError(f"side must be 'left' or 'right', got {side!r}")
     return model
 
-# %% ../nbs/02_mano.ipynb #84ae7e7f
+# %% ../nbs/02_mano.ipynb #0569d61e
 _AXIS_SIGN = np.array([1.0, -1.0, -1.0])   # the mirror image (in x) of an axis-angle vector
 
 
@@ -306,7 +306,7 @@ def mirror_mano_model(model: dict) -> dict:
     m["f"] = np.asarray(model["f"])[:, [0, 2, 1]]
     return m
 
-# %% ../nbs/02_mano.ipynb #68ea17f6
+# %% ../nbs/02_mano.ipynb #c465ac21
 def rodrigues(axis_angle: torch.Tensor) -> torch.Tensor:
     "Rotation matrices `...×3×3` from axis-angle vectors `...×3` (radians)."
     angle = axis_angle.norm(dim=-1) + 1e-8
@@ -400,7 +400,7 @@ def skin(verts: torch.Tensor, weights: torch.Tensor, A: torch.Tensor, b: torch.T
     "Linear blend skinning of rest-pose vertices `B×V×3` with weights `V×J` and joint transforms (`A B×J×3×3`, `b B×J×3`)."
     return skin_vmajor(verts.permute(1, 2, 0), weights, A, b).permute(2, 0, 1)
 
-# %% ../nbs/02_mano.ipynb #3483be97
+# %% ../nbs/02_mano.ipynb #ee37732f
 def pca_to_axis(coeffs: torch.Tensor, components: torch.Tensor, mean: torch.Tensor | None = None) -> torch.Tensor:
     "Finger axis-angle `B×45` from PCA coefficients `B×k` (rows `components[:k]`), plus `mean` when given."
     axis = coeffs @ components[: coeffs.shape[-1]]
@@ -414,7 +414,7 @@ def axis_to_pca(axis: torch.Tensor, components: torch.Tensor, ncomps: int | None
     if mean is not None: axis = axis - mean
     return axis @ torch.linalg.pinv(components[:k])
 
-# %% ../nbs/02_mano.ipynb #40358c59
+# %% ../nbs/02_mano.ipynb #d9a86f72
 def fix_left_shapedirs(left_shapedirs, right_shapedirs):
     """The original's "fix_shape": the official MANO_LEFT.pkl's shapedirs have the x rows of the right hand
     (not mirrored). When the two x rows differ by less than 1 in summed absolute value, negate the left
@@ -434,7 +434,7 @@ def _right_sibling(path: Path) -> Path | None:
     p = path.with_name(name)
     return p if p != path and p.is_file() else None
 
-# %% ../nbs/02_mano.ipynb #0fbece0a
+# %% ../nbs/02_mano.ipynb #bfe6aa98
 class ManoLayer(nn.Module):
     "MANO forward kinematics and skinning: pose (+ shape, translation) → vertices `B×V×3` and 21 joints `B×21×3`."
     def __init__(self, path, side: str = "right", use_pca: bool = False, ncomps: int = 45,
@@ -594,7 +594,7 @@ class ManoLayer(nn.Module):
         joints = torch.cat([Pj, verts.index_select(1, c["tips"])], 1).index_select(1, c["order"])
         return verts, joints
 
-# %% ../nbs/02_mano.ipynb #5f0676bb
+# %% ../nbs/02_mano.ipynb #f7d5b75d
 def fix_shape(left: ManoLayer, right: ManoLayer) -> bool:
     "Apply the original's left-shapedirs fix to a pair of layers in place; True when it flipped."
     fixed, flipped = fix_left_shapedirs(left.shapedirs, right.shapedirs)
@@ -603,7 +603,7 @@ def fix_shape(left: ManoLayer, right: ManoLayer) -> bool:
         left.shape_flipped = True
     return flipped
 
-# %% ../nbs/02_mano.ipynb #05160eef
+# %% ../nbs/02_mano.ipynb #0468e023
 def hand_figure(hands, title: str = "", show_joints: bool = True):
     "A plotly 3D figure of hands: a list of `(verts V×3, faces F×3, joints 21×3 or None, colour)`."
     import plotly.graph_objects as go
