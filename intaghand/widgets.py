@@ -13,7 +13,7 @@ __all__ = ['SAMPLE_DIR', 'IMAGE_SUFFIXES', 'DISPLAY_SIZE', 'HAND_RGB', 'JOINT_OP
            'attention_explorer', 'processed_splits', 'find_processed_root', 'make_demo_data', 'DataBrowser',
            'data_browser', 'find_runs', 'read_scalars', 'ema', 'make_demo_runs', 'RunViewer', 'run_viewer']
 
-# %% ../nbs/17_widgets.ipynb #ff4593c2
+# %% ../nbs/17_widgets.ipynb #10028af2
 import hashlib
 import html
 import tempfile
@@ -37,7 +37,7 @@ from .model import build_model, graph_upsample, mano_joint_regressors
 from .render import (LEFT_COLOR, RIGHT_COLOR, HandRenderer, WeakPerspectiveCamera, hand_template,
                               plot_hands)
 
-# %% ../nbs/17_widgets.ipynb #c6cf96fb
+# %% ../nbs/17_widgets.ipynb #f9ef91c1
 _DEFAULT_RECONSTRUCTORS = {}
 
 
@@ -64,7 +64,7 @@ def load_default_reconstructor(checkpoint=None, device=None, seed: int = 0, relo
     _DEFAULT_RECONSTRUCTORS[key] = rec
     return rec
 
-# %% ../nbs/17_widgets.ipynb #94a82eff
+# %% ../nbs/17_widgets.ipynb #693c1327
 SAMPLE_DIR = "data/synthetic_samples"
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
 
@@ -115,7 +115,7 @@ def read_rgb(src) -> np.ndarray:
     img = as_images(src, rgb=True)[0]
     return np.ascontiguousarray(np.clip(img, 0, 255).astype(np.uint8))
 
-# %% ../nbs/17_widgets.ipynb #815b99ca
+# %% ../nbs/17_widgets.ipynb #b4385e64
 def network_image(img: np.ndarray, img_size: int) -> np.ndarray:
     "The RGB network input as the user sees it: padded to a square (black), resized to `img_size`²."
     sq, _, _ = pad_to_square(img)
@@ -203,7 +203,7 @@ class AnalysisCache:
 
     def __len__(self): return len(self._items)
 
-# %% ../nbs/17_widgets.ipynb #77a98deb
+# %% ../nbs/17_widgets.ipynb #b9f07adb
 def level_vertex_index(model, side: str, n_level_verts: int) -> np.ndarray:
     "For each of the 778 mesh vertices, the index of the graph vertex (of a level with `n_level_verts`) it belongs to."
     dec = model.decoder
@@ -233,7 +233,7 @@ def level_vertex_parts(index: np.ndarray, part: np.ndarray, n_level_verts: int, 
     np.add.at(counts, (index, part), 1)
     return np.where(counts.sum(1) > 0, counts.argmax(1), -1)
 
-# %% ../nbs/17_widgets.ipynb #18655031
+# %% ../nbs/17_widgets.ipynb #9e4840d3
 DISPLAY_SIZE = 256
 HAND_RGB = {"left": LEFT_COLOR, "right": RIGHT_COLOR}
 
@@ -325,7 +325,7 @@ def mesh_overlay(an: ImageAnalysis, faces: np.ndarray, size: int = DISPLAY_SIZE,
     img = r.overlay(torch.as_tensor(base, dtype=torch.float32)[None] / 255, opacity=opacity)[0].numpy()
     return (img * 255).round().clip(0, 255).astype(np.uint8), ""
 
-# %% ../nbs/17_widgets.ipynb #dd44291a
+# %% ../nbs/17_widgets.ipynb #14590d47
 def hands_figure(verts: dict, faces: np.ndarray, title: str = None, height: int = 380):
     "A `FigureWidget` with traces 'left hand' and 'right hand' (Mesh3d, vertex index in the hover text)."
     t = lambda s: torch.as_tensor(np.asarray(verts[s], np.float32))[None]
@@ -378,7 +378,7 @@ def set_mesh_verts(fig, side: str, verts: np.ndarray):
     v = np.asarray(verts, np.float64)
     trace_by_name(fig, f"{side} hand").update(x=v[:, 0], y=v[:, 1], z=v[:, 2])
 
-# %% ../nbs/17_widgets.ipynb #dfa5431f
+# %% ../nbs/17_widgets.ipynb #461dfd31
 def _note_html(text: str, warn: bool = False) -> str:
     col = "#a33" if warn else "#555"
     return f'<div style="color:{col}; font-size: 90%">{html.escape(text)}</div>' if text else ""
@@ -500,7 +500,7 @@ def model_explorer(rec: Reconstructor = None, images: dict = None, cache: Analys
     "Build the model explorer (default model and sample images unless given)."
     return ModelExplorer(rec, images, cache)
 
-# %% ../nbs/17_widgets.ipynb #fa474c79
+# %% ../nbs/17_widgets.ipynb #d51551ae
 DIRECTIONS = ("attends to", "attended by")
 OTHER = {"left": "right", "right": "left"}
 
@@ -677,7 +677,7 @@ def attention_explorer(rec: Reconstructor = None, images: dict = None, cache: An
     "Build the attention explorer (default model and sample images unless given)."
     return AttentionExplorer(rec, images, cache)
 
-# %% ../nbs/17_widgets.ipynb #81f9c30f
+# %% ../nbs/17_widgets.ipynb #aace1b8f
 PROCESSED_SPLITS = ("train", "val", "test")
 
 
@@ -800,7 +800,7 @@ def data_browser(root=None, split: str = None, cfg=None) -> DataBrowser:
                     f"synthetic samples were made in {root} for this browser. Pass root=... to browse your own.")
     return DataBrowser(root, split, cfg, note=note)
 
-# %% ../nbs/17_widgets.ipynb #64f302c9
+# %% ../nbs/17_widgets.ipynb #e02f3a25
 def _run_folder(d: Path) -> Path:
     "A `tb/` folder beside a run's own log belongs to that run (the layout `intaghand.train` writes)."
     return d.parent if d.name == "tb" and any(d.parent.glob("*.jsonl")) else d
