@@ -18,12 +18,7 @@ from intaghand.train import EvalSamples, Trainer, collate_eval, export_weights, 
 TINY = ["MODEL.IMG_SIZE", "64", "TRAIN.BATCH_SIZE", "4", "TRAIN.EPOCHS", "1"]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -22,13 +22,7 @@ TINY = ["MODEL.IMG_SIZE", "64", "TRAIN.BATCH_SIZE", "4", "TRAIN.EPOCHS", "2", "T
 LAUNCH = "import sys; from intaghand.train import train_main; sys.exit(train_main(sys.argv[1:]))"
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    "Tiny tensors on a busy 2-core machine: one thread is several times faster than two."
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
