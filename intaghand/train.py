@@ -612,11 +612,12 @@ class Trainer:
         return self
 
 # %% ../nbs/12_train.ipynb #1a6edf11
-def export_weights(checkpoint, out_path, config: bool = True) -> Path:
+def export_weights(checkpoint, out_path, config: bool = True, half: bool = False) -> Path:
     """Write the plain model `state_dict` of a training checkpoint to `out_path` (what `intaghand.inference` and
-    `load_model` read), with the run's config beside it as `<name>.yaml` when `config`."""
+    `load_model` read), with the run's config beside it as `<name>.yaml` when `config`. `half` stores floating
+    tensors as float16 (half the size, for shipping); loading casts them back to the model's float32."""
     ck = load_checkpoint(checkpoint)
-    state = {k: v for k, v in extract_state_dict(ck).items()}
+    state = {k: (v.half() if half and v.is_floating_point() else v) for k, v in extract_state_dict(ck).items()}
     out_path = Path(out_path)
     atomic_torch_save(state, out_path)
     if config and isinstance(ck, dict) and isinstance(ck.get("config"), str):
