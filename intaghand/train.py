@@ -6,7 +6,8 @@
 __all__ = ['LEFT_BGR', 'RIGHT_BGR', 'CHECKPOINT_FORMAT', 'BN_MODES', 'seed_everything', 'rng_state', 'set_rng_state',
            'EpochSampler', 'SeededSamples', 'EvalSamples', 'collate_eval', 'DistInfo', 'resolve_device',
            'init_distributed', 'unwrap', 'mesh_specs', 'original_protocol_errors', 'validation_errors', 'draw_points',
-           'training_images', 'read_log', 'Trainer', 'export_weights', 'train_main']
+           'training_images', 'fit_weak_perspective', 'init_camera_head', 'dataset_img_size', 'read_log', 'Trainer',
+           'export_weights', 'train_main']
 
 # %% ../nbs/12_train.ipynb #3427be6d
 import json
@@ -25,14 +26,14 @@ import torch.distributed as dist
 from torch.utils.data import DataLoader, Dataset
 from torch.utils.data.distributed import DistributedSampler
 
-from .config import config_to_yaml, get_config, save_config
+from .config import checkpoint_file, config_to_yaml, get_config, save_config
 from .dataset import Augmentation, HandDataset, collate_samples, draw_augmentation
 from .interhand import HANDS, mano_layers
 from .io import (CheckpointError, atomic_torch_save, atomic_write_text, extract_state_dict, load_checkpoint,
                           load_state_dict_checked)
 from .losses import (HandMeshSpec, LossPrediction, LossTarget, LossWeights, StepLRWithWarmUp, compute_losses,
                               regress_joints)
-from .model import build_model, load_graph_assets
+from .model import build_model, load_graph_assets, load_weights
 
 # %% ../nbs/12_train.ipynb #b3326260
 def seed_everything(seed: int):
@@ -291,6 +292,36 @@ def training_images(batch, out, faces: dict | None = None, i: int = 0) -> dict:
         bgr["2_mano/overlay_pred"] = _rgb8(rgb)[..., ::-1]
     return {k: np.ascontiguousarray(v[..., ::-1]) for k, v in bgr.items()}
 
+# %% ../nbs/12_train.ipynb #d4b24a53
+def fit_weak_perspective(v3d: torch.Tensor, v2d: torch.Tensor, img_size: int) -> tuple:
+    "Least-squares weak-perspective (scale B, trans2d B×2) with v2d ≈ S·s·v3d[..., :2] + S/2·t + S/2 (v3d B×N×3, v2d B×N×2)."
+    S = float(img_size)
+    x, u = v3d[..., :2], v2d
+    dx, du = x - x.mean(-2, keepdim=True), u - u.mean(-2, keepdim=True)
+    s = (dx * du).sum((-1, -2)) / (S * (dx * dx).sum((-1, -2)).clamp_min(1e-12))
+    t = (u.mean(-2) - S * s[:, None] * x.mean(-2) - S / 2) / (S / 2)
+    return s, t
+
+
+def init_camera_head(model, dataset, n: int = 32, weight_gain: float = 0.1):
+    "Start `model.decoder.params_head` at the median GT weak-perspective camera of `n` samples of `dataset` (both hands)."
+    idx = np.linspace(0, len(dataset) - 1, min(n, len(dataset))).round().astype(int)
+    ss, ts = [], []
+    for i in idx:
+        smp = dataset[int(i)]
+        for h, shift in ((smp.left, 0.0), (smp.right, smp.root_rel)):
+            s, t = fit_weak_perspective((h.verts3d + shift)[None].float(), h.verts2d[None].float(), dataset_img_size(dataset))
+            ss.append(float(s[0])); ts.append(t[0])
+    head = model.decoder.params_head
+    with torch.no_grad():
+        head.weight.mul_(weight_gain)
+        head.bias.copy_(torch.tensor([float(np.median(ss)), *torch.stack(ts).median(0).values.tolist()]))
+    return head.bias.detach().clone()
+
+
+def dataset_img_size(dataset) -> int:
+    return int(dataset.cfg.MODEL.IMG_SIZE) if getattr(dataset, 'cfg', None) is not None else 256
+
 # %% ../nbs/12_train.ipynb #c15707a1
 CHECKPOINT_FORMAT = "intaghand-train/1"
 BN_MODES = ("batch", "sync", "frozen")
@@ -324,7 +355,8 @@ class Trainer:
     def __init__(self, cfg=None, data_path=None, out=None, device=None, amp: bool = False, max_steps: int | None = None,
                  global_batch: bool = False, num_workers: int = 0, bn: str = "batch", val_split: str | None = "val",
                  val_samples: int | None = None, val_batch_size: int | None = None, save_steps: int = 0,
-                 progress: bool = True, tensorboard: bool = True, images: bool = True, layers: dict | None = None):
+                 progress: bool = True, tensorboard: bool = True, images: bool = True, layers: dict | None = None,
+                 init_camera: bool = True):
         self.cfg = cfg = get_config() if cfg is None else cfg
         if bn not in BN_MODES: raise ValueError(f"bn must be one of {BN_MODES}, got {bn!r}")
         self.dist = init_distributed(device)
@@ -373,7 +405,13 @@ class Trainer:
                                              generator=torch.Generator().manual_seed(self.seed))
         self.regressors = {h: self.layers[h].joint_regressor.to(self.device) for h in HANDS}
 
-        model = build_model(cfg).to(self.device)
+        model = build_model(cfg)
+        pretrain = str(cfg.MODEL_PARAM.MODEL_PRETRAIN_PATH)
+        if pretrain.lower() not in ("", "none"):           # start from given weights, as the original does
+            load_weights(model, checkpoint_file(pretrain))
+        elif init_camera:                                   # a fresh run: start the camera head at the data's camera
+            init_camera_head(model, HandDataset(self.data_path, "train", cfg=cfg, mano_layers=self.layers, train=False))
+        model = model.to(self.device)
         if bn == "sync": model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
         self.upsample_trainable = not cfg.MODEL.freeze_upsample
         self.upsample_ref = (torch.as_tensor(np.asarray(load_graph_assets(cfg)["upsample"]), dtype=torch.float32,
@@ -653,6 +691,7 @@ def _train_parser():
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads per process (torch.set_num_threads)")
     p.add_argument("--no_progress", action="store_true", help="no progress bar")
     p.add_argument("--no_images", action="store_true", help="no TensorBoard images")
+    p.add_argument("--no_init_camera", action="store_true", help="keep the original initialisation of the camera head")
     return p
 
 
@@ -674,7 +713,8 @@ def train_main(argv=None) -> int:
     workers = a.workers if a.workers is not None else (4 if dev.type == "cuda" else 0)
     t = Trainer(cfg, data_path=a.data_path, out=a.out, device=a.device, amp=a.amp, max_steps=a.max_steps,
                 global_batch=a.global_batch, num_workers=workers, bn=a.bn, val_samples=a.val_samples,
-                save_steps=a.save_steps, progress=not a.no_progress, images=not a.no_images)
+                save_steps=a.save_steps, progress=not a.no_progress, images=not a.no_images,
+                init_camera=not a.no_init_camera)
     try:
         if a.resume is not None: t.resume(None if a.resume == "latest" else a.resume)
         if t.dist.is_main:
