@@ -25,7 +25,7 @@ $(STAMP): settings.ini setup.py
 
 # The main job: the demo on the embedded defaults.
 demo: setup
-	$(VENV)/bin/intaghand smoke --save_path output/smoke
+	$(VENV)/bin/intaghand demo --save_path output/demo
 
 # The whole test suite: notebooks (nbdev's runner, slow cells skipped) and pytest.
 test: setup
