@@ -432,14 +432,18 @@ class _Explorer:
         self.last_update_ms = (time.perf_counter() - t0) * 1e3
         return r
 
-
-class ModelExplorer(_Explorer):
-    "Run the model on an image and see its outputs (see the chapter text for the parts)."
-    def __init__(self, rec: Reconstructor = None, images: dict = None, cache: AnalysisCache = None):
+    def _init_model(self, rec, images, cache):
+        "The reconstructor (default: the shipped one), its analysis cache, the images to choose from, the faces."
         self.rec = rec or load_default_reconstructor()
         self.cache = cache or AnalysisCache(self.rec)
         self.images = dict(images) if images is not None else sample_images()
         self.faces = hand_faces(self.rec.cfg)
+
+
+class ModelExplorer(_Explorer):
+    "Run the model on an image and see its outputs (see the chapter text for the parts)."
+    def __init__(self, rec: Reconstructor = None, images: dict = None, cache: AnalysisCache = None):
+        self._init_model(rec, images, cache)
         self.source = W.Dropdown(options=list(self.images), description="sample", layout=W.Layout(width="340px"))
         self.path = W.Text(placeholder="/path/to/image.jpg", description="file", layout=W.Layout(width="340px"))
         self.load_button = W.Button(description="run on file", icon="play")
@@ -531,10 +535,7 @@ def cross_row(an: ImageAnalysis, level: int, head, side: str, q: int, direction:
 class AttentionExplorer(_Explorer):
     "Image and cross-hand attention per level / head / vertex (see the chapter text)."
     def __init__(self, rec: Reconstructor = None, images: dict = None, cache: AnalysisCache = None):
-        self.rec = rec or load_default_reconstructor()
-        self.cache = cache or AnalysisCache(self.rec)
-        self.images = dict(images) if images is not None else sample_images()
-        self.faces = hand_faces(self.rec.cfg)
+        self._init_model(rec, images, cache)
         self.part, self.part_names = part_labels(self.rec.cfg)
         self._index = {}
         self.source = W.Dropdown(options=list(self.images), description="image", layout=W.Layout(width="340px"))
