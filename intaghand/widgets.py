@@ -432,6 +432,14 @@ class _Explorer:
         self.last_update_ms = (time.perf_counter() - t0) * 1e3
         return r
 
+    def _read(self, src, name: str = ""):
+        "The image as RGB, or None after showing why it could not be read in the status line."
+        try:
+            return read_rgb(src)
+        except (FileNotFoundError, ValueError, TypeError) as e:
+            self.status.value = _note_html(f"could not load {name or 'the image'}: {e}", warn=True)
+            return None
+
     def _init_model(self, rec, images, cache):
         "The reconstructor (default: the shipped one), its analysis cache, the images to choose from, the faces."
         self.rec = rec or load_default_reconstructor()
@@ -472,11 +480,8 @@ class ModelExplorer(_Explorer):
 
     def load(self, src, name: str = "") -> ImageAnalysis:
         "Read an image (path, RGB array or encoded bytes), run the model (cached) and update every view."
-        try:
-            img = read_rgb(src)
-        except (FileNotFoundError, ValueError, TypeError) as e:
-            self.status.value = _note_html(f"could not load {name or 'the image'}: {e}", warn=True)
-            return self.analysis
+        img = self._read(src, name)
+        if img is None: return self.analysis
         misses = self.cache.misses
         an = self.cache.get(img)
         self.analysis = an
@@ -596,11 +601,8 @@ class AttentionExplorer(_Explorer):
     # --- actions ---
     def load(self, src, name: str = "") -> ImageAnalysis:
         "Read an image, run the model with attention (cached) and show the current selection."
-        try:
-            img = read_rgb(src)
-        except (FileNotFoundError, ValueError, TypeError) as e:
-            self.status.value = _note_html(f"could not load {name or 'the image'}: {e}", warn=True)
-            return self.analysis
+        img = self._read(src, name)
+        if img is None: return self.analysis
         an = self.cache.get(img)
         self.analysis = an
         heads = an.image_attn[0]["left"].shape[0]
