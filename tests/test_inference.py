@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from intaghand.config import get_config, save_config
-from intaghand.inference import (IMAGENET_MEAN, IMAGENET_STD, Frame, Reconstructor, as_images, pad_to_square,
-                                 preprocess_image, to_image_space)
+from intaghand.inference import (IMAGENET_MEAN, IMAGENET_STD, ConfigMismatchWarning, Frame, ImageReadError, Reconstructor,
+                                 as_images, pad_to_square, preprocess_image, to_image_space)
 from intaghand.io import CheckpointError, atomic_torch_save
 from intaghand.model import build_model, joint_regressor_21, make_synthetic_graph_assets
 
@@ -173,8 +173,8 @@ def test_ddp_and_training_checkpoints_load(ckpt_dir, assets, rec):
 
 
 def test_mismatched_checkpoint_is_a_checkpoint_error(ckpt_dir, assets):
-    with pytest.raises(CheckpointError) as e:     # small weights, default (ResNet-50) config
-        Reconstructor.from_checkpoint(ckpt_dir / "small.pth", cfg=get_config(), graph_assets=assets)
+    with pytest.raises(CheckpointError) as e, pytest.warns(ConfigMismatchWarning):   # ResNet-50 config forced over small.yaml
+        Reconstructor.from_checkpoint(ckpt_dir / "small.pth", cfg=get_config(), graph_assets=assets, force_cfg=True)
     msg = str(e.value)
     assert "missing (342)" in msg and "shape mismatch" in msg and "small.pth" in msg
     sd = torch.load(ckpt_dir / "small.pth", weights_only=True)
@@ -184,6 +184,53 @@ def test_mismatched_checkpoint_is_a_checkpoint_error(ckpt_dir, assets):
         Reconstructor.from_checkpoint(ckpt_dir / "broken.pth", cfg=ckpt_dir / "small.yaml", graph_assets=assets)
 
 
+def test_given_config_cannot_change_the_stored_network(ckpt_dir, assets, rec):
+    "--cfg with MODEL.NUM_HEADS 2 loads (no tensor changes shape) but would change every result: named, not used."
+    given = get_config(preset="small", overrides=["MODEL.NUM_HEADS", "2", "MODEL.graph_k", "3", "TRAIN.LR", "0.5"])
+    with pytest.warns(ConfigMismatchWarning) as w:
+        r = Reconstructor.from_checkpoint(ckpt_dir / "small.pth", cfg=given, graph_assets=assets, joint_regressor=None)
+    where = ckpt_dir / "small.yaml"
+    tail = "using the checkpoint's values (--force_cfg / force_cfg=True uses the given ones)"
+    assert [str(x.message) for x in w] == r.warnings == [
+        f"config differs from {where} in MODEL.graph_k: checkpoint 2, given 3; {tail}",
+        f"config differs from {where} in MODEL.NUM_HEADS: checkpoint 4, given 2; {tail}"]
+    assert (r.cfg.MODEL.NUM_HEADS, r.cfg.MODEL.graph_k, r.cfg.TRAIN.LR) == (4, 2, 0.5)      # other keys: the given ones
+    im = _img(60, 80)
+    assert torch.equal(r(im).left.verts3d, rec(im).left.verts3d)
+    heads = get_config(preset="small", overrides=["MODEL.NUM_HEADS", "2"])
+    with pytest.warns(ConfigMismatchWarning, match="NUM_HEADS: checkpoint 4, given 2; using the given values"):
+        f = Reconstructor.from_checkpoint(ckpt_dir / "small.pth", cfg=heads, graph_assets=assets, joint_regressor=None,
+                                          force_cfg=True)
+    assert f.cfg.MODEL.NUM_HEADS == 2 and not torch.equal(f(im).left.verts3d, rec(im).left.verts3d)
+    same = get_config(preset="small", overrides=["TRAIN.LR", "0.5"])      # only non-network keys differ: silent
+    r2 = Reconstructor.from_checkpoint(ckpt_dir / "small.pth", cfg=same, graph_assets=assets, joint_regressor=None)
+    assert r2.warnings == [] and r2.cfg.TRAIN.LR == 0.5
+
+
+def test_training_checkpoint_config_is_used(tmp_path, assets, ckpt_dir):
+    from intaghand.config import config_to_yaml
+    cfg = get_config(preset="small", overrides=["MODEL.NUM_HEADS", "2"])
+    torch.manual_seed(1)
+    m = build_model(cfg, graph_assets=assets)
+    atomic_torch_save({"model": m.state_dict(), "epoch": 3, "config": config_to_yaml(cfg)}, tmp_path / "latest.pth")
+    r = Reconstructor.from_checkpoint(tmp_path / "latest.pth", graph_assets=assets, joint_regressor=None)
+    assert r.cfg.MODEL.NUM_HEADS == 2 and r.cfg.MODEL.ENCODER_TYPE == "resnet18"
+    with pytest.warns(ConfigMismatchWarning, match="the config stored in latest.pth in MODEL.NUM_HEADS: checkpoint 2, given 4"):
+        Reconstructor.from_checkpoint(tmp_path / "latest.pth", cfg=ckpt_dir / "small.yaml", graph_assets=assets,
+                                      joint_regressor=None)
+
+
+def test_huge_image_refused_from_its_header(tmp_path):
+    import struct, zlib
+    chunk = lambda t, b: struct.pack(">I", len(b)) + t + b + struct.pack(">I", zlib.crc32(t + b))
+    (tmp_path / "huge.png").write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 30000, 20000, 8, 2, 0, 0, 0))
+                                        + chunk(b"IEND", b""))
+    with pytest.raises(ImageReadError) as e:
+        as_images(tmp_path / "huge.png")
+    assert str(e.value) == (f"{tmp_path / 'huge.png'}: too large: 30000×20000 px (600 MP) is over the 64 MP limit "
+                            "(--max_pixels); downscale it or raise the limit")
+
+
 class _Payload:
     def __reduce__(self): return (print, ("this must not run",))
 
@@ -191,7 +238,7 @@ class _Payload:
 def test_checkpoint_loads_weights_only(tmp_path, assets):
     (tmp_path / "evil.pth").write_bytes(b"")
     torch.save({"w": torch.zeros(1), "x": _Payload()}, tmp_path / "evil.pth")
-    with pytest.raises(CheckpointError, match="weights-only"):
+    with pytest.raises(CheckpointError, match="weights-only|refusing to load 'print'"):
         Reconstructor.from_checkpoint(tmp_path / "evil.pth", cfg=get_config(preset="small"), graph_assets=assets)
     (tmp_path / "junk.pth").write_bytes(pickle.dumps([1, 2], protocol=2) + b"garbage")
     with pytest.raises(CheckpointError):
