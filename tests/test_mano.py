@@ -400,7 +400,7 @@ def test_bad_files_give_clear_errors(tmp_path, right_model):
     m = check_mano_model(right_model)
     cases = {
         "missing": ({k: v for k, v in m.items() if k != "posedirs"}, "posedirs"),
-        "shapedirs": ({**m, "shapedirs": m["shapedirs"][:700]}, r"'shapedirs' has shape 700×3×10, expected 778×3×\*"),
+        "shapedirs": ({**m, "shapedirs": m["shapedirs"][:700]}, r"'shapedirs' has shape 700×3×10, expected 778×3×10"),
         "regressor": ({**m, "J_regressor": m["J_regressor"][:, :777]}, r"'J_regressor' has shape 16×777, expected 16×778"),
         "weights": ({**m, "weights": m["weights"][:, :15]}, r"'weights' has shape 778×15, expected 778×16"),
         "faces": ({**m, "f": m["f"] + 5}, r"'f' must hold vertex indices in \[0, 778\)"),
@@ -421,6 +421,24 @@ def test_bad_files_give_clear_errors(tmp_path, right_model):
         ManoLayer({k: v for k, v in tiny.items() if k != "parents"}, "right")
     with pytest.raises(ValueError, match="side"):
         ManoLayer(right_model, "middle")
+
+
+def test_three_betas_file_is_named(tmp_path, right_model, monkeypatch):
+    "A MANO file with 3 shape components is refused by name when read, not deep in a forward pass with 10 betas."
+    three = {**right_model, "shapedirs": np.asarray(right_model["shapedirs"])[:, :, :3]}
+    (tmp_path / "MANO_RIGHT.pkl").write_bytes(pickle.dumps(
+        {k: (v.toarray() if hasattr(v, "toarray") else np.asarray(v)) for k, v in three.items()}, protocol=2))
+    msg = (f"{tmp_path / 'MANO_RIGHT.pkl'}: key 'shapedirs' has 3 shape components (betas), expected 10: MANO models, "
+           "the InterHand2.6M fits and the network use 10 betas")
+    with pytest.raises(ManoFormatError) as e:
+        load_mano_model(tmp_path / "MANO_RIGHT.pkl")
+    assert str(e.value) == msg
+    from intaghand.config import get_config
+    (tmp_path / "MANO_RIGHT.pkl").rename(tmp_path / "OPENHAND_RIGHT.pkl")
+    with pytest.raises(ManoFormatError, match="OPENHAND_RIGHT.pkl: key 'shapedirs' has 3 shape components"):
+        ManoLayer.from_config(get_config(overrides=["MISC.MANO_PATH", str(tmp_path)]), "right")
+    with pytest.raises(ValueError, match=r"<right model dict>: shape must be B×10"):
+        ManoLayer(right_model, "right")(torch.zeros(2, 48), torch.zeros(2, 3))
 
 
 def test_from_config(tmp_path, monkeypatch, right_model, left_model):
