@@ -4,9 +4,8 @@
 
 # %% auto #0
 __all__ = ['IMAGENET_MEAN', 'IMAGENET_STD', 'MAX_FILE_BYTES', 'MAX_PIXELS', 'Frame', 'pad_to_square', 'preprocess_image',
-           'ImageReadError', 'image_header_size', 'check_image_file', 'as_images', 'to_image_space', 'config_beside',
-           'stored_config', 'ConfigMismatchWarning', 'network_keys', 'config_differences', 'reconcile_config',
-           'Reconstructor']
+           'image_header_size', 'check_image_file', 'as_images', 'to_image_space', 'config_beside', 'stored_config',
+           'ConfigMismatchWarning', 'network_keys', 'config_differences', 'reconcile_config', 'Reconstructor']
 
 # %% ../nbs/07_inference.ipynb #b25f71ab
 import dataclasses
@@ -21,7 +20,8 @@ import torch
 
 from .config import get_config, checkpoint_file, merge_dict, EMBEDDED_CHECKPOINT
 
-from .io import CheckpointError, load_checkpoint, extract_state_dict, load_state_dict_checked
+from .io import (MAX_IMAGE_BYTES, MAX_IMAGE_PIXELS, CheckpointError, ImageReadError, extract_state_dict,
+                          load_checkpoint, load_state_dict_checked, read_image)
 from .model import HandOutput, HandPrediction, build_model, mano_joint_regressors
 
 # %% ../nbs/07_inference.ipynb #3d44114a
@@ -92,12 +92,8 @@ def preprocess_image(img: np.ndarray, img_size: int = 256, rgb: bool = False) ->
     return x, Frame(img.shape[0], img.shape[1], top, left, square.shape[0], img_size)
 
 # %% ../nbs/07_inference.ipynb #16b52c0c
-MAX_FILE_BYTES = 1 << 30      # 1 GiB: larger files are refused before any byte is read
-MAX_PIXELS = 64_000_000       # 64 MP: larger images are refused from their header, before decoding
-
-
-class ImageReadError(ValueError):
-    "An input file that is not a usable image; the message says why."
+MAX_FILE_BYTES = MAX_IMAGE_BYTES    # larger files are refused before any byte is read
+MAX_PIXELS = MAX_IMAGE_PIXELS       # larger images are refused from their header, before decoding
 
 
 def image_header_size(path) -> tuple | None:
@@ -126,14 +122,12 @@ def check_image_file(path, max_bytes: int = MAX_FILE_BYTES, max_pixels: int = MA
 
 
 def _read(path, max_bytes: int = MAX_FILE_BYTES, max_pixels: int = MAX_PIXELS) -> np.ndarray:
+    "RGB uint8 of an image file: size and header checked first, then decoded strictly (`intaghand.io.read_image`)."
     if not Path(path).is_file():
-        raise FileNotFoundError(f"could not read an image from {path} (missing file or unsupported format)")
+        raise FileNotFoundError(f"could not read an image from {path} (missing file or not a file)")
     try: check_image_file(path, max_bytes, max_pixels)
     except ImageReadError as e: raise ImageReadError(f"{path}: {e}") from None
-    img = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if img is None:
-        raise FileNotFoundError(f"could not read an image from {path} (missing file or unsupported format)")
-    return img[..., ::-1]
+    return read_image(path, max_bytes, max_pixels)[..., ::-1]
 
 
 def _from_array(a: np.ndarray, rgb: bool) -> list:

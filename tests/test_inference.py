@@ -104,6 +104,13 @@ def test_as_images_kinds():
         as_images("/nonexistent/image.png")
 
 
+def test_damaged_image_file_is_an_error_naming_it(tmp_path):
+    ok, jpg = cv2.imencode(".jpg", _img(120, 160))
+    (tmp_path / "cut.jpg").write_bytes(jpg.tobytes()[: int(len(jpg) * 0.6)] + b"\xff\xd9")   # cut, end marker kept
+    with pytest.raises(ImageReadError, match=f"{tmp_path / 'cut.jpg'}: (damaged|not a readable) JPEG"):
+        as_images(tmp_path / "cut.jpg")
+
+
 def test_from_checkpoint_uses_config_beside(rec, ckpt_dir):
     assert rec.cfg.MODEL.ENCODER_TYPE == "resnet18" and rec.img_size == 128
     assert rec.device == torch.device("cpu") and not rec.model.training
@@ -227,7 +234,7 @@ def test_huge_image_refused_from_its_header(tmp_path):
                                         + chunk(b"IEND", b""))
     with pytest.raises(ImageReadError) as e:
         as_images(tmp_path / "huge.png")
-    assert str(e.value) == (f"{tmp_path / 'huge.png'}: too large: 30000×20000 px (600 MP) is over the 64 MP limit "
+    assert str(e.value) == (f"{tmp_path / 'huge.png'}: too large: 30000×20000 px (600 MP) is over the 268 MP limit "
                             "(--max_pixels); downscale it or raise the limit")
 
 
