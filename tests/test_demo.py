@@ -68,7 +68,7 @@ def test_folder_summary_counts(run, inputs):
     assert (s["images"], s["succeeded"], s["failed"]) == (n_good + 3, n_good, 3)
     assert s["ignored_files"] == 1
     reasons = {Path(f["input"]).name: f["reason"] for f in s["failures"]}
-    assert reasons["truncated.jpg"].startswith("truncated JPEG")
+    assert reasons["truncated.jpg"].startswith(("damaged JPEG", "not a readable JPEG"))
     assert reasons["notes.png"].startswith("not an image")
     assert reasons["tiny.png"].startswith("too small: 5×5")
     notes = {Path(r["input"]).name: r["notes"] for r in s["results"] if r["status"] == "ok"}
@@ -268,3 +268,203 @@ def test_video_keeps_previous_crop_when_hands_are_lost(ckpt, tmp_path):
     assert [f["crop_source"] for f in frames] == ["detector", "previous_frame", "previous_frame"]
     assert [f["detection"] for f in frames] == ["one_hand", "no_hands", "no_hands"]
     assert frames[0]["crop_box_xyxy"] == frames[2]["crop_box_xyxy"] and (tmp_path / "out.avi").is_file()
+
+
+# --- issue 13: wrong results that exited 0, unclear errors, sizes, names, leftovers, interruptions -------------
+
+def _cfg_file(tmp_path, ckpt, name="over.yaml", **values):
+    "A copy of the checkpoint's YAML with `values` ({'MODEL.NUM_HEADS': 2}) changed."
+    import yaml
+    d = yaml.safe_load(Path(ckpt).with_suffix(".yaml").read_text())
+    for k, v in values.items():
+        sec, key = k.split(".")
+        d[sec][key] = v
+    p = tmp_path / name
+    p.write_text(yaml.safe_dump(d))
+    return p
+
+
+def _one_image(folder, name="a.png", seed=0):
+    folder.mkdir(parents=True, exist_ok=True)
+    cv2.imwrite(str(folder / name), _scene(64, 80, seed))
+    return folder / name
+
+
+def test_missing_mano_files_is_an_error_not_a_toy_mesh(ckpt, tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+    cfg = _cfg_file(tmp_path, ckpt, **{"MISC.MANO_PATH": str(tmp_path / "empty")})
+    img = _one_image(tmp_path / "in")
+    rc = D.demo_main(["--img_path", str(img), "--save_path", str(tmp_path / "out"), "--model", str(ckpt), "--cfg", str(cfg),
+                      "--no-detect", "--formats", "none"])
+    err = capsys.readouterr().err
+    assert rc == 1
+    assert (f"intaghand demo: error: hand model for the right hand: neither MANO_RIGHT.pkl (real MANO) nor "
+            f"OPENHAND_RIGHT.pkl (embedded hand model) in MISC.MANO_PATH '{tmp_path / 'empty'}' not found "
+            f"(looked in: {tmp_path / 'empty'})") in err
+    assert not list((tmp_path / "out").glob("*.json"))           # nothing written with a stand-in mesh
+    with pytest.raises(FileNotFoundError, match="OPENHAND_RIGHT.pkl"):
+        D.Demo(Reconstructor.from_checkpoint(ckpt, cfg=cfg, joint_regressor=None), formats=())
+
+
+def test_recursive_folder_keeps_sub_paths(ckpt, tmp_path):
+    src = tmp_path / "in"
+    _one_image(src / "a" / "img", "0.jpg", seed=1); _one_image(src / "b" / "img", "0.jpg", seed=2)
+    out = tmp_path / "out"
+    assert D.demo_main(["--img_path", str(src), "--save_path", str(out), "--model", str(ckpt), "--no-detect",
+                        "--formats", "none", "--render_size", "32"]) == 0
+    s = json.loads((out / "summary.json").read_text())
+    assert [r["name"] for r in s["results"]] == ["a/img/0", "b/img/0"]
+    for part in ("a", "b"):
+        d = json.loads((out / part / "img" / "0.json").read_text())
+        assert d["input"] == str(src / part / "img" / "0.jpg")
+        assert (out / part / "img" / "0_output.jpg").is_file() and (out / part / "img" / "0_views.jpg").is_file()
+    a, b = (json.loads((out / p / "img" / "0.json").read_text())["left"]["verts2d"] for p in ("a", "b"))
+    assert a != b                                                 # two images, two results
+    assert D._unique_names([src / "x.jpg", src / "x.png", src / "s" / "x.jpg"], src) == ["x_jpg", "x_png", "s/x"]
+
+
+def test_cfg_cannot_change_the_checkpoint_network(ckpt, tmp_path, capsys):
+    img = _one_image(tmp_path / "in")
+    cfg = _cfg_file(tmp_path, ckpt, **{"MODEL.NUM_HEADS": 2})
+    base = ["--img_path", str(img), "--model", str(ckpt), "--no-detect", "--formats", "none", "--render_size", "32"]
+    assert D.demo_main(base + ["--save_path", str(tmp_path / "plain")]) == 0
+    capsys.readouterr()
+    assert D.demo_main(base + ["--save_path", str(tmp_path / "cfg"), "--cfg", str(cfg)]) == 0
+    io = capsys.readouterr()
+    msg = (f"config differs from {Path(ckpt).with_suffix('.yaml')} in MODEL.NUM_HEADS: checkpoint 4, given 2; using the "
+           "checkpoint's values (--force_cfg / force_cfg=True uses the given ones)")
+    assert f"intaghand demo: warning: {msg}" in io.err and f"warning: {msg}" in io.out       # printed and in the summary
+    assert json.loads((tmp_path / "cfg" / "summary.json").read_text())["config_warnings"] == [msg]
+    v = lambda d: json.loads((tmp_path / d / "a.json").read_text())["left"]["verts3d"]
+    assert v("cfg") == v("plain")
+    assert D.demo_main(base + ["--save_path", str(tmp_path / "forced"), "--cfg", str(cfg), "--force_cfg"]) == 0
+    assert "using the given values (forced)" in capsys.readouterr().err and v("forced") != v("plain")
+
+
+def _immutable(path: Path) -> bool:
+    import subprocess
+    if subprocess.run(["chattr", "+i", str(path)], capture_output=True).returncode != 0: path.chmod(0o555)
+    try: (path / ".probe").touch()
+    except OSError: return True
+    (path / ".probe").unlink()
+    return False
+
+
+def test_save_path_errors_are_one_line(ckpt, tmp_path, capsys):
+    import subprocess
+    img = _one_image(tmp_path / "in")
+    f = tmp_path / "a_file"; f.write_text("x")
+    base = ["--img_path", str(img), "--model", str(ckpt), "--no-detect", "--formats", "none"]
+    cases = [(f, f"--save_path {f}: it is a file, not a folder"),
+             (f / "out", f"--save_path {f / 'out'}: {f} is a file, not a folder, so no folder can be made under it")]
+    for save, msg in cases:
+        assert D.demo_main(base + ["--save_path", str(save)]) == 1
+        assert capsys.readouterr().err == f"intaghand demo: error: {msg}\n"
+    vid = tmp_path / "v.avi"; vid.write_bytes(b"")
+    assert D.demo_main(["--video", str(vid), "--save_path", str(f / "x.mp4"), "--model", str(ckpt), "--no-detect"]) == 1
+    assert capsys.readouterr().err == f"intaghand demo: error: --save_path {f}: it is a file, not a folder\n"
+    ro = tmp_path / "ro"; ro.mkdir()
+    if not _immutable(ro): pytest.skip("cannot make a read-only folder here")
+    try:
+        assert D.demo_main(base + ["--save_path", str(ro)]) == 1
+        err = capsys.readouterr().err
+        assert err.startswith(f"intaghand demo: error: --save_path {ro}: the folder is not writable (") and err.count("\n") == 1
+    finally:
+        subprocess.run(["chattr", "-i", str(ro)], capture_output=True); ro.chmod(0o755)
+
+
+def test_sizes_are_checked_before_allocating(ckpt, tmp_path, capsys):
+    import struct, zlib
+    img = _one_image(tmp_path / "in", "good.png")
+    assert D.demo_main(["--img_path", str(img), "--render_size", "100000", "--model", str(ckpt), "--no-detect"]) == 1
+    assert capsys.readouterr().err == ("intaghand demo: error: --render_size 100000: the side of each views panel must "
+                                       "be 16..4096 px (the views image is 2 panels wide)\n")
+    with open(tmp_path / "in" / "huge_file.jpg", "wb") as fh: fh.truncate(40 << 30)     # 40 GB, sparse: never read
+    chunk = lambda t, b: struct.pack(">I", len(b)) + t + b + struct.pack(">I", zlib.crc32(t + b))
+    (tmp_path / "in" / "huge_pixels.png").write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(
+        ">IIBBBBB", 50000, 50000, 8, 2, 0, 0, 0)) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b""))
+    out = tmp_path / "out"
+    rc = D.demo_main(["--img_path", str(tmp_path / "in"), "--save_path", str(out), "--model", str(ckpt), "--no-detect",
+                      "--formats", "none", "--render_size", "32"])
+    assert rc == 1
+    s = json.loads((out / "summary.json").read_text())                                  # the summary is still written
+    assert (s["images"], s["succeeded"], s["failed"]) == (3, 1, 2)
+    reasons = {Path(r["input"]).name: r["reason"] for r in s["failures"]}
+    assert reasons["huge_file.jpg"] == ("file too large: 40,960 MB is over the 512 MB limit for an image file "
+                                        "(--max_file_mb); is it an image?")
+    assert reasons["huge_pixels.png"] == ("too large: 50000×50000 px (2,500 MP) is over the 64 MP limit (--max_pixels); "
+                                          "downscale it or raise the limit")
+
+
+def test_skipped_inputs_are_named(ckpt, tmp_path, capsys):
+    src = tmp_path / "in"
+    _one_image(src, "a.png"); _one_image(src, "._a.png"); _one_image(src, "old_output.jpg")
+    (src / "gone.jpg").symlink_to(src / "deleted.jpg"); (src / "loop.jpg").symlink_to(src / "loop.jpg")
+    out = tmp_path / "out"
+    assert D.demo_main(["--img_path", str(src), "--save_path", str(out), "--model", str(ckpt), "--no-detect",
+                        "--formats", "none", "--render_size", "32"]) == 0
+    s = json.loads((out / "summary.json").read_text())
+    assert s["images"] == 1 and [(Path(r["input"]).name, r["reason"]) for r in s["skipped"]] == [
+        ("._a.png", "hidden file (its name starts with '.')"), ("gone.jpg", f"broken symbolic link (its target {src / 'deleted.jpg'} does not exist)"),
+        ("loop.jpg", "symbolic link loop (the link leads back to itself)"), ("old_output.jpg", "an output of the demo (*_output.*)")]
+    printed = capsys.readouterr().out
+    assert "skipped 4 input(s):" in printed and f"{src / 'loop.jpg'}: symbolic link loop" in printed
+
+
+def _clip(path, n=4):
+    w = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 10.0, (96, 64))
+    for k in range(n): w.write(_scene(64, 96, k))
+    w.release()
+    return path
+
+
+def test_stale_partials_and_temps_are_removed(ckpt, tmp_path):
+    import os, time
+    out = tmp_path / "out"; out.mkdir()
+    old = time.time() - 3600
+    for name in (".clip_output.partial.mp4", ".other_output.partial.avi", ".a.json.abcd1234.tmp"):
+        (out / name).write_bytes(b"left by a killed run"); os.utime(out / name, (old, old))
+    (out / ".busy_output.partial.mp4").write_bytes(b"being written right now")
+    logs = []
+    D.run_video(D.Demo(Reconstructor.from_checkpoint(ckpt), formats=()), _clip(tmp_path / "clip.avi"), out, log=logs.append)
+    assert not (out / ".clip_output.partial.mp4").exists() and not (out / ".other_output.partial.avi").exists()
+    assert (out / ".busy_output.partial.mp4").exists() and (out / "clip_output.mp4").is_file()
+    assert any(".other_output.partial.avi" in m for m in logs)
+    _one_image(tmp_path / "in")
+    D.Demo(Reconstructor.from_checkpoint(ckpt), formats=(), render_size=32).run_images(tmp_path / "in", out, log=logs.append)
+    assert not (out / ".a.json.abcd1234.tmp").exists() and (out / "a.json").is_file()
+
+
+def test_interrupted_video_exits_130_and_says_partial(ckpt, tmp_path, monkeypatch, capsys):
+    calls, real = [], D._track
+    def track(*a, **k):
+        calls.append(1)
+        if len(calls) == 3: raise KeyboardInterrupt
+        return real(*a, **k)
+    monkeypatch.setattr(D, "_track", track)
+    out = tmp_path / "out.avi"
+    rc = D.demo_main(["--video", str(_clip(tmp_path / "clip.avi", 6)), "--save_path", str(out), "--model", str(ckpt),
+                      "--no-detect"])
+    err = capsys.readouterr().err
+    assert rc == 130
+    assert (f"intaghand demo: interrupted after 2 of 6 frames: {out.resolve()} is partial (holds only those frames; the "
+            "JSON beside it says interrupted). Run the same command again to process the whole video.") in err
+    meta = json.loads(out.with_suffix(".json").read_text())
+    assert meta["interrupted"] is True and meta["complete"] is False and meta["frames"] == 2
+
+
+def test_interrupted_images_exit_130_with_summary(ckpt, tmp_path, monkeypatch, capsys):
+    src = tmp_path / "in"
+    for k in range(3): _one_image(src, f"{k}.png", k)
+    calls, real = [], D.Demo.run_file
+    def run_file(self, *a, **k):
+        calls.append(1)
+        if len(calls) == 2: raise KeyboardInterrupt
+        return real(self, *a, **k)
+    monkeypatch.setattr(D.Demo, "run_file", run_file)
+    out = tmp_path / "out"
+    rc = D.demo_main(["--img_path", str(src), "--save_path", str(out), "--model", str(ckpt), "--no-detect",
+                      "--formats", "none", "--render_size", "32"])
+    assert rc == 130 and "interrupted after 1 image(s); 2 not processed" in capsys.readouterr().err
+    s = json.loads((out / "summary.json").read_text())
+    assert s["interrupted"] is True and s["succeeded"] == 1 and s["not_processed"] == 2
