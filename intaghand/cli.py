@@ -47,9 +47,9 @@ def main(argv=None) -> int:
         return int(fn(rest) or 0)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr); return 130
-    except (FileNotFoundError, ValueError, KeyError, RuntimeError) as e:
-        # Expected user-facing failures (missing asset, bad config, bad input) without a traceback.
-        print(f"intaghand {name}: error: {e}", file=sys.stderr)
+    except (OSError, ValueError, KeyError, RuntimeError) as e:
+        # Expected user-facing failures (missing asset, bad config, bad input, a disk that refuses) without a traceback.
+        print(f"intaghand {name}: error: {e or type(e).__name__}", file=sys.stderr)
         return 1
 
 # %% ../nbs/20_cli.ipynb #1034d9bb
@@ -88,6 +88,8 @@ def smoke_main(argv) -> int:
     p = argparse.ArgumentParser(prog="intaghand smoke", description=smoke_main.__doc__)
     p.add_argument("--save_path", default="output/smoke")
     a = p.parse_args(argv)
+    from intaghand.config import output_dir
+    save = output_dir(a.save_path)                  # a file, under a file, read-only: one line, before any work
     cfg = get_config()
     print(f"config: defaults OK ({len(cfg.dump().splitlines())} lines)")
     print(f"hand model: {hand_model_kind(cfg)}")
@@ -98,7 +100,8 @@ def smoke_main(argv) -> int:
     mask = _rasterize_triangle(128)
     area = float(mask.float().mean())
     assert 0.08 < area < 0.18, f"unexpected rasterized area {area}"
-    out = Path(a.save_path) / "rasterized_triangle.png"
+    out = save / "rasterized_triangle.png"
+
     atomic_imwrite(out, (mask.numpy().astype(np.uint8) * 255))
     print(f"pytorch3d: rasterized a triangle on the CPU (area {area:.3f} of the image)")
     print(f"wrote {out.resolve()}")

@@ -46,3 +46,22 @@ def test_package_version_matches_settings():
     cfg = configparser.ConfigParser()
     cfg.read(ROOT / "settings.ini")
     assert intaghand.__version__ == cfg["DEFAULT"]["version"]
+
+
+def test_smoke_save_path_errors_are_one_line(tmp_path):
+    exe = Path(sys.executable).parent / "intaghand"
+    f = tmp_path / "a_file"
+    f.write_text("x")
+    for save, msg in ((f, f"--save_path {f}: it is a file, not a folder"),
+                      (f / "out", f"--save_path {f / 'out'}: {f} is a file, not a folder, so no folder can be made under it")):
+        r = subprocess.run([str(exe), "smoke", "--save_path", str(save)], capture_output=True, text=True, timeout=120)
+        assert r.returncode == 1 and r.stderr == f"intaghand smoke: error: {msg}\n", r.stderr
+
+
+def test_os_errors_are_one_line(monkeypatch, capsys):
+    "A disk that refuses (an OSError from deep inside a command) is one line, not a traceback."
+    from intaghand import cli
+    def refuse(argv): raise PermissionError(13, "Permission denied", "/data/out/x.pth")
+    monkeypatch.setattr(cli, "config_main", refuse)
+    assert cli.main(["config"]) == 1
+    assert capsys.readouterr().err == "intaghand config: error: [Errno 13] Permission denied: '/data/out/x.pth'\n"
