@@ -298,7 +298,7 @@ def plot_worst_cases(results: EvalResults, indices, images=None, points2d=None, 
 
 
 def write_eval_report(out_dir, results: EvalResults, images=None, points2d=None, draw_fn=None, n_worst: int = 8,
-                      rank_by: str | None = None, meta: dict | None = None, dpi: int = 100) -> dict:
+                      rank_by: str | None = None, meta: dict | None = None, dpi: int = 100, extra: dict | None = None) -> dict:
     "Write summary.json, per_sample.csv and the plots into `out_dir` atomically; returns {name: Path}. `rank_by`: the per-sample column that picks the worst cases (default `results.default_key`)."
     out = Path(out_dir)
     rank_by = rank_by or results.default_key
@@ -309,6 +309,7 @@ def write_eval_report(out_dir, results: EvalResults, images=None, points2d=None,
     summary["worst"] = {"rank_by": rank_by, "samples": [{"index": int(i), "sample_id": results.sample_ids[i],
                                                           "value": results.per_sample[rank_by][i]} for i in worst]}
     if meta: summary["meta"] = meta
+    if extra: summary.update(extra)                   # e.g. a baseline's numbers beside the model's
     paths = {"summary": atomic_write_json(out / "summary.json", _clean(summary), default=str),
              "per_sample": atomic_write_text(out / "per_sample.csv", results.to_csv())}
     if len(results):

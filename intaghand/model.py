@@ -594,7 +594,8 @@ def to_original(out: HandOutput) -> tuple:
 class decoder(nn.Module):
     "Global feature B×C + feature maps -> per-hand meshes; returns (HandPrediction left, right)."
     def __init__(self, global_feature_dim, f_in_Dim, f_out_Dim, gcn_in_dim, gcn_out_dim, graph_k, graph_layer_num,
-                 left_graph, right_graph, dense_coor, upsample_weight, img_size=256, num_attn_heads=4, dropout=0.05):
+                 left_graph, right_graph, dense_coor, upsample_weight, img_size=256, num_attn_heads=4, dropout=0.05,
+                 mean_hand: bool = False):
         super().__init__()
         n = len(gcn_in_dim)
         self.gf_dim, self.img_size = global_feature_dim, img_size
@@ -623,6 +624,8 @@ class decoder(nn.Module):
         # xavier for the heads; gf_layer_* keep PyTorch's init (the original calls weights_init on the Sequential: a no-op)
         for m in (self.coord_head, self.avg_head, self.params_head): _xavier_init(m)
         with torch.no_grad(): self.unsample_layer.weight.copy_(torch.as_tensor(np.asarray(upsample_weight), dtype=torch.float32))
+        if mean_hand:   # workbench (MODEL.MEAN_HAND): coordinates are offsets from a stored mean hand, saved with the weights
+            for side in HAND_SIDES: self.register_buffer(f"mean_verts_{side}", torch.zeros(self.vNum_out, 3))
         for side, g in (("left", left_graph), ("right", right_graph)):
             self.register_buffer(f"graph_perm_{side}", g["perm"].clone(), persistent=False)
             self.register_buffer(f"graph_perm_reverse_{side}", g["perm_reverse"].clone(), persistent=False)
@@ -653,6 +656,7 @@ class decoder(nn.Module):
             p = self.params_head(self.avg_head(f.transpose(-1, -2))[..., 0])
             scale, trans2d = p[:, 0], p[:, 1:]
             v3 = self.coord_head(f)                                           # B×V_out×3, GCN order
+            if hasattr(self, f"mean_verts_{side}"): v3 = v3 + getattr(self, f"mean_verts_{side}").to(v3.dtype)
             v2 = projection_batch(scale, trans2d, v3, self.img_size)
             verts3d = self.unsample_layer(v3.transpose(1, 2)).transpose(1, 2)  # B×778×3, mesh order
             verts2d = projection_batch(scale, trans2d, verts3d, self.img_size)
@@ -755,7 +759,7 @@ def build_model(cfg=None, graph_assets: dict | None = None, joint_regressor=None
     mid = resnet_mid(encoder.channels, in_fmapDim=[2 * a for a in M.AUX_DIMS], out_fmapDim=list(M.DECONV_DIMS), n_used=n)
     dec = decoder(encoder.channels[-1], list(M.DECONV_DIMS), list(M.IMG_DIMS), list(M.GCN_IN_DIM), list(M.GCN_OUT_DIM),
                   M.graph_k, M.graph_layer_num, left, right, v_color, np.asarray(assets["upsample"]),
-                  img_size=M.IMG_SIZE, num_attn_heads=M.NUM_HEADS, dropout=cfg.TRAIN.dropout)
+                  img_size=M.IMG_SIZE, num_attn_heads=M.NUM_HEADS, dropout=cfg.TRAIN.dropout, mean_hand=bool(M.MEAN_HAND))
     dec.unsample_layer.weight.requires_grad_(not M.freeze_upsample)
     model = HandNET_GCN(encoder, mid, dec, img_size=M.IMG_SIZE)
     if joint_regressor is not None:

@@ -6,8 +6,9 @@
 __all__ = ['LEFT_BGR', 'RIGHT_BGR', 'CHECKPOINT_FORMAT', 'BN_MODES', 'seed_everything', 'rng_state', 'set_rng_state',
            'EpochSampler', 'SeededSamples', 'EvalSamples', 'collate_eval', 'DistInfo', 'resolve_device',
            'init_distributed', 'unwrap', 'mesh_specs', 'original_protocol_errors', 'validation_errors', 'draw_points',
-           'training_images', 'fit_weak_perspective', 'init_camera_head', 'dataset_img_size', 'read_log', 'Trainer',
-           'export_weights', 'train_main']
+           'training_images', 'fit_weak_perspective', 'init_camera_head', 'init_mean_hand', 'autocast_dtype',
+           'cpu_has_bf16', 'dataset_img_size', 'read_log', 'TrainingDiverged', 'Trainer', 'export_weights',
+           'train_main']
 
 # %% ../nbs/12_train.ipynb #3427be6d
 import json
@@ -16,6 +17,7 @@ import os
 import random
 import signal
 import threading
+import time
 import warnings
 from dataclasses import dataclass, fields, is_dataclass, replace
 from pathlib import Path
@@ -319,6 +321,49 @@ def init_camera_head(model, dataset, n: int = 32, weight_gain: float = 0.1):
     return head.bias.detach().clone()
 
 
+def init_mean_hand(model, dataset, n: int = 256, coord_gain: float = 0.0) -> dict:
+    """Start a `MODEL.MEAN_HAND` decoder at the data's mean hand: `decoder.mean_verts_*` ← the mean root-relative GT mesh
+    of `n` samples of `dataset` (pooled to the last GCN level, GCN order), and `coord_head` scaled by `coord_gain` (0:
+    zero, like a zero-initialised residual branch; the head grows from its gradient), so
+    the first prediction is that mean (the best constant under L2) instead of a random cloud. Returns the means."""
+    from intaghand.losses import gcn_pyramid, match_level
+    dec = unwrap(model).decoder
+    if not hasattr(dec, "mean_verts_left"): raise ValueError("the decoder has no mean hand (build it with MODEL.MEAN_HAND True)")
+    idx = np.linspace(0, len(dataset) - 1, min(n, len(dataset))).round().astype(int)
+    sums = {h: torch.zeros(dec.vNum_mano, 3, dtype=torch.float64) for h in HANDS}
+    for i in idx:
+        smp = dataset[int(i)]
+        for h in HANDS: sums[h] += getattr(smp, h).verts3d.double()
+    means = {}
+    with torch.no_grad():
+        for h in HANDS:
+            m = (sums[h] / len(idx)).float()[None]
+            lvl = match_level(gcn_pyramid(m, getattr(dec, f"graph_perm_{h}").cpu(), 8), dec.vNum_out)[0]
+            getattr(dec, f"mean_verts_{h}").copy_(lvl)
+            means[h] = m[0]
+        dec.coord_head.weight.mul_(coord_gain); dec.coord_head.bias.zero_()
+    return means
+
+
+def autocast_dtype(device: torch.device, amp: bool):
+    """The reduced precision of `--amp` on `device`: float16 on CUDA, bfloat16 on a CPU with native bfloat16 (AMX or
+    AVX-512-BF16), None when off or not supported (then the run stays float32)."""
+    if not amp: return None
+    if device.type == "cuda": return torch.float16
+    if device.type == "cpu" and cpu_has_bf16(): return torch.bfloat16
+    return None
+
+
+def cpu_has_bf16() -> bool:
+    "Whether this CPU runs bfloat16 natively (AMX tiles or AVX-512-BF16): the only CPUs where bf16 autocast is faster."
+    for name in ("_is_amx_tile_supported", "_is_avx512_bf16_supported"):
+        f = getattr(torch.cpu, name, None)
+        try:
+            if f is not None and f(): return True
+        except Exception: pass
+    return False
+
+
 def dataset_img_size(dataset) -> int:
     return int(dataset.cfg.MODEL.IMG_SIZE) if getattr(dataset, 'cfg', None) is not None else 256
 
@@ -346,6 +391,10 @@ def read_log(path) -> list:
     return out                                    # (a run killed while writing may leave half a last line)
 
 
+class TrainingDiverged(RuntimeError):
+    "The loss or the gradients stopped being finite; the weights of the last finished epoch are kept."
+
+
 class Trainer:
     """IntagHand training on one process or many (`torchrun`): see the chapter text for the options.
 
@@ -356,7 +405,7 @@ class Trainer:
                  global_batch: bool = False, num_workers: int = 0, bn: str = "batch", val_split: str | None = "val",
                  val_samples: int | None = None, val_batch_size: int | None = None, save_steps: int = 0,
                  progress: bool = True, tensorboard: bool = True, images: bool = True, layers: dict | None = None,
-                 init_camera: bool = True):
+                 init_camera: bool = True, warmup_steps: int = 0):
         self.cfg = cfg = get_config() if cfg is None else cfg
         if bn not in BN_MODES: raise ValueError(f"bn must be one of {BN_MODES}, got {bn!r}")
         self.dist = init_distributed(device)
@@ -364,8 +413,11 @@ class Trainer:
         if bn == "sync" and self.device.type != "cuda":
             raise ValueError("bn='sync' (SyncBatchNorm) needs CUDA devices; on CPU use bn='frozen' (BatchNorm in eval "
                              "mode) or bn='batch' (per-process statistics)")
-        self.amp = bool(amp) and self.device.type == "cuda"
-        if amp and not self.amp: warnings.warn("mixed precision (--amp) is for CUDA; training in float32 on CPU")
+        self.amp_dtype = autocast_dtype(self.device, amp)
+        self.amp = self.amp_dtype is not None
+        if amp and not self.amp:
+            warnings.warn(f"mixed precision (--amp) is not supported on this {self.device.type} (no native bfloat16); training in float32")
+        self.warmup_steps = max(0, int(warmup_steps))
         self.max_steps, self.bn, self.save_steps = max_steps, bn, int(save_steps)
         self.progress, self.images = progress, images
         self.epochs = int(cfg.TRAIN.EPOCHS)
@@ -410,7 +462,9 @@ class Trainer:
         if pretrain.lower() not in ("", "none"):           # start from given weights, as the original does
             load_weights(model, checkpoint_file(pretrain))
         elif init_camera:                                   # a fresh run: start the camera head at the data's camera
-            init_camera_head(model, HandDataset(self.data_path, "train", cfg=cfg, mano_layers=self.layers, train=False))
+            plain = HandDataset(self.data_path, "train", cfg=cfg, mano_layers=self.layers, train=False)
+            init_camera_head(model, plain, weight_gain=0.0 if cfg.MODEL.MEAN_HAND else 0.1)
+            if cfg.MODEL.MEAN_HAND: init_mean_hand(model, plain)
         model = model.to(self.device)
         if bn == "sync": model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
         self.upsample_trainable = not cfg.MODEL.freeze_upsample
@@ -425,7 +479,7 @@ class Trainer:
         elif opt in ("rms", "rmsprop"): self.optimizer = torch.optim.RMSprop(params, lr=float(cfg.TRAIN.LR))
         else: raise ValueError(f"TRAIN.OPTIM must be 'adam' or 'rms', got {cfg.TRAIN.OPTIM!r}")
         self.scheduler = StepLRWithWarmUp.from_config(self.optimizer, cfg, start_epoch=0)
-        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
         if self.dist.distributed:
             ids = [self.device.index] if self.device.type == "cuda" else None
             model = torch.nn.parallel.DistributedDataParallel(model, device_ids=ids, find_unused_parameters=True)
@@ -433,6 +487,7 @@ class Trainer:
         self.epoch, self.step, self.batch_in_epoch = 0, 0, 0
         self.best_metric, self.best_epoch = math.inf, -1
         self.resumed_from = None
+        self._wall_base, self._t_start = 0.0, None      # training seconds before this process, and when it started
         self._writer, self._tb = None, tensorboard
         self._stop = False
 
@@ -452,8 +507,13 @@ class Trainer:
             self._writer = SummaryWriter(str(self.tb_dir), purge_step=self.step if self.resumed_from else None)
         return self._writer
 
+    def wall_time(self) -> float:
+        "Seconds spent training so far, over every resumed part of the run."
+        return self._wall_base + (time.monotonic() - self._t_start if self._t_start is not None else 0.0)
+
     def _log(self, record: dict):
         if not self.dist.is_main: return
+        record = {**record, "wall_time": round(self.wall_time(), 3)}
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.log_path, "a") as f: f.write(json.dumps(record) + "\n")
 
@@ -466,7 +526,7 @@ class Trainer:
         """Forward, losses, backward and optimizer step on one batch. Returns (scalars averaged over the processes,
         the network output, the batch on the device)."""
         batch = batch.to(self.device, non_blocking=True)
-        with torch.autocast("cuda", dtype=torch.float16, enabled=self.amp):
+        with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32, enabled=self.amp):
             out = self.model(batch.img)
         if self.amp: out = _map_tensors(out, lambda t: t.float() if t.is_floating_point() else t)
         up = self.net.decoder.unsample_layer.weight if self.upsample_trainable else None
@@ -474,6 +534,8 @@ class Trainer:
                               self.weights, epoch=self.epoch, img_size=self.img_size, upsample_reference=self.upsample_ref)
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss.total).backward()
+        self._check_finite(loss.total)
+        self._apply_warmup()
         self.scaler.step(self.optimizer)
         self.scaler.update()
         scalars = loss.scalars("train/")
@@ -489,6 +551,30 @@ class Trainer:
         vals = vec.tolist()
         scalars = dict(zip(keys, vals[:-1]))
         return scalars, out, batch
+
+    def _apply_warmup(self):
+        "Per-step linear warm-up over the first `warmup_steps` steps, on top of the per-epoch schedule."
+        f = min(1.0, (self.step + 1) / self.warmup_steps) if self.warmup_steps else 1.0
+        for g, lr in zip(self.optimizer.param_groups, self.scheduler.get_last_lr()): g["lr"] = lr * f
+
+    def _check_finite(self, total: torch.Tensor):
+        """Stop before the optimizer step when the loss or (without a GradScaler, which skips such steps itself) the
+        gradient norm is not finite, on every process alike, so no non-finite weight is ever stepped into or saved."""
+        ok = bool(torch.isfinite(total.detach()))
+        if ok and not self.scaler.is_enabled():
+            grads = [p.grad for p in self.model.parameters() if p.grad is not None]
+            ok = bool(torch.isfinite(torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g.float()) for g in grads])))) if grads else True
+        if self.dist.distributed:
+            flag = torch.tensor([float(ok)], device=self.device)
+            dist.all_reduce(flag, op=dist.ReduceOp.MIN)
+            ok = bool(flag[0] > 0)
+        if not ok:
+            kept = self.out / "latest.pth"
+            raise TrainingDiverged(
+                f"training diverged at step {self.step} (epoch {self.epoch + 1}): the loss is {float(total.detach())} or a gradient "
+                f"is not finite, with learning rate {self.lr:.3g}. Nothing was saved from this epoch; "
+                + (f"the last finite checkpoint is {kept}. " if kept.is_file() else "no checkpoint was written yet. ")
+                + "Lower TRAIN.LR (or use --warmup_steps) and start again.")
 
     def _record_step(self, scalars: dict, out, batch):
         rec = {"kind": "train", "step": self.step, "epoch": self.epoch, "learning_rate": self.lr, **scalars}
@@ -567,8 +653,10 @@ class Trainer:
         "Train until `TRAIN.EPOCHS` (or `max_steps`, or SIGINT/SIGTERM: the last finished step is saved); returns the log."
         if self.dist.is_main:
             self.out.mkdir(parents=True, exist_ok=True)
+            for tmp in self.out.glob(".*.tmp"): tmp.unlink(missing_ok=True)   # left by a save that was killed
             save_config(self.cfg, self.out / "config.yaml")
         restore = self._install_signal_handlers()
+        self._t_start = time.monotonic()
         try:
             while self.epoch < self.epochs and not self._stop_requested():
                 if self.train_epoch(): self._end_epoch()
@@ -608,7 +696,8 @@ class Trainer:
                 "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(),
                 "epoch": self.epoch, "step": self.step, "batch_in_epoch": self.batch_in_epoch,
                 "best_metric": float(self.best_metric), "best_epoch": self.best_epoch, "config": config_to_yaml(self.cfg),
-                "rng": rngs, "world_size": self.dist.world_size, "batch_size": self.batch_size, "seed": self.seed}
+                "rng": rngs, "world_size": self.dist.world_size, "batch_size": self.batch_size, "seed": self.seed,
+                "wall_time": self.wall_time()}
 
     def save(self, name: str = "latest") -> Path | None:
         "Write `<out>/<name>.pth` atomically (rank 0; every process takes part in gathering RNG states)."
@@ -628,6 +717,7 @@ class Trainer:
         if ck.get("scaler"): self.scaler.load_state_dict(ck["scaler"])
         self.epoch, self.step, self.batch_in_epoch = int(ck["epoch"]), int(ck["step"]), int(ck["batch_in_epoch"])
         self.best_metric, self.best_epoch = float(ck["best_metric"]), int(ck["best_epoch"])
+        self._wall_base = float(ck.get("wall_time", 0.0))
         same = int(ck["world_size"]) == self.dist.world_size and int(ck["batch_size"]) == self.batch_size
         if self.batch_in_epoch and not same:
             done = self.batch_in_epoch * int(ck["batch_size"]) * int(ck["world_size"])
@@ -681,7 +771,10 @@ def _train_parser():
     p.add_argument("--seed", type=int, default=None, help="SEED")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: CUDA if available; under torchrun the "
                    "local rank's GPU)")
-    p.add_argument("--amp", action="store_true", help="mixed precision on CUDA (autocast float16 + GradScaler)")
+    p.add_argument("--amp", action="store_true", help="mixed precision: float16 autocast + GradScaler on CUDA, bfloat16 "
+                   "autocast on CPUs with native bfloat16 (AMX / AVX-512-BF16); float32 elsewhere")
+    p.add_argument("--warmup_steps", type=int, default=0, help="linear LR warm-up over the first N steps (0: the original's "
+                   "per-epoch warm-up only)")
     p.add_argument("--max_steps", type=int, default=None, help="stop after this many optimizer steps (saves latest.pth)")
     p.add_argument("--save_steps", type=int, default=0, help="also save latest.pth every N steps within an epoch")
     p.add_argument("--workers", type=int, default=None, help="DataLoader workers per process (default 4 on CUDA, 0 on CPU)")
@@ -714,14 +807,22 @@ def train_main(argv=None) -> int:
     t = Trainer(cfg, data_path=a.data_path, out=a.out, device=a.device, amp=a.amp, max_steps=a.max_steps,
                 global_batch=a.global_batch, num_workers=workers, bn=a.bn, val_samples=a.val_samples,
                 save_steps=a.save_steps, progress=not a.no_progress, images=not a.no_images,
-                init_camera=not a.no_init_camera)
+                init_camera=not a.no_init_camera, warmup_steps=a.warmup_steps)
     try:
         if a.resume is not None: t.resume(None if a.resume == "latest" else a.resume)
         if t.dist.is_main:
             print(f"training {cfg.MODEL.ENCODER_TYPE} on {t.data_path} ({len(t.train_set)} samples) with "
                   f"{t.dist.world_size} process(es) × batch {t.batch_size} on {t.device}"
                   + (f", resuming at epoch {t.epoch} step {t.step}" if t.resumed_from else "") + f" -> {t.out}")
-        t.fit()
+        try: t.fit()
+        except TrainingDiverged as e:
+            if t.dist.is_main: print(f"intaghand train: error: {e}", file=sys.stderr)
+            return 1
+        if t._stop:
+            if t.dist.is_main:
+                print(f"interrupted at epoch {t.epoch}, step {t.step}: saved {t.out / 'latest.pth'}; continue with the same "
+                      f"command plus --resume", file=sys.stderr)
+            return 130
         if t.dist.is_main:
             best = f", best val MPJPE {t.best_metric:.2f} mm (epoch {t.best_epoch})" if t.best_epoch >= 0 else ""
             print(f"done: epoch {t.epoch}, step {t.step}{best}; checkpoints in {t.out}")
