@@ -82,6 +82,37 @@ def test_oracle_known_errors(setup):
     np.testing.assert_allclose(per, 5 / 778 / 2, atol=1e-5)
 
 
+class Constant(torch.nn.Module):
+    "The same meshes for every image."
+    def __init__(self, meshes):
+        super().__init__()
+        self.meshes, self.dummy = meshes, torch.nn.Parameter(torch.zeros(1))
+
+    def forward(self, img):
+        B = img.shape[0]
+        hand = lambda v: SimpleNamespace(verts3d=v.expand(B, -1, -1), verts2d=torch.zeros(B, v.shape[0], 2), scale=torch.zeros(B),
+                                         trans2d=torch.zeros(B, 2))       # no camera: the gallery shows the image only
+        return SimpleNamespace(**{h: hand(self.meshes[h]) for h in HANDS})
+
+
+def test_constant_mean_hand_baseline(setup, tmp_path):
+    "The baseline beside every evaluation is the mean hand for every sample: a model that predicts it scores the same."
+    from intaghand.evaluate import mean_hand_meshes
+    s = setup
+    const = mean_hand_meshes(s.layers)
+    ev = evaluate(Constant(const), s.data, "test", batch_size=3, cfg=s.cfg, layers=s.layers, progress=False, out=tmp_path)
+    base, model = ev.summary["baseline"]["protocols"], ev.summary["protocols"]
+    for p in ("original", "wrist"):
+        for m in ("mpjpe", "mpvpe"):
+            for h in ("left", "right", "all"):
+                assert base[p][m][h] == pytest.approx(model[p][m][h], rel=1e-6) and base[p][m][h] > 1.0
+    assert json.loads((tmp_path / "summary.json").read_text())["baseline"]["protocols"]["original"]["mpjpe"]["all"] \
+        == pytest.approx(base["original"]["mpjpe"]["all"])
+    assert "original, baseline" in ev.table() and "mean hand" in ev.table()
+    oracle = evaluate(Oracle(_gts(s)), s.data, "test", batch_size=4, cfg=s.cfg, layers=s.layers, progress=False)
+    assert oracle.summary["protocols"]["original"]["mpjpe"]["all"] < 1e-3 < oracle.summary["baseline"]["protocols"]["original"]["mpjpe"]["all"]
+
+
 def test_report_files_and_validation_agree(setup, tmp_path):
     s = setup
     ev = evaluate(s.ckpt, s.data, "val", batch_size=2, out=tmp_path, n_worst=2, progress=False)
