@@ -4,15 +4,19 @@
 
 # %% auto #0
 __all__ = ['IMG_SIZE', 'HAND_BBOX_RATIO', 'HEATMAP_SIZE', 'HEATMAP_SIGMA', 'BONE_LENGTH', 'IMAGENET_MEAN', 'IMAGENET_STD',
-           'HANDS', 'SPLITS', 'ROOT_JOINT', 'HM_GROUPS', 'SampleFiles', 'sample_files', 'sample_complete',
-           'count_samples', 'gaussian_heatmaps', 'heatmaps_to_images', 'images_to_heatmaps', 'mano_world', 'to_camera',
-           'project', 'hand_labels', 'write_sample', 'read_anno', 'mano_layers', 'random_mano_layers', 'rodrigues',
-           'camera_from_interhand', 'crop_matrix', 'cut_img', 'pca_coefficients', 'mano_params_from_interhand',
-           'FrameTask', 'interhand_tasks', 'process_frame', 'painter_render', 'GTRenderer', 'gt_renderer',
-           'render_targets', 'run_parallel', 'process_split', 'process_interhand', 'default_renderer',
-           'process_interhand_main', 'look_at', 'make_interhand_fixture']
+           'HANDS', 'SPLITS', 'ROOT_JOINT', 'HM_GROUPS', 'GT_BACKGROUND', 'JOB_THREADS', 'SampleFiles', 'sample_files',
+           'sample_complete', 'sample_indices', 'missing_indices', 'count_samples', 'gaussian_heatmaps',
+           'heatmaps_to_images', 'images_to_heatmaps', 'mano_world', 'to_camera', 'project', 'hand_labels',
+           'gt_background', 'write_sample', 'AnnotationError', 'read_anno', 'mano_layers', 'random_mano_layers',
+           'rodrigues', 'camera_from_interhand', 'crop_matrix', 'cut_img', 'pca_coefficients',
+           'mano_params_from_interhand', 'FrameTask', 'interhand_tasks', 'process_frame', 'painter_render',
+           'GTRenderer', 'gt_renderer', 'render_targets', 'fixed_threads', 'run_parallel', 'ProcessInputsError',
+           'hand_model_fingerprint', 'processing_inputs', 'render_inputs', 'input_differences', 'process_split',
+           'process_interhand', 'default_renderer', 'process_interhand_main', 'look_at', 'make_interhand_fixture']
 
 # %% ../nbs/08_interhand.ipynb #3726bb47
+import contextlib
+import hashlib
 import json
 import os
 import sys
@@ -22,7 +26,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from .io import atomic_imwrite, atomic_pickle, atomic_write_json, safe_load_pickle
+from .io import (ImageReadError, PickleReadError, UnsafePickleError, atomic_imwrite, atomic_pickle,
+                          atomic_write_json, read_image, remove_stale_temps, safe_load_pickle)
 
 # %% ../nbs/08_interhand.ipynb #6a077ea4
 IMG_SIZE = 256            # side of the processed crops
@@ -36,6 +41,7 @@ HANDS = ("left", "right")
 SPLITS = ("train", "test", "val")
 ROOT_JOINT = 9            # middle-finger MCP: the root of each hand
 HM_GROUPS = 7             # 21 heatmaps stored as 7 three-channel images per hand
+GT_BACKGROUND = 1         # stored mask / dense-map background: the original's PyTorch3D white (1.0) over 255
 
 
 @dataclass(frozen=True)
@@ -65,14 +71,22 @@ def sample_complete(root, split: str, idx: int, rendered: bool = True) -> bool:
     return all(p.is_file() for p in (f.all if rendered else [f.img, f.anno]))
 
 
-def count_samples(root, split: str) -> int:
-    "Number of samples of `split`: indices are consecutive 0..n-1, one `anno/<idx>.pkl` each."
+def sample_indices(root, split: str) -> list:
+    "Sorted indices of the samples of `split` that exist (one `anno/<idx>.pkl` each); `missing_indices` gives the gaps."
     d = Path(root) / split / "anno"
-    if not d.is_dir(): return 0
-    idx = sorted(int(p.stem) for p in d.glob("*.pkl") if p.stem.isdigit())
-    n = 0
-    while n < len(idx) and idx[n] == n: n += 1
-    return n
+    if not d.is_dir(): return []
+    return sorted(int(p.stem) for p in d.glob("*.pkl") if p.stem.isdigit() and str(int(p.stem)) == p.stem)
+
+
+def missing_indices(indices) -> list:
+    "The indices absent from 0..max(indices): samples deleted or never written."
+    have = set(indices)
+    return [i for i in range(max(have) + 1) if i not in have] if have else []
+
+
+def count_samples(root, split: str) -> int:
+    "Number of samples of `split` that exist (annotation files), gaps in the numbering allowed (see `sample_indices`)."
+    return len(sample_indices(root, split))
 
 # %% ../nbs/08_interhand.ipynb #fd67bb18
 def gaussian_heatmaps(points, size: int = HEATMAP_SIZE, sigma: float = HEATMAP_SIGMA) -> np.ndarray:
@@ -134,12 +148,30 @@ def hand_labels(anno: dict, layers: dict) -> dict:
     return out
 
 # %% ../nbs/08_interhand.ipynb #ddfeb29c
+def gt_background(mask, dense=None, value: int = GT_BACKGROUND):
+    """(mask, dense) with the original's background: pixels of neither hand (mask channels 1 and 2 both < 128) get
+    `value` in every channel of both images (copies; the hands' pixels are unchanged)."""
+    mask = np.array(mask, np.uint8)
+    bg = (mask[..., 1] < 128) & (mask[..., 2] < 128)
+    mask[bg] = value
+    if dense is not None:
+        dense = np.array(dense, np.uint8)
+        if dense.shape[:2] != mask.shape[:2]: raise ValueError(f"dense map {dense.shape} and mask {mask.shape} differ in size")
+        dense[bg] = value
+    return mask, dense
+
+
 def write_sample(root, split: str, idx: int, img=None, anno: dict = None, mask=None, dense=None, hms: dict = None):
-    "Write whichever parts of sample `idx` are given (BGR uint8 images, the anno dict, hms = {hand: 21×64×64})."
+    """Write whichever parts of sample `idx` are given (BGR uint8 images, the anno dict, hms = {hand: 21×64×64}).
+    Mask and dense map are stored like the original's: the background (neither hand in the mask) is `GT_BACKGROUND`
+    (see `gt_background`), so a dense map is written together with its mask."""
+    if dense is not None and mask is None: raise ValueError("write_sample: a dense map is written with its mask (the mask says where the background is)")
     f = sample_files(root, split, idx)
     if img is not None: atomic_imwrite(f.img, img)
     if anno is not None: atomic_pickle(anno, f.anno)
-    if mask is not None: atomic_imwrite(f.mask, mask)
+    if mask is not None:
+        mask, dense = gt_background(mask, dense)
+        atomic_imwrite(f.mask, mask)
     if dense is not None: atomic_imwrite(f.dense, dense)
     if hms is not None:
         for h, hand in enumerate(HANDS):
@@ -148,9 +180,36 @@ def write_sample(root, split: str, idx: int, img=None, anno: dict = None, mask=N
     return f
 
 
+class AnnotationError(ValueError):
+    "A processed annotation file that is not readable or lacks what the format needs; the message names the file."
+
+
+def _check_anno(anno, path) -> dict:
+    def bad(why): raise AnnotationError(f"{path}: not a processed annotation ({why})")
+    if not isinstance(anno, dict): bad(f"holds a {type(anno).__name__}, expected a dict")
+    for key in ("mano_params", "camera"):
+        if not isinstance(anno.get(key), dict): bad(f"no '{key}' dict")
+    for hand in HANDS:
+        p = anno["mano_params"].get(hand)
+        if not isinstance(p, dict) or not {"R", "pose", "shape", "trans"} <= set(p): bad(f"no MANO parameters of the {hand} hand")
+    if not {"R", "t", "camera"} <= set(anno["camera"]): bad("camera lacks R, t or the intrinsics")
+    try:
+        shapes = [np.asarray(anno["mano_params"][h][k], np.float64).size for h in HANDS for k in ("R", "pose", "shape", "trans")]
+        cam = [np.asarray(anno["camera"][k], np.float64).size for k in ("R", "t", "camera")]
+    except (TypeError, ValueError) as e: bad(f"non-numeric values: {e}")
+    if shapes[0::4] != [9, 9] or shapes[2::4] != [10, 10] or shapes[3::4] != [3, 3] or 0 in shapes[1::4] or cam != [9, 3, 9]:
+        bad("arrays of the wrong size")
+    return anno
+
+
 def read_anno(root, split: str, idx: int) -> dict:
-    "The annotation dict of sample `idx` (read with the restricted unpickler)."
-    return safe_load_pickle(sample_files(root, split, idx).anno)
+    """The annotation dict of sample `idx` (read with the restricted unpickler). A file that is not a readable pickle,
+    asks for code (`UnsafePickleError`) or lacks the format's keys gives a one-line error naming it."""
+    path = sample_files(root, split, idx).anno
+    try: anno = safe_load_pickle(path)
+    except UnsafePickleError: raise
+    except PickleReadError as e: raise AnnotationError(str(e)) from None
+    return _check_anno(anno, path)
 
 # %% ../nbs/08_interhand.ipynb #1b8fde29
 def mano_layers(cfg=None, device="cpu") -> dict:
@@ -179,7 +238,7 @@ def rodrigues(axis_angle) -> np.ndarray:
 
 
 def camera_from_interhand(cam: dict, cam_id: str) -> dict:
-    "{'R', 't', 'K'} of camera `cam_id` from one capture's camera.json entry; `ValueError` if missing or invalid."
+    "{'R', 't' (float32), 'K' (float64)} of camera `cam_id` from one capture's camera.json entry; `ValueError` if missing or invalid."
     try:
         campos = np.asarray(cam["campos"][cam_id], np.float64).reshape(3)
         camrot = np.asarray(cam["camrot"][cam_id], np.float64).reshape(3, 3)
@@ -191,7 +250,7 @@ def camera_from_interhand(cam: dict, cam_id: str) -> dict:
     if not np.allclose(camrot @ camrot.T, np.eye(3), atol=1e-3) or abs(np.linalg.det(camrot) - 1) > 1e-3:
         raise ValueError(f"camera {cam_id}: camrot is not a rotation")
     if (focal <= 0).any(): raise ValueError(f"camera {cam_id}: focal length {focal.tolist()} not positive")
-    K = np.array([[focal[0], 0, princpt[0]], [0, focal[1], princpt[1]], [0, 0, 1]], np.float32)
+    K = np.array([[focal[0], 0, princpt[0]], [0, focal[1], princpt[1]], [0, 0, 1]], np.float64)   # float64, as the original
     return {"R": camrot.astype(np.float32), "t": (-camrot @ campos / 1000).astype(np.float32), "K": K}
 
 
@@ -206,14 +265,14 @@ def crop_matrix(points2d, size: int = IMG_SIZE, ratio: float = HAND_BBOX_RATIO) 
 
 
 def cut_img(img, points2d, K, size: int = IMG_SIZE, ratio: float = HAND_BBOX_RATIO):
-    "Crop `img` around the points (bilinear, black border) -> (crop size×size, intrinsics of the crop, 2×3 affine)."
+    "Crop `img` around the points (bilinear, black border) -> (crop size×size, intrinsics of the crop (float64, as the original), 2×3 affine)."
     M = crop_matrix(points2d, size, ratio)
     crop = cv2.warpAffine(img, M, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
     s = M[0, 0]
     K2 = np.asarray(K, np.float64).copy()
     K2[0, 0] *= s; K2[1, 1] *= s
     K2[0, 2] = K2[0, 2] * s + M[0, 2]; K2[1, 2] = K2[1, 2] * s + M[1, 2]
-    return crop, K2.astype(np.float32), M
+    return crop, K2, M
 
 # %% ../nbs/08_interhand.ipynb #221afa96
 def pca_coefficients(layer, hand_pose) -> np.ndarray:
@@ -255,14 +314,16 @@ def _load_json(path):
 
 
 def interhand_tasks(data_path, split: str):
-    "(tasks, dropped counts, bad entries) of one split from the official annotation files."
+    """(tasks, dropped counts, bad entries, listed dropped frames) of one split from the official annotation files.
+    Frames dropped for a missing left/right MANO fit are listed (index, file_name, reason, detail) as well as
+    counted; the far more numerous non-interacting ones are only counted."""
     data_path = Path(data_path)
     ann_dir = data_path / "annotations" / split
     data = _load_json(ann_dir / f"InterHand2.6M_{split}_data.json")
     cams = _load_json(ann_dir / f"InterHand2.6M_{split}_camera.json")
     manos = _load_json(ann_dir / f"InterHand2.6M_{split}_MANO_NeuralAnnot.json")
     images, annotations = data.get("images", []), data.get("annotations", [])
-    tasks, dropped, bad = [], {}, []
+    tasks, dropped, bad, listed = [], {}, [], []
     def drop(reason): dropped[reason] = dropped.get(reason, 0) + 1
     for i, img in enumerate(images):
         name = img.get("file_name", f"<images[{i}]>")
@@ -275,10 +336,15 @@ def interhand_tasks(data_path, split: str):
         if mano is None:
             bad.append({"index": i, "file_name": name, "reason": "missing_annotation",
                         "detail": f"no MANO fit for capture {img.get('capture')} frame {img.get('frame_idx')}"}); continue
-        if mano.get("left") is None or mano.get("right") is None: drop("no_mano_fit"); continue
+        if mano.get("left") is None or mano.get("right") is None:
+            drop("no_mano_fit")
+            listed.append({"index": i, "file_name": name, "reason": "no_mano_fit",
+                           "detail": f"no MANO fit for the {' and '.join(h for h in HANDS if mano.get(h) is None)} hand "
+                                     f"(capture {img.get('capture')} frame {img.get('frame_idx')})"})
+            continue
         tasks.append(FrameTask(len(tasks), i, str(data_path / "images" / split / name), img, ann,
                                cams.get(str(img.get("capture"))), mano))
-    return tasks, dropped, bad
+    return tasks, dropped, bad, listed
 
 # %% ../nbs/08_interhand.ipynb #fe064520
 def process_frame(task: FrameTask, layers: dict, size: int = IMG_SIZE) -> dict:
@@ -288,9 +354,9 @@ def process_frame(task: FrameTask, layers: dict, size: int = IMG_SIZE) -> dict:
                 "file_name": task.image.get("file_name", "")}
     try:
         if not os.path.isfile(task.image_path): return skip("bad", "missing_image", task.image_path)
-        img = cv2.imread(task.image_path, cv2.IMREAD_COLOR)
-        if img is None: return skip("bad", "corrupt_image", f"{task.image_path} cannot be decoded")
-        if img.mean() < 10: return skip("dropped", "dark_image")
+        try: img = read_image(task.image_path)                   # strict: a truncated JPEG is an error, not grey pixels
+        except ImageReadError as e: return skip("bad", "corrupt_image", str(e))
+        if img.mean() < 10: return skip("dropped", "dark_image", f"mean intensity {img.mean():.1f} < 10")
         if task.camera is None: return skip("bad", "invalid_camera", f"no camera entry for capture {task.image.get('capture')}")
         try: cam = camera_from_interhand(task.camera, str(task.image.get("camera")))
         except ValueError as e: return skip("bad", "invalid_camera", str(e))
@@ -368,13 +434,26 @@ def render_targets(anno: dict, layers: dict, renderer, size: int = IMG_SIZE):
 
 # %% ../nbs/08_interhand.ipynb #c9099e09
 _WORKER = {}
+JOB_THREADS = 1           # torch / OpenCV threads of every job, in a pool worker or in this process
+
+
+@contextlib.contextmanager
+def fixed_threads(n: int = JOB_THREADS):
+    """Run the block with `n` torch and OpenCV threads, then restore the previous counts. Float results (a MANO
+    matmul) differ in the last bit between thread counts, so data that must be byte-identical is computed under
+    one fixed count, whatever the machine, `OMP_NUM_THREADS` or the number of workers."""
+    import torch
+    before = torch.get_num_threads(), cv2.getNumThreads()
+    torch.set_num_threads(n); cv2.setNumThreads(n)
+    try: yield
+    finally: torch.set_num_threads(before[0]); cv2.setNumThreads(before[1])
 
 
 def _init_worker(state: dict, limit_threads: bool = True):
     if limit_threads:
         import torch
-        torch.set_num_threads(1)
-        cv2.setNumThreads(1)
+        torch.set_num_threads(JOB_THREADS)
+        cv2.setNumThreads(JOB_THREADS)
     _WORKER.clear(); _WORKER.update(state)
 
 
@@ -402,16 +481,18 @@ def _render_job(item):
 def run_parallel(fn, items: list, state: dict, workers: int = 1, desc: str = "", progress: bool = True,
                  total: int = None, count=None, unit: str = "frame"):
     """Run `fn` over `items` in `workers` processes (in this one if ≤ 1) with a progress bar; results in completion
-    order. `state` is handed to every worker (`_WORKER`); `count(result)` says how far one result moves the bar."""
+    order. `state` is handed to every worker (`_WORKER`); `count(result)` says how far one result moves the bar.
+    Every item runs with `JOB_THREADS` torch/OpenCV threads, so the results do not depend on `workers`."""
     from tqdm.auto import tqdm
     results = []
     step = count or (lambda r: 1)
     with tqdm(total=len(items) if total is None else total, desc=desc, disable=not progress, unit=unit,
               dynamic_ncols=True) as bar:
         if workers <= 1 or len(items) <= 1:
-            _init_worker(state, limit_threads=False)
-            for it in items:
-                results.append(fn(it)); bar.update(step(results[-1]))
+            with fixed_threads(JOB_THREADS):                     # the pool workers' thread count: the same bytes
+                _init_worker(state, limit_threads=False)
+                for it in items:
+                    results.append(fn(it)); bar.update(step(results[-1]))
         else:
             import multiprocessing as mp
             # forkserver: workers start from a clean process (forking a process whose torch thread pool is running
@@ -444,17 +525,98 @@ def _finalize(tasks, out: Path, staging: Path):
     return len(plan)
 
 
+class ProcessInputsError(ValueError):
+    "A resumed run whose inputs (data, hand model, settings) differ from the ones the output folder was made with."
+
+
+def _file_stat(p: Path):
+    try: st = p.stat()
+    except OSError: return None
+    return {"size": st.st_size, "mtime_ns": st.st_mtime_ns}
+
+
+def _fingerprint(*arrays) -> str:
+    h = hashlib.sha256()
+    for a in arrays:
+        a = np.ascontiguousarray(np.asarray(a))
+        h.update(f"{a.dtype.str}{a.shape}".encode()); h.update(a.tobytes())
+    return h.hexdigest()[:16]
+
+
+def hand_model_fingerprint(layer) -> dict:
+    "{'source', 'sha256'} of a MANO layer: the hash of its model file, or of its buffers when built from a dict."
+    src = getattr(layer, "source", None)
+    if src and Path(src).is_file():
+        return {"source": str(Path(src).resolve()), "sha256": hashlib.sha256(Path(src).read_bytes()).hexdigest()[:16]}
+    bufs = sorted((k, b.detach().cpu().numpy()) for k, b in layer.named_buffers()) if hasattr(layer, "named_buffers") else []
+    return {"source": str(src), "sha256": _fingerprint(np.frombuffer(repr([k for k, _ in bufs]).encode(), np.uint8),
+                                                          *[b for _, b in bufs])}
+
+
+def processing_inputs(data_path, split: str, layers: dict, size: int = IMG_SIZE) -> dict:
+    "What the crops of `split` follow from: the data (path, annotation files' size and mtime), the hand model, the settings."
+    data_path = Path(data_path).resolve()
+    ann = data_path / "annotations" / split
+    return {"data_path": str(data_path),
+            "annotations": {n: _file_stat(ann / n) for n in (f"InterHand2.6M_{split}_{k}.json" for k in ("data", "camera", "MANO_NeuralAnnot"))},
+            "hand_model": {h: hand_model_fingerprint(layers[h]) for h in HANDS},
+            "img_size": int(size), "hand_bbox_ratio": HAND_BBOX_RATIO}
+
+
+def render_inputs(renderer) -> dict:
+    "What the renders follow from besides the annotations: the renderer's faces and dense colours."
+    return {"renderer": _fingerprint(getattr(renderer, "faces", np.zeros(0)), getattr(renderer, "v_color", np.zeros(0)))}
+
+
+def input_differences(recorded: dict, now: dict) -> list:
+    "One line per input that differs between a recorded run and this one."
+    out = []
+    for k in sorted(set(recorded) | set(now)):
+        a, b = recorded.get(k), now.get(k)
+        if a == b: continue
+        if k == "annotations" and isinstance(a, dict) and isinstance(b, dict):
+            out += [f"annotation file {n} changed (was {a.get(n)}, now {b.get(n)})" for n in sorted(set(a) | set(b)) if a.get(n) != b.get(n)]
+        elif k == "hand_model" and isinstance(a, dict) and isinstance(b, dict):
+            out += [f"{h} hand model differs (was {(a.get(h) or {}).get('source')}, now {(b.get(h) or {}).get('source')})"
+                    for h in HANDS if (a.get(h) or {}).get("sha256") != (b.get(h) or {}).get("sha256")]
+        else: out.append(f"{k} was {a!r}, now {b!r}")
+    return out
+
+
+def _check_inputs(recorded, now: dict, where: Path, split: str, save_path: Path, progress: bool):
+    if recorded is None:
+        if progress: print(f"{split}: {where} records no inputs (an older version made it); resuming without checking them")
+        return
+    diff = input_differences(recorded, now)
+    if diff:
+        raise ProcessInputsError(f"{save_path} already holds '{split}' made from other inputs: {'; '.join(diff)}. Use another "
+                                 f"--save_path, or delete {save_path / split} and {save_path / f'process_report_{split}.json'} "
+                                 "to process it again.")
+
+
+def _listed(rec: dict) -> dict:
+    return {k: rec.get(k, "") for k in ("index", "file_name", "reason", "detail")}
+
+
 def process_split(data_path, save_path, split: str, layers: dict, renderer=None, workers: int = 1,
                   size: int = IMG_SIZE, render: bool = True, progress: bool = True) -> dict:
-    "Process one split of InterHand2.6M into `<save_path>/<split>`; returns (and writes) its report."
+    """Process one split of InterHand2.6M into `<save_path>/<split>`; returns (and writes) its report. A resumed run
+    removes the temporaries a killed one left and refuses (`ProcessInputsError`) when its inputs differ."""
     import shutil
     save_path = Path(save_path); out = save_path / split; staging = out / ".staging"
     report_path = save_path / f"process_report_{split}.json"
+    stale = remove_stale_temps(out, recursive=True) + remove_stale_temps(save_path, report_path.name)
+    if stale and progress: print(f"{split}: removed {len(stale)} temporary file(s) left by an interrupted run")
+    inputs = processing_inputs(data_path, split, layers, size)
     if report_path.is_file():
         report = json.loads(report_path.read_text())
+        _check_inputs(report.get("inputs"), inputs, report_path, split, save_path, progress)
     else:
-        tasks, dropped, bad = interhand_tasks(data_path, split)
-        staging.mkdir(parents=True, exist_ok=True)
+        inputs_path = staging / "inputs.json"
+        if inputs_path.is_file(): _check_inputs(json.loads(inputs_path.read_text()), inputs, inputs_path, split, save_path, progress)
+        elif staging.is_dir() and any(staging.iterdir()): _check_inputs(None, inputs, staging, split, save_path, progress)
+        else: atomic_write_json(inputs_path, inputs)
+        tasks, dropped, bad, dropped_frames = interhand_tasks(data_path, split)
         if not (staging / "plan.json").is_file():
             todo = [(t, staging) for t in tasks
                     if not (staging / f"{t.cand}.pkl").is_file() and not (staging / f"{t.cand}.skip.json").is_file()]
@@ -464,24 +626,36 @@ def process_split(data_path, save_path, split: str, layers: dict, renderer=None,
             p = staging / f"{t.cand}.skip.json"
             if p.is_file():
                 rec = json.loads(p.read_text())
-                if rec["status"] == "dropped": dropped[rec["reason"]] = dropped.get(rec["reason"], 0) + 1
-                else: bad.append({k: rec[k] for k in ("index", "file_name", "reason", "detail")})
+                if rec["status"] == "dropped":
+                    dropped[rec["reason"]] = dropped.get(rec["reason"], 0) + 1
+                    dropped_frames.append(_listed(rec))
+                else: bad.append(_listed(rec))
         kept = _finalize(tasks, out, staging)
-        bad.sort(key=lambda b: b["index"])
+        bad.sort(key=lambda b: b["index"]); dropped_frames.sort(key=lambda b: b["index"])
         report = {"split": split, "data_path": str(data_path), "candidates": len(tasks), "kept": kept,
-                  "dropped": dropped, "bad_count": len(bad), "bad": bad}
+                  "dropped": dropped, "dropped_frames": dropped_frames, "bad_count": len(bad), "bad": bad, "inputs": inputs}
         atomic_write_json(report_path, report)
         shutil.rmtree(staging, ignore_errors=True)
     if render:
-        n = count_samples(save_path, split)
-        todo = [(save_path, split, i) for i in range(n) if not sample_complete(save_path, split, i)]
         if renderer is None: raise ValueError("rendering needs a renderer (see `gt_renderer`) or render=False")
+        if "render_inputs" in report:
+            _check_inputs(report["render_inputs"], render_inputs(renderer), report_path, split, save_path, progress)
+        report["render_inputs"] = render_inputs(renderer)
+        idx = sample_indices(save_path, split)
+        gaps = missing_indices(idx)
+        if gaps and progress: print(f"{split}: {len(gaps)} annotation file(s) missing (indices {_show(gaps)}); rendering the {len(idx)} that exist")
+        todo = [(save_path, split, i) for i in idx if not sample_complete(save_path, split, i)]
         fails = [r for r in run_parallel(_render_job, todo, {"layers": layers, "renderer": renderer, "size": size},
                                          workers, f"{split}: render", progress) if r]
-        report["rendered"] = sum(sample_complete(save_path, split, i) for i in range(n))
+        report["rendered"] = sum(sample_complete(save_path, split, i) for i in idx)
         report["render_failed"] = sorted(fails, key=lambda f: f["idx"])
+        report["missing_indices"] = gaps
         atomic_write_json(report_path, report)
     return report
+
+
+def _show(xs, n: int = 10) -> str:
+    return ", ".join(map(str, xs[:n])) + (f", ... (+{len(xs) - n} more)" if len(xs) > n else "")
 
 
 def process_interhand(data_path, save_path, splits=SPLITS, cfg=None, layers: dict = None, workers: int = 1,
@@ -531,8 +705,9 @@ def process_interhand_main(argv=None) -> int:
         drop = ", ".join(f"{k} {v}" for k, v in sorted(r["dropped"].items())) or "none"
         print(f"{split}: kept {r['kept']} of {r['candidates']} interacting frames; dropped: {drop}; bad frames: {r['bad_count']}"
               + (f"; rendered {r['rendered']}" if "rendered" in r else "")
-              + (f"; render failures {len(r['render_failed'])}" if r.get("render_failed") else ""))
-    print(f"reports: {Path(a.save_path).resolve()}/process_report_<split>.json")
+              + (f"; render failures {len(r['render_failed'])}" if r.get("render_failed") else "")
+              + (f"; missing annotation files {len(r['missing_indices'])}" if r.get("missing_indices") else ""))
+    print(f"reports (each dropped-for-a-reason and bad frame listed): {Path(a.save_path).resolve()}/process_report_<split>.json")
     return 0
 
 # %% ../nbs/08_interhand.ipynb #365e69be

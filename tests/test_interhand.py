@@ -1,5 +1,6 @@
 """InterHand2.6M processing on a generated fixture: selection, crop geometry, skip report, resumability, CLI."""
 import json
+import os
 import pickle
 from pathlib import Path
 
@@ -204,3 +205,200 @@ def test_cli(tmp_path, fixture, layers, monkeypatch, capsys):
     assert count_samples(tmp_path / "o", "test") == 2 and not sample_complete(tmp_path / "o", "test", 0)
     with pytest.raises(FileNotFoundError, match="InterHand2.6M"):
         ih.process_interhand_main(["--data_path", str(tmp_path / "nothing"), "--save_path", str(tmp_path / "o2")])
+
+
+# ---- issue 13: thread-independent bytes, gaps, strict images, recorded inputs, temporaries, clear errors, format ----
+
+def _threads_seen(item):
+    import torch
+    return torch.get_num_threads(), cv2.getNumThreads()
+
+
+@pytest.fixture
+def two_threads():
+    "The main process on two torch threads (what an unset OMP_NUM_THREADS gives on a 2-core machine)."
+    import torch
+    n = torch.get_num_threads()
+    torch.set_num_threads(2)
+    yield
+    torch.set_num_threads(n)
+
+
+def test_in_process_jobs_run_on_the_workers_thread_count(two_threads):
+    import torch
+    cv_before = cv2.getNumThreads()
+    seen = ih.run_parallel(_threads_seen, [0, 1, 2], {}, workers=1, progress=False)
+    assert seen == [(ih.JOB_THREADS, ih.JOB_THREADS)] * 3        # as in a pool worker (`_init_worker`)
+    assert torch.get_num_threads() == 2 and cv2.getNumThreads() == cv_before, "thread counts restored afterwards"
+    with pytest.raises(ZeroDivisionError):
+        ih.run_parallel(lambda i: 1 / 0, [0], {}, workers=1, progress=False)
+    assert torch.get_num_threads() == 2, "restored after an error too"
+
+
+def test_one_worker_on_two_threads_writes_the_bytes_of_two_workers(tmp_path, fixture, layers, renderer, processed, two_threads):
+    src, _ = fixture
+    ref, _ = processed                                                # made with workers=2
+    out = tmp_path / "out"
+    process_interhand(src, out, splits=["test"], layers=layers, renderer=renderer, workers=1, progress=False)
+    files = [f for f in _files(ref / "test")]
+    assert files == _files(out / "test") and len(files) == 2 * 18
+    for f in files: assert (out / "test" / f).read_bytes() == (ref / "test" / f).read_bytes(), f
+
+
+def test_gap_in_the_numbering_is_indexed_and_reported(tmp_path, processed, layers, renderer, fixture):
+    import shutil
+    ref, _ = processed
+    out = tmp_path / "out"
+    shutil.copytree(ref, out)
+    sample_files(out, "train", 1).anno.unlink()
+    assert ih.sample_indices(out, "train") == [0, 2, 3] and ih.missing_indices([0, 2, 3]) == [1]
+    assert count_samples(out, "train") == 3                          # was 1: counting stopped at the gap
+    sample_files(out, "train", 3).mask.unlink()
+    r = process_interhand(fixture[0], out, splits=["train"], layers=layers, renderer=renderer, workers=1, progress=False)["train"]
+    assert r["missing_indices"] == [1] and r["rendered"] == 3 and sample_complete(out, "train", 3)
+
+
+def test_truncated_jpeg_is_reported_not_kept(tmp_path, layers):
+    root = tmp_path / "ih"
+    truth = make_interhand_fixture(root, layers, seed=5, n_train=2, n_test=1)
+    name = truth["kept"]["test"][0]["file_name"]
+    path = root / "images" / "test" / name
+    data = path.read_bytes()
+    path.write_bytes(data[:len(data) * 4 // 10])                     # cut to 40 %: OpenCV decodes it with a grey lower part
+    assert cv2.imread(str(path)) is not None
+    r = process_interhand(root, tmp_path / "out", splits=["test"], layers=layers, render=False, workers=1, progress=False)["test"]
+    assert r["kept"] == 0 and r["bad_count"] == 1
+    b = r["bad"][0]
+    assert b["file_name"] == name and b["reason"] == "corrupt_image" and str(path) in b["detail"] and "damaged JPEG" in b["detail"]
+
+
+def test_dropped_frames_are_listed(processed, fixture):
+    _, reports = processed
+    _, truth = fixture
+    listed = reports["train"]["dropped_frames"]
+    want = {d["file_name"]: d["kind"] for d in truth["dropped"]["train"] if d["kind"] != "single_hand"}
+    assert {d["file_name"]: d["reason"] for d in listed} == {n: {"one_mano_missing": "no_mano_fit", "dark": "dark_image"}[k]
+                                                             for n, k in want.items()}
+    miss = next(d for d in listed if d["reason"] == "no_mano_fit")
+    assert "left hand" in miss["detail"] and isinstance(miss["index"], int)
+    assert sum(reports["train"]["dropped"][k] for k in ("no_mano_fit", "dark_image")) == len(listed)
+
+
+def test_resume_with_other_inputs_is_refused(tmp_path, fixture, layers, monkeypatch):
+    import shutil
+    src, _ = fixture
+    out = tmp_path / "out"
+    r = process_interhand(src, out, splits=["test"], layers=layers, render=False, workers=1, progress=False)["test"]
+    assert r["inputs"]["data_path"] == str(src.resolve()) and r["inputs"]["img_size"] == 256
+    assert set(r["inputs"]["hand_model"]) == {"left", "right"}
+    process_interhand(src, out, splits=["test"], layers=layers, render=False, workers=1, progress=False)   # same inputs: fine
+    with pytest.raises(ih.ProcessInputsError, match="right hand model differs") as e:
+        process_interhand(src, out, splits=["test"], layers=random_mano_layers(1), render=False, workers=1, progress=False)
+    assert "left hand model differs" in str(e.value) and str(out / "test") in str(e.value)
+    other = tmp_path / "copy"
+    shutil.copytree(src, other)
+    with pytest.raises(ValueError, match="data_path was"):
+        process_interhand(other, out, splits=["test"], layers=layers, render=False, workers=1, progress=False)
+    ann = src / "annotations" / "test" / "InterHand2.6M_test_data.json"
+    st = ann.stat()
+    try:
+        os.utime(ann, ns=(st.st_atime_ns, st.st_mtime_ns + 10 ** 9))
+        with pytest.raises(ValueError, match="annotation file InterHand2.6M_test_data.json changed"):
+            process_interhand(src, out, splits=["test"], layers=layers, render=False, workers=1, progress=False)
+    finally: os.utime(ann, ns=(st.st_atime_ns, st.st_mtime_ns))
+    # killed while cropping (staging only), resumed with another hand model: refused as well
+    out2 = tmp_path / "out2"
+    real, calls = ih.process_frame, []
+    def dying(task, *a, **k):
+        if calls: raise KeyboardInterrupt
+        calls.append(task.cand); return real(task, *a, **k)
+    monkeypatch.setattr(ih, "process_frame", dying)
+    with pytest.raises(KeyboardInterrupt):
+        process_interhand(src, out2, splits=["test"], layers=layers, render=False, workers=1, progress=False)
+    monkeypatch.setattr(ih, "process_frame", real)
+    with pytest.raises(ih.ProcessInputsError, match="hand model differs"):
+        process_interhand(src, out2, splits=["test"], layers=random_mano_layers(1), render=False, workers=1, progress=False)
+
+
+def test_resume_removes_its_stale_temporaries(tmp_path, fixture, layers, monkeypatch):
+    src, _ = fixture
+    out = tmp_path / "out"
+    real, calls = ih.process_frame, []
+    def dying(task, *a, **k):
+        if calls: raise KeyboardInterrupt
+        calls.append(task.cand); return real(task, *a, **k)
+    monkeypatch.setattr(ih, "process_frame", dying)
+    with pytest.raises(KeyboardInterrupt):
+        process_interhand(src, out, splits=["test"], layers=layers, render=False, workers=1, progress=False)
+    monkeypatch.setattr(ih, "process_frame", real)
+    planted = [out / "test" / ".staging" / ".1.pkl.a1b2c3d4.tmp", out / "test" / "anno" / ".0.pkl.zz_9yy8x.tmp",
+               out / ".process_report_test.json.q1w2e3r4.tmp"]
+    for p in planted:
+        p.parent.mkdir(parents=True, exist_ok=True); p.write_bytes(b"half a file")
+    mine = out / "test" / "notes.tmp"; mine.write_text("not ours")
+    process_interhand(src, out, splits=["test"], layers=layers, render=False, workers=1, progress=False)
+    assert not any(p.exists() for p in planted) and mine.is_file()
+    assert not [p for p in out.rglob(".*.tmp")]
+
+
+class _Evil:
+    def __reduce__(self): return (os.system, ("echo pwned",))
+
+
+def test_malicious_and_garbage_annotations_are_one_line_errors(tmp_path, processed, layers, renderer, fixture):
+    import shutil
+    from intaghand.io import UnsafePickleError, atomic_pickle
+    ref, _ = processed
+    out = tmp_path / "out"
+    shutil.copytree(ref, out)
+    atomic_pickle({"x": _Evil()}, sample_files(out, "test", 0).anno)
+    sample_files(out, "test", 1).anno.write_bytes(b"\x00garbage" * 20)
+    with pytest.raises(UnsafePickleError) as e: read_anno(out, "test", 0)
+    msg = str(e.value)
+    assert str(sample_files(out, "test", 0).anno) in msg and "'posix.system'" in msg and "\n" not in msg
+    with pytest.raises(ih.AnnotationError) as e: read_anno(out, "test", 1)
+    assert isinstance(e.value, ValueError) and str(sample_files(out, "test", 1).anno) in str(e.value)
+    atomic_pickle(["not", "a", "dict"], sample_files(out, "test", 1).anno)
+    with pytest.raises(ih.AnnotationError, match="holds a list, expected a dict"): read_anno(out, "test", 1)
+    anno = read_anno(ref, "test", 1); del anno["camera"]["camera"]
+    atomic_pickle(anno, sample_files(out, "test", 1).anno)
+    with pytest.raises(ih.AnnotationError, match="intrinsics"): read_anno(out, "test", 1)
+    # the render pass lists them as failures with that one line
+    for i in (0, 1): sample_files(out, "test", i).mask.unlink()
+    r = process_interhand(fixture[0], out, splits=["test"], layers=layers, renderer=renderer, workers=1, progress=False)["test"]
+    assert [f["idx"] for f in r["render_failed"]] == [0, 1] and "posix.system" in r["render_failed"][0]["error"]
+
+
+def test_malicious_mano_file_is_one_line_from_the_cli(tmp_path, fixture, capsys):
+    from intaghand.cli import main
+    from intaghand.io import atomic_pickle
+    mano = tmp_path / "mano"
+    for side in ("RIGHT", "LEFT"): atomic_pickle({"x": _Evil()}, mano / f"MANO_{side}.pkl")
+    (tmp_path / "cfg.yaml").write_text(f"MISC:\n  MANO_PATH: {mano}\n  HAND_MODEL: mano\n")
+    rc = main(["process-interhand", "--data_path", str(fixture[0]), "--save_path", str(tmp_path / "o"), "--cfg",
+               str(tmp_path / "cfg.yaml"), "--no-render", "--quiet", "--workers", "1"])
+    err = capsys.readouterr().err.strip()
+    assert rc == 1 and len(err.splitlines()) == 1, err
+    assert "'posix.system'" in err and "MANO_" in err and str(mano) in err and "Traceback" not in err
+
+
+def test_stored_like_the_original(processed, tmp_path):
+    out, _ = processed
+    a = read_anno(out, "train", 0)
+    assert a["camera"]["camera"].dtype == np.float64                 # the crop intrinsics, as the original's
+    assert a["camera"]["R"].dtype == np.float32 and a["camera"]["t"].dtype == np.float32
+    for kind in ("mask", "dense"):
+        im = cv2.imread(str(getattr(sample_files(out, "train", 0), kind)))
+        m = cv2.imread(str(sample_files(out, "train", 0).mask))
+        far = cv2.erode(((m[..., 1] < 128) & (m[..., 2] < 128)).astype(np.uint8), np.ones((9, 9), np.uint8)) > 0
+        assert far.mean() > 0.2 and np.median(im[far]) == ih.GT_BACKGROUND, kind   # PyTorch3D's white (1.0) over 255
+        assert (np.abs(im[far].astype(int) - ih.GT_BACKGROUND) <= 1).mean() > 0.95, kind   # (JPEG ringing near the hands)
+    # write_sample gives any writer (processing, synthetic) that background, without changing the caller's arrays
+    mask = np.zeros((64, 64, 3), np.uint8); mask[10:30, 10:30, 2] = 255; mask[30:50, 30:50, 1] = 255
+    dense = np.zeros((64, 64, 3), np.uint8); dense[mask[..., 1:].any(-1)] = 200
+    ih.write_sample(tmp_path, "s", 0, mask=mask, dense=dense)
+    assert mask[0, 0].tolist() == [0, 0, 0] and dense[0, 0].tolist() == [0, 0, 0]
+    m2, d2 = cv2.imread(str(sample_files(tmp_path, "s", 0).mask)), cv2.imread(str(sample_files(tmp_path, "s", 0).dense))
+    for im in (m2, d2): assert np.abs(im[56:, :16].astype(int) - 1).max() <= 1      # (a JPEG block away from the hands)
+    assert m2[20, 20, 2] > 240 and m2[20, 20, 1] < 15 and m2[40, 40, 1] > 240 and abs(int(d2[40, 40, 0]) - 200) < 6
+    with pytest.raises(ValueError, match="with its mask"): ih.write_sample(tmp_path, "s", 1, dense=dense)
