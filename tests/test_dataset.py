@@ -203,3 +203,73 @@ def test_distributed_sampler(blob):
         assert sum(seen[:4], []) != sum(seen[4:], []), "set_epoch reshuffles"
     finally:
         dist.destroy_process_group()
+
+
+# ---- issue 13: gaps in the numbering, strict image reading, the original's background value ----
+
+def _copy(blob, tmp_path):
+    import shutil
+    root, layers = blob
+    shutil.copytree(root, tmp_path / "d")
+    return tmp_path / "d", layers
+
+
+def test_a_missing_annotation_is_reported_and_the_rest_used(blob, tmp_path):
+    from intaghand.dataset import MissingSamplesWarning
+    root, layers = _copy(blob, tmp_path)
+    sample_files(root, "train", 2).anno.unlink()
+    with pytest.warns(MissingSamplesWarning, match=r"1 sample\(s\) missing .*indices 2\)"):
+        ds = InterHandDataset(root, "train", mano_layers=layers)
+    assert len(ds) == 7 and ds.indices == [0, 1, 3, 4, 5, 6, 7] and ds.missing == [2]     # was 2: stopped at the gap
+    assert [ds.load(i, hms=False).idx for i in range(7)] == ds.indices
+    with pytest.raises(IndexError): ds.load(7)
+    hd = HandDataset(ds, cfg=get_config(), train=False)
+    assert hd[6].idx.item() == 7 and len(hd) == 7
+
+
+def test_truncated_images_are_errors_naming_the_file(blob, tmp_path):
+    from intaghand.io import ImageReadError
+    root, layers = _copy(blob, tmp_path)
+    ds = InterHandDataset(root, "train", mano_layers=layers)
+    for kind, what in (("img", "image"), ("mask", "mask"), ("dense", "dense map")):
+        p = getattr(sample_files(root, "train", 1), kind)
+        good = p.read_bytes()
+        p.write_bytes(good[:len(good) * 4 // 10] + b"\xff\xd9")           # cut, with an end marker: OpenCV reads it
+        assert cv2.imread(str(p)) is not None
+        with pytest.raises(ImageReadError, match="damaged JPEG") as e: ds.load(1, hms=False)
+        assert str(e.value).startswith(f"{what} {p}")
+        p.write_bytes(good)
+    sample_files(root, "train", 1).mask.unlink()
+    with pytest.raises(FileNotFoundError, match="rendering pass"): ds.load(1)
+
+
+def test_background_value_one_keeps_the_targets(blob, tmp_path):
+    "Masks / dense maps stored with the original's background 1 give the mask targets and masked dense targets of 0."
+    from intaghand.interhand import read_anno
+    from intaghand.io import atomic_imwrite
+    root, layers = blob
+    yy, xx = np.mgrid[:256, :256]
+    mask = np.zeros((256, 256, 3), np.uint8)
+    mask[..., 2] = ((xx - 90) ** 2 + (yy - 120) ** 2 < 50 ** 2) * 255                 # left hand
+    mask[..., 1] = (((xx - 170) ** 2 + (yy - 130) ** 2 < 45 ** 2) & (mask[..., 2] == 0)) * 255
+    dense = np.zeros((256, 256, 3), np.uint8)
+    hand = mask[..., 1:].any(-1)
+    dense[hand] = np.stack([xx, yy, 255 - xx], -1)[hand].astype(np.uint8)
+    img, anno = cv2.imread(str(sample_files(root, "train", 0).img)), read_anno(root, "train", 0)
+    write_sample(tmp_path / "one", "train", 0, img, anno, mask, dense)                  # the original's background 1
+    write_sample(tmp_path / "zero", "train", 0, img, anno)
+    f = sample_files(tmp_path / "zero", "train", 0)
+    atomic_imwrite(f.mask, mask); atomic_imwrite(f.dense, dense)                        # background 0, as before
+    stored = cv2.imread(str(sample_files(tmp_path / "one", "train", 0).mask))
+    assert np.median(stored[~hand]) == 1 and np.median(cv2.imread(str(sample_files(tmp_path / "one", "train", 0).dense))[~hand]) == 1
+    one, zero = (HandDataset(InterHandDataset(tmp_path / k, "train", mano_layers=layers, with_rendered=True), cfg=get_config(),
+                             train=False, hms="joints").make_sample(
+                     InterHandDataset(tmp_path / k, "train", mano_layers=layers).load(0, hms=False), Augmentation())
+                 for k in ("one", "zero"))
+    assert set(torch.unique(one.mask).tolist()) == {0.0, 1.0}
+    assert (one.mask != zero.mask).sum() <= 0.005 * one.mask.sum(), int((one.mask != zero.mask).sum())
+    both = one.mask.amax(0, keepdim=True)
+    diff = (one.dense - zero.dense).mul(both).abs()
+    assert diff.max() < 0.05 and diff.mean() < 0.002
+    bgd = one.dense[:, both[0] == 0]
+    assert ((bgd - 1 / 255).abs() < 0.004).float().mean() > 0.9         # background 1/255, as the original's loader gives
