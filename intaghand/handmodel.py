@@ -7,7 +7,7 @@ __all__ = ['N_VERTS', 'N_FACES', 'N_JOINTS', 'TIP_IDS', 'CHAIN_JOINTS', 'PARENTS
            'FINGER_SPEC', 'THUMB_SPEC', 'SHAPE_PARAMS', 'DEFAULT_PARAMS', 'WRIST_RINGS', 'N_PALM26', 'HOLE', 'PALM_ANG',
            'LOOP_ANG', 'FINGER_STATIONS', 'THUMB_STATIONS', 'WEB_PROXIMAL', 'ORDER_SEGMENTS', 'ORDER_SEED', 'WEB_SHARE',
            'SKIN_WIDTHS', 'FINGER_SPREAD', 'AA_MIRROR', 'MIRROR', 'hand_pose', 'lbs_forward', 'skinning_quality',
-           'mirror_model', 'build_hand_model', 'model_bytes', 'write_embedded_models']
+           'mirror_model', 'build_hand_model', 'model_bytes', 'same_model', 'write_embedded_models']
 
 # %% ../nbs/03_handmodel.ipynb #107607a7
 import copy
@@ -614,12 +614,31 @@ def model_bytes(model):
     return pickle.dumps(model, protocol=2)
 
 
+def same_model(a: dict, b: dict, atol: float = 1e-9) -> bool:
+    "Whether two MANO-format dicts hold the same model: equal keys and non-float values, float arrays within `atol`."
+    import scipy.sparse as sp
+    if list(a) != list(b): return False
+    for k in a:
+        x, y = a[k], b[k]
+        if sp.issparse(x) or sp.issparse(y):
+            if not (sp.issparse(x) and sp.issparse(y)) or x.shape != y.shape: return False
+            x, y = x.toarray(), y.toarray()
+        if isinstance(x, np.ndarray) or isinstance(y, np.ndarray):
+            x, y = np.asarray(x), np.asarray(y)
+            if x.shape != y.shape or x.dtype != y.dtype: return False
+            if x.dtype.kind == "f" and not np.allclose(x, y, rtol=0, atol=atol): return False
+            if x.dtype.kind != "f" and not np.array_equal(x, y): return False
+        elif x != y: return False
+    return True
+
+
 def write_embedded_models(out_dir=None, overwrite=True):
     """Write `OPENHAND_RIGHT.pkl` and `OPENHAND_LEFT.pkl` into `out_dir` (default: the config's MISC.MANO_PATH)
     atomically; returns their paths. Only these two names are ever written, so a user's `MANO_*.pkl` beside them
-    is never touched. A file that already holds the same bytes is left alone; with `overwrite=False` a different
-    one is an error."""
-    from intaghand.io import atomic_write_bytes
+    is never touched. A file that already holds the same bytes is left alone; with `overwrite=False` a file with
+    the same model up to float rounding (`same_model`: made on a machine whose BLAS rounds the last bit differently)
+    is left alone too, and a different one is an error."""
+    from intaghand.io import atomic_write_bytes, safe_load_pickle
     if out_dir is None:
         from intaghand.config import get_config, resolve_path
         out_dir = resolve_path(get_config().MISC.MANO_PATH)
@@ -629,7 +648,11 @@ def write_embedded_models(out_dir=None, overwrite=True):
         path, data = Path(out_dir) / EMBEDDED_MANO_NAMES[side], model_bytes(m)
         old = path.read_bytes() if path.is_file() else None
         if old is not None and old != data and not overwrite:
-            raise FileExistsError(f"{path} exists and differs from the embedded hand model; pass overwrite=True to replace it")
+            try: same = same_model(safe_load_pickle(path), m)
+            except Exception: same = False
+            if not same:
+                raise FileExistsError(f"{path} exists and differs from the embedded hand model; pass overwrite=True to replace it")
+            paths.append(path); continue
         if old != data: atomic_write_bytes(path, data)
         paths.append(path)
     return paths
