@@ -143,3 +143,13 @@ def test_output_dir_errors(tmp_path):
     finally:
         subprocess.run(["chattr", "-i", str(ro)], capture_output=True); ro.chmod(0o755)
     assert output_dir(tmp_path / "x" / "y") == tmp_path / "x" / "y" and (tmp_path / "x" / "y").is_dir()
+
+
+def test_embedded_preset_is_the_small_network_with_the_cpu_recipe():
+    "The embedded checkpoint's recipe changes the small preset only where the model card says."
+    from intaghand.config import get_config
+    a, b = get_config(preset="small"), get_config(preset="embedded")
+    assert b.MODEL.MEAN_HAND and not a.MODEL.MEAN_HAND and b.MODEL.IMG_SIZE == 64
+    assert b.LOSS_WEIGHT.GRAPH.NORM.NORM_EPOCH == 0 and b.TRAIN.warm_up == 0 and b.DATA_AUGMENT.THETA == 30
+    assert (b.MODEL.ENCODER_TYPE, list(b.MODEL.GCN_IN_DIM)) == (a.MODEL.ENCODER_TYPE, list(a.MODEL.GCN_IN_DIM))
+    assert not get_config().MODEL.MEAN_HAND                       # the default config stays the original's
