@@ -476,6 +476,17 @@ def make_synthetic_main(argv=None) -> int:
     p.add_argument("--quiet", action="store_true")
     a = p.parse_args(argv)
     if a.n < 0: p.error("--n must be ≥ 0")
+    if not 32 <= a.size <= 4096: p.error(f"--size {a.size}: the image side must be 32..4096 px (256 like the processed InterHand crops)")
+    if a.batch < 1: p.error(f"--batch {a.batch}: at least 1 scene per render")
+    if a.workers < 1: p.error(f"--workers {a.workers}: at least 1")
+    if a.seed < 0: p.error(f"--seed {a.seed}: seeds are whole numbers ≥ 0")
+    if a.fracs is not None:
+        if len(a.fracs) != len(a.splits): p.error(f"--fracs has {len(a.fracs)} value(s) for {len(a.splits)} split(s) {a.splits}")
+        if any(not np.isfinite(f) or f < 0 for f in a.fracs) or sum(a.fracs) <= 0:
+            p.error(f"--fracs {' '.join(map(str, a.fracs))}: shares must be ≥ 0, finite, and not all 0")
+    out = Path(a.out)
+    bad = next((q for q in [out, *out.parents] if q.exists() and not q.is_dir()), None)
+    if bad is not None: p.error(f"--out {a.out}: {bad} is a file, not a folder")
     from intaghand.config import get_config
     import time
     t0 = time.time()

@@ -139,3 +139,23 @@ def test_cli(tmp_path, layers, v_color, monkeypatch, capsys):
     assert count_samples(tmp_path / "s", "test") == 3 and all(sample_complete(tmp_path / "s", "test", i) for i in range(3))
     img = cv2.imread(str(sample_files(tmp_path / "s", "test", 0).img))
     assert img.shape == (256, 256, 3)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--size", "8"], "--size 8: the image side"), (["--batch", "0"], "--batch 0"), (["--seed", "-1"], "--seed -1"),
+    (["--fracs", "0", "0", "0"], "not all 0"), (["--fracs", "1", "nan", "1"], "finite"), (["--fracs", "1"], "1 value(s) for 3"),
+    (["--workers", "0"], "--workers 0")])
+def test_cli_refuses_bad_values(tmp_path, capsys, args, message):
+    with pytest.raises(SystemExit) as e:
+        make_synthetic_main(["--out", str(tmp_path / "s"), "--n", "3", *args])
+    assert e.value.code == 2 and message in capsys.readouterr().err
+    assert not (tmp_path / "s").exists()                      # nothing written
+
+
+def test_cli_out_that_is_a_file(tmp_path, capsys):
+    f = tmp_path / "file"; f.write_text("x")
+    for out in (f, f / "below"):
+        with pytest.raises(SystemExit):
+            make_synthetic_main(["--out", str(out), "--n", "3"])
+        assert f"{f} is a file, not a folder" in capsys.readouterr().err
+    assert f.read_text() == "x"
