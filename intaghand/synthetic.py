@@ -382,7 +382,8 @@ class SyntheticGenerator:
                           "width": self.size, "height": self.size, "seed": self.seed},
                 "annotation": {"hand_type": "interacting", "hand_type_valid": 1, "synthetic": {"mode": sc.mode}},
                 "mano_params": {h: {k: np.asarray(v, np.float32) for k, v in sc.params[h].items()} for h in HANDS},
-                "camera": {"R": sc.cam_R.astype(np.float32), "t": sc.cam_t.astype(np.float32), "camera": geom["K"]}}
+                "camera": {"R": sc.cam_R.astype(np.float32), "t": sc.cam_t.astype(np.float32),
+                           "camera": np.asarray(geom["K"], np.float64)}}                     # float64, as the original stores crop intrinsics
 
     def make(self, split: str, indices) -> list:
         "Samples of `split` at `indices`: a list of dicts with img, anno, mask, dense, hms."
