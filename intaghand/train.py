@@ -391,6 +391,11 @@ def read_log(path) -> list:
     return out                                    # (a run killed while writing may leave half a last line)
 
 
+def _ignore_stop_signals(worker_id: int):
+    "DataLoader workers leave SIGINT/SIGTERM to the main process (a scheduler signals the whole group), which saves and stops."
+    for sig in (signal.SIGINT, signal.SIGTERM): signal.signal(sig, signal.SIG_IGN)
+
+
 class TrainingDiverged(RuntimeError):
     "The loss or the gradients stopped being finite; the weights of the last finished epoch are kept."
 
@@ -447,7 +452,8 @@ class Trainer:
         pin = self.device.type == "cuda"
         self.loader = DataLoader(SeededSamples(self.train_set, self.seed), self.batch_size, sampler=self.sampler,
                                  num_workers=num_workers, collate_fn=collate_samples, drop_last=True, pin_memory=pin,
-                                 generator=torch.Generator().manual_seed(self.seed))
+                                 generator=torch.Generator().manual_seed(self.seed),
+                                 worker_init_fn=_ignore_stop_signals if num_workers else None)
         self.val_loader = None
         if val_split and val_samples != 0 and (self.data_path / val_split / "anno").is_dir():
             vs = HandDataset(self.data_path, val_split, cfg=cfg, mano_layers=self.layers, train=False)

@@ -279,3 +279,18 @@ def test_upsample_layer_frozen_or_trained(full_run, data, tmp_path):
     log = t.fit()
     assert log[0]["train/mano_upsample_norm_loss"] == 0 and log[1]["train/mano_upsample_norm_loss"] > 0
     assert not torch.equal(t.net.decoder.unsample_layer.weight.detach(), ref)
+
+
+def test_sigterm_to_the_process_group_saves_and_exits_130(data, tmp_path):
+    "A scheduler's SIGTERM reaches the DataLoader workers too: they leave it to the trainer, which saves and exits 130."
+    args = ["-", *TINY, "--preset", "small", "--data_path", str(data), "--out", str(tmp_path), "--workers", "1",
+            "--no_progress", "--no_images", "--val_samples", "0", "--threads", "1", "--epochs", "50"]
+    p = subprocess.Popen([PY, "-c", LAUNCH, *args], env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         start_new_session=True, text=True)
+    t0 = time.time()
+    while not read_log(tmp_path) and p.poll() is None and time.time() - t0 < 120: time.sleep(0.05)
+    os.killpg(p.pid, signal.SIGTERM)
+    _, err = p.communicate(timeout=120)
+    assert p.returncode == 130, err
+    assert "--resume" in err and "DataLoader worker" not in err
+    assert torch.load(tmp_path / "latest.pth", weights_only=True)["step"] >= 1

@@ -76,7 +76,7 @@ def main(argv=None):
             pv, gv = getattr(o, h).verts3d.float(), getattr(b, h).verts3d.float()
             nc_p.append(normal_consistency(pv, faces[h], pairs[h])); nc_g.append(normal_consistency(gv, faces[h], pairs[h]))
             ratios.append(edge_ratio(pv, gv, faces[h]).flatten())
-        cam = lambda s, t: WeakPerspectiveCamera(s.float(), t.float(), R)
+        cam = lambda s, t: WeakPerspectiveCamera(s.float().clamp_min(1e-6), t.float(), R)   # a non-positive scale draws a dot: IoU ≈ 0
         pred = renderer(o.left.verts3d.float(), o.right.verts3d.float(), faces["right"], cam(o.left.scale, o.left.trans2d),
                         cam(o.right.scale, o.right.trans2d), faces_left=faces["left"], modes=("mask", "shaded"))
         gl = b.left.verts3d.float(); gr = b.right.verts3d.float() + b.root_rel.float()[:, None]
