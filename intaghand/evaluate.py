@@ -28,7 +28,15 @@ from .train import EvalSamples, collate_eval, resolve_device
 def checkpoint_config(path, cfg=None):
     """The config to evaluate checkpoint `path` with: `cfg` (a config or a YAML path) if given, else the config a
     training checkpoint carries, else a YAML beside the file (`<name>.yaml`, `config.yaml`), else the defaults."""
-    if cfg is not None: return cfg if not isinstance(cfg, (str, Path)) else get_config(cfg)
+    if cfg is not None:
+        import warnings
+        from intaghand.inference import ConfigMismatchWarning, reconcile_config, stored_config
+        given = cfg if not isinstance(cfg, (str, Path)) else get_config(cfg)
+        stored, where = stored_config(path)
+        if stored is None: return given
+        use, warns = reconcile_config(stored, given, where)      # the network is the checkpoint's, each difference named
+        for w in warns: warnings.warn(w, ConfigMismatchWarning, stacklevel=2)
+        return use
     import yaml
     from intaghand.inference import config_beside
     ck = load_checkpoint(path)
@@ -194,6 +202,8 @@ def eval_main(argv=None) -> int:
     p.add_argument("--no_progress", action="store_true")
     a = p.parse_args(sys.argv[1:] if argv is None else list(argv))
     if a.bs < 1: p.error("--bs must be ≥ 1")
+    if a.max_samples is not None and a.max_samples < 1:
+        p.error(f"--max_samples {a.max_samples}: evaluate at least 1 sample (leave it out for the whole split)")
     out = Path(a.out) if a.out else checkpoint_file(a.checkpoint).parent / f"eval_{a.split}"
     ev = evaluate(a.checkpoint, a.data_path, a.split, a.bs, cfg=a.cfg, device=a.device, out=out, protocols=a.protocols,
                   max_samples=a.max_samples, num_workers=a.workers, n_worst=a.n_worst, progress=not a.no_progress)

@@ -151,8 +151,10 @@ def test_cli_alias_configs_and_default_out(setup, tmp_path, capsys):
 
 def test_wrong_config_and_missing_split_are_clear(setup, tmp_path):
     s = setup
-    with pytest.raises(CheckpointError, match="does not fit"):
-        load_for_eval(s.ckpt, get_config(preset="small"))                # trained at 64 px, this says 128
+    from intaghand.inference import ConfigMismatchWarning
+    with pytest.warns(ConfigMismatchWarning, match="MODEL.IMG_SIZE: checkpoint 64, given 128"):
+        _, cfg = load_for_eval(s.ckpt, get_config(preset="small"))       # trained at 64 px, this says 128: named, 64 used
+    assert cfg.MODEL.IMG_SIZE == 64
     with pytest.raises(FileNotFoundError, match="no processed split 'nosuch'"):
         evaluate(s.ckpt, s.data, "nosuch", progress=False)
     with pytest.raises(SystemExit):
@@ -166,3 +168,19 @@ def test_reconstructor_is_accepted(setup):
     ev = evaluate(rec, s.data, "test", batch_size=4, progress=False, max_samples=3)
     ev2 = evaluate(s.ckpt, s.data, "test", batch_size=4, progress=False, max_samples=3)
     assert ev.summary["protocols"]["original"] == ev2.summary["protocols"]["original"]
+
+
+@pytest.mark.parametrize("n", ["0", "-3"])
+def test_max_samples_must_be_positive(setup, n, capsys):
+    with pytest.raises(SystemExit) as e:
+        eval_main(["--checkpoint", str(setup.ckpt), "--data_path", str(setup.data), "--max_samples", n])
+    assert e.value.code == 2 and f"--max_samples {n}" in capsys.readouterr().err
+
+
+def test_given_cfg_cannot_change_the_stored_network(setup):
+    "--cfg with a shape-neutral network change (MODEL.NUM_HEADS) is named and the checkpoint's value is used."
+    from intaghand.inference import ConfigMismatchWarning
+    given = get_config(preset="small", overrides=TINY + ["MODEL.NUM_HEADS", "2"])
+    with pytest.warns(ConfigMismatchWarning, match="MODEL.NUM_HEADS: checkpoint 4, given 2"):
+        cfg = checkpoint_config(setup.ckpt, given)
+    assert cfg.MODEL.NUM_HEADS == 4
