@@ -32,7 +32,7 @@ from .config import checkpoint_file, config_to_yaml, get_config, save_config
 from .dataset import Augmentation, HandDataset, collate_samples, draw_augmentation
 from .interhand import HANDS, mano_layers
 from .io import (CheckpointError, atomic_torch_save, atomic_write_text, extract_state_dict, load_checkpoint,
-                          load_state_dict_checked)
+                          load_state_dict_checked, remove_stale_temps)
 from .losses import (HandMeshSpec, LossPrediction, LossTarget, LossWeights, StepLRWithWarmUp, compute_losses,
                               regress_joints)
 from .model import build_model, load_graph_assets, load_weights
@@ -659,7 +659,7 @@ class Trainer:
         "Train until `TRAIN.EPOCHS` (or `max_steps`, or SIGINT/SIGTERM: the last finished step is saved); returns the log."
         if self.dist.is_main:
             self.out.mkdir(parents=True, exist_ok=True)
-            for tmp in self.out.glob(".*.tmp"): tmp.unlink(missing_ok=True)   # left by a save that was killed
+            remove_stale_temps(self.out)                  # `.latest.pth.XXXXXXXX.tmp` left by a save that was killed
             save_config(self.cfg, self.out / "config.yaml")
         restore = self._install_signal_handlers()
         self._t_start = time.monotonic()

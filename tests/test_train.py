@@ -294,3 +294,16 @@ def test_sigterm_to_the_process_group_saves_and_exits_130(data, tmp_path):
     assert p.returncode == 130, err
     assert "--resume" in err and "DataLoader worker" not in err
     assert torch.load(tmp_path / "latest.pth", weights_only=True)["step"] >= 1
+
+
+def test_resume_removes_the_temporaries_of_a_killed_save(full_run, data, tmp_path):
+    "A save SIGKILLed mid-write leaves `.latest.pth.XXXXXXXX.tmp`; the next run in that folder removes it, nothing else."
+    import shutil
+    out, _ = full_run
+    run = tmp_path / "run"
+    shutil.copytree(out, run)
+    stale, other = run / ".latest.pth.a1b2c3d4.tmp", run / ".notes.tmp"
+    stale.write_bytes(b"half a checkpoint"); other.write_text("not the trainer's")
+    t = Trainer(get_config(preset="small", overrides=TINY), data, run, progress=False, tensorboard=False).resume()
+    t.fit()
+    assert not stale.exists() and other.read_text() == "not the trainer's"
