@@ -284,6 +284,18 @@ def test_dropped_frames_are_listed(processed, fixture):
     assert sum(reports["train"]["dropped"][k] for k in ("no_mano_fit", "dark_image")) == len(listed)
 
 
+def _kill_after_first_frame(src, out, layers, monkeypatch):
+    "Run `process_interhand` into `out` and interrupt it (KeyboardInterrupt) while cropping the second frame."
+    real, calls = ih.process_frame, []
+    def dying(task, *a, **k):
+        if calls: raise KeyboardInterrupt
+        calls.append(task.cand); return real(task, *a, **k)
+    monkeypatch.setattr(ih, "process_frame", dying)
+    with pytest.raises(KeyboardInterrupt):
+        process_interhand(src, out, splits=["test"], layers=layers, render=False, workers=1, progress=False)
+    monkeypatch.setattr(ih, "process_frame", real)
+
+
 def test_resume_with_other_inputs_is_refused(tmp_path, fixture, layers, monkeypatch):
     import shutil
     src, _ = fixture
@@ -308,14 +320,7 @@ def test_resume_with_other_inputs_is_refused(tmp_path, fixture, layers, monkeypa
     finally: os.utime(ann, ns=(st.st_atime_ns, st.st_mtime_ns))
     # killed while cropping (staging only), resumed with another hand model: refused as well
     out2 = tmp_path / "out2"
-    real, calls = ih.process_frame, []
-    def dying(task, *a, **k):
-        if calls: raise KeyboardInterrupt
-        calls.append(task.cand); return real(task, *a, **k)
-    monkeypatch.setattr(ih, "process_frame", dying)
-    with pytest.raises(KeyboardInterrupt):
-        process_interhand(src, out2, splits=["test"], layers=layers, render=False, workers=1, progress=False)
-    monkeypatch.setattr(ih, "process_frame", real)
+    _kill_after_first_frame(src, out2, layers, monkeypatch)
     with pytest.raises(ih.ProcessInputsError, match="hand model differs"):
         process_interhand(src, out2, splits=["test"], layers=random_mano_layers(1), render=False, workers=1, progress=False)
 
@@ -323,14 +328,7 @@ def test_resume_with_other_inputs_is_refused(tmp_path, fixture, layers, monkeypa
 def test_resume_removes_its_stale_temporaries(tmp_path, fixture, layers, monkeypatch):
     src, _ = fixture
     out = tmp_path / "out"
-    real, calls = ih.process_frame, []
-    def dying(task, *a, **k):
-        if calls: raise KeyboardInterrupt
-        calls.append(task.cand); return real(task, *a, **k)
-    monkeypatch.setattr(ih, "process_frame", dying)
-    with pytest.raises(KeyboardInterrupt):
-        process_interhand(src, out, splits=["test"], layers=layers, render=False, workers=1, progress=False)
-    monkeypatch.setattr(ih, "process_frame", real)
+    _kill_after_first_frame(src, out, layers, monkeypatch)
     planted = [out / "test" / ".staging" / ".1.pkl.a1b2c3d4.tmp", out / "test" / "anno" / ".0.pkl.zz_9yy8x.tmp",
                out / ".process_report_test.json.q1w2e3r4.tmp"]
     for p in planted:
