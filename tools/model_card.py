@@ -16,9 +16,10 @@ import torch
 
 
 def face_normals(v: torch.Tensor, faces: torch.Tensor) -> torch.Tensor:
-    "B×F×3 unit normals of B×V×3 meshes."
-    t = v[:, faces]
-    return torch.nn.functional.normalize(torch.linalg.cross(t[:, :, 1] - t[:, :, 0], t[:, :, 2] - t[:, :, 0], dim=-1), dim=-1)
+    "B×F×3 unit normals of B×V×3 meshes (from the losses' face edges)."
+    from intaghand.losses import face_edges
+    e = face_edges(v, faces)
+    return torch.nn.functional.normalize(torch.linalg.cross(e[:, :, 0], e[:, :, 1], dim=-1), dim=-1)
 
 
 def face_pairs(faces: torch.Tensor) -> torch.Tensor:
@@ -40,7 +41,8 @@ def normal_consistency(v, faces, pairs) -> torch.Tensor:
 
 def edge_ratio(v, g, faces) -> torch.Tensor:
     "B×3F predicted / GT edge lengths."
-    e = lambda x: torch.linalg.norm(x[:, faces[:, [1, 2, 0]]] - x[:, faces], dim=-1).flatten(1)
+    from intaghand.losses import face_edges
+    e = lambda x: torch.linalg.norm(face_edges(x, faces), dim=-1).flatten(1)
     return e(v) / e(g).clamp_min(1e-9)
 
 
