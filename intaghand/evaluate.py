@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from .config import checkpoint_file, config_to_yaml, get_config, merge_dict
+from .config import checkpoint_file, config_to_yaml, get_config
 from .dataset import HandDataset
 from .interhand import HANDS, mano_layers
 from .io import extract_state_dict, load_checkpoint, load_state_dict_checked
@@ -25,36 +25,25 @@ from .model import build_model
 from .train import EvalSamples, collate_eval, resolve_device
 
 # %% ../nbs/14_evaluate.ipynb #a4bc4915
-def checkpoint_config(path, cfg=None):
-    """The config to evaluate checkpoint `path` with: `cfg` (a config or a YAML path) if given, else the config a
-    training checkpoint carries, else a YAML beside the file (`<name>.yaml`, `config.yaml`), else the defaults."""
-    if cfg is not None:
-        import warnings
-        from intaghand.inference import ConfigMismatchWarning, reconcile_config, stored_config
-        given = cfg if not isinstance(cfg, (str, Path)) else get_config(cfg)
-        stored, where = stored_config(path)
-        if stored is None: return given
-        use, warns = reconcile_config(stored, given, where)      # the network is the checkpoint's, each difference named
-        for w in warns: warnings.warn(w, ConfigMismatchWarning, stacklevel=2)
-        return use
-    import yaml
-    from intaghand.inference import config_beside
-    ck = load_checkpoint(path)
-    if isinstance(ck, dict) and isinstance(ck.get("config"), str):
-        c = get_config(); c.defrost()
-        merge_dict(c, yaml.safe_load(ck["config"]) or {}, f"{path} (embedded config)")
-        c.freeze()
-        return c
-    beside = config_beside(path)
-    return get_config(beside) if beside is not None else get_config()
+def checkpoint_config(path, cfg=None, ck=None):
+    """The config to evaluate checkpoint `path` with, by inference's rule (`resolve_checkpoint_config`): the config a
+    training checkpoint carries or a YAML beside the file (`<name>.yaml`, `config.yaml`), else `cfg` (a config or a
+    YAML path), else the defaults; a `cfg` that differs in a network key is named in a `ConfigMismatchWarning` and
+    the stored value used. `ck`: the loaded checkpoint, when the caller has it."""
+    import warnings
+    from intaghand.inference import ConfigMismatchWarning, resolve_checkpoint_config
+    use, warns = resolve_checkpoint_config(path, cfg, ck)
+    for w in warns: warnings.warn(w, ConfigMismatchWarning, stacklevel=2)
+    return use
 
 
 def load_for_eval(path, cfg=None, device=None):
     "(model in eval mode on `device`, its config) from a plain state dict or a training checkpoint (see `checkpoint_config`)."
     path = checkpoint_file(path)
-    cfg = checkpoint_config(path, cfg)
+    ck = load_checkpoint(path)                                   # read once: config and weights
+    cfg = checkpoint_config(path, cfg, ck)
     model = build_model(cfg)
-    load_state_dict_checked(model, extract_state_dict(load_checkpoint(path)), source=f"checkpoint {path}")
+    load_state_dict_checked(model, extract_state_dict(ck), source=f"checkpoint {path}")
     return model.to(resolve_device(device)).eval(), cfg
 
 # %% ../nbs/14_evaluate.ipynb #fa0059be

@@ -5,7 +5,8 @@
 # %% auto #0
 __all__ = ['IMAGENET_MEAN', 'IMAGENET_STD', 'MAX_FILE_BYTES', 'MAX_PIXELS', 'Frame', 'pad_to_square', 'preprocess_image',
            'image_header_size', 'check_image_file', 'as_images', 'to_image_space', 'config_beside', 'stored_config',
-           'ConfigMismatchWarning', 'network_keys', 'config_differences', 'reconcile_config', 'Reconstructor']
+           'ConfigMismatchWarning', 'network_keys', 'config_differences', 'resolve_checkpoint_config',
+           'reconcile_config', 'Reconstructor']
 
 # %% ../nbs/07_inference.ipynb #b25f71ab
 import dataclasses
@@ -237,6 +238,17 @@ def config_differences(stored, given, keys=None) -> list:
     return [(k, _get(stored, k), _get(given, k)) for k in keys if _get(stored, k) != _get(given, k)]
 
 
+def resolve_checkpoint_config(path, cfg=None, ck=None, force: bool = False) -> tuple:
+    """(config to build checkpoint `path` with, warnings): the config stored with it (`stored_config`), else `cfg`
+    (a config or a YAML path), else the defaults. When both exist and differ in a network key, each key is named
+    with both values and the stored value is used unless `force` (`reconcile_config`). `ck`: the loaded file."""
+    stored, where = stored_config(path, ck)
+    if isinstance(cfg, (str, Path)): cfg = get_config(cfg)
+    if cfg is None: return (stored if stored is not None else get_config()), []
+    if stored is None: return cfg, []
+    return reconcile_config(stored, cfg, where, force)
+
+
 def reconcile_config(stored, given, where: str, force: bool = False) -> tuple:
     """(config to build with, warnings) for a checkpoint whose stored config is `stored` when the caller gave `given`:
     each network key that differs is named with both values; the stored value is used unless `force`. The given
@@ -278,11 +290,7 @@ class Reconstructor:
         values in a `ConfigMismatchWarning` (and in `.warnings`) and the stored value is used, unless `force_cfg`."""
         path = checkpoint_file(path)
         ck = load_checkpoint(path)
-        stored, where = stored_config(path, ck)
-        if isinstance(cfg, (str, Path)): cfg = get_config(cfg)
-        warns = []
-        if cfg is None: cfg = stored if stored is not None else get_config()
-        elif stored is not None: cfg, warns = reconcile_config(stored, cfg, where, force_cfg)
+        cfg, warns = resolve_checkpoint_config(path, cfg, ck, force_cfg)
         for w in warns: warnings.warn(w, ConfigMismatchWarning, stacklevel=2)
         model = build_model(cfg, graph_assets=graph_assets)
         load_state_dict_checked(model, extract_state_dict(ck), source=f"checkpoint {path}")
