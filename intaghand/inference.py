@@ -6,7 +6,7 @@
 __all__ = ['IMAGENET_MEAN', 'IMAGENET_STD', 'MAX_FILE_BYTES', 'MAX_PIXELS', 'Frame', 'pad_to_square', 'preprocess_image',
            'image_header_size', 'check_image_file', 'as_images', 'to_image_space', 'config_beside', 'stored_config',
            'ConfigMismatchWarning', 'network_keys', 'config_differences', 'resolve_checkpoint_config',
-           'reconcile_config', 'Reconstructor']
+           'without_encoder_pretrain', 'reconcile_config', 'Reconstructor']
 
 # %% ../nbs/07_inference.ipynb #b25f71ab
 import dataclasses
@@ -241,12 +241,24 @@ def config_differences(stored, given, keys=None) -> list:
 def resolve_checkpoint_config(path, cfg=None, ck=None, force: bool = False) -> tuple:
     """(config to build checkpoint `path` with, warnings): the config stored with it (`stored_config`), else `cfg`
     (a config or a YAML path), else the defaults. When both exist and differ in a network key, each key is named
-    with both values and the stored value is used unless `force` (`reconcile_config`). `ck`: the loaded file."""
+    with both values and the stored value is used unless `force` (`reconcile_config`). `ck`: the loaded file.
+    `MODEL.ENCODER_PRETRAIN_PATH` is cleared: the checkpoint's weights replace the encoder, so the file the run
+    started from is neither needed nor read (it usually exists only on the machine that trained)."""
     stored, where = stored_config(path, ck)
     if isinstance(cfg, (str, Path)): cfg = get_config(cfg)
-    if cfg is None: return (stored if stored is not None else get_config()), []
-    if stored is None: return cfg, []
-    return reconcile_config(stored, cfg, where, force)
+    if cfg is None: out = (stored if stored is not None else get_config()), []
+    elif stored is None: out = cfg, []
+    else: out = reconcile_config(stored, cfg, where, force)
+    return without_encoder_pretrain(out[0]), out[1]
+
+
+def without_encoder_pretrain(cfg):
+    "A copy of `cfg` with `MODEL.ENCODER_PRETRAIN_PATH` 'none' (`cfg` itself when it is already)."
+    if str(cfg.MODEL.ENCODER_PRETRAIN_PATH).lower() in ("", "none"): return cfg
+    frozen = cfg.is_frozen()
+    cfg = cfg.clone(); cfg.defrost(); cfg.MODEL.ENCODER_PRETRAIN_PATH = "none"
+    if frozen: cfg.freeze()
+    return cfg
 
 
 def reconcile_config(stored, given, where: str, force: bool = False) -> tuple:

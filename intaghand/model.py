@@ -624,8 +624,13 @@ class decoder(nn.Module):
         # xavier for the heads; gf_layer_* keep PyTorch's init (the original calls weights_init on the Sequential: a no-op)
         for m in (self.coord_head, self.avg_head, self.params_head): _xavier_init(m)
         with torch.no_grad(): self.unsample_layer.weight.copy_(torch.as_tensor(np.asarray(upsample_weight), dtype=torch.float32))
-        if mean_hand:   # workbench (MODEL.MEAN_HAND): coordinates are offsets from a stored mean hand, saved with the weights
-            for side in HAND_SIDES: self.register_buffer(f"mean_verts_{side}", torch.zeros(self.vNum_out, 3))
+        self.mean_hand = bool(mean_hand)
+        if mean_hand:   # workbench (MODEL.MEAN_HAND): standardised outputs, see the note below; saved with the weights
+            for side in HAND_SIDES:
+                self.register_buffer(f"mean_verts_{side}", torch.zeros(self.vNum_out, 3))
+                self.register_buffer(f"std_verts_{side}", torch.ones(self.vNum_out, 3))
+                self.register_buffer(f"mean_camera_{side}", torch.zeros(3))
+                self.register_buffer(f"std_camera_{side}", torch.ones(3))
         for side, g in (("left", left_graph), ("right", right_graph)):
             self.register_buffer(f"graph_perm_{side}", g["perm"].clone(), persistent=False)
             self.register_buffer(f"graph_perm_reverse_{side}", g["perm_reverse"].clone(), persistent=False)
@@ -637,6 +642,10 @@ class decoder(nn.Module):
     def GCN_to_vert(self, x, side):
         "B×V_all×C GCN order -> B×778×C mesh order."
         return x[:, getattr(self, f"graph_perm_reverse_{side}")]
+
+    def destandardise(self, x, side, what):
+        "Head output in units of the data's spread -> label units: mean + std · x (`what`: 'verts' or 'camera')."
+        return getattr(self, f"mean_{what}_{side}").to(x.dtype) + getattr(self, f"std_{what}_{side}").to(x.dtype) * x
 
     def get_hand_pe(self, bs):
         "Positional code per coarse vertex: mean of 2·v_color−1 over its descendants; two B×V_in×3."
@@ -654,9 +663,11 @@ class decoder(nn.Module):
         hands = []
         for side, f in (("left", Lf), ("right", Rf)):
             p = self.params_head(self.avg_head(f.transpose(-1, -2))[..., 0])
-            scale, trans2d = p[:, 0], p[:, 1:]
             v3 = self.coord_head(f)                                           # B×V_out×3, GCN order
-            if hasattr(self, f"mean_verts_{side}"): v3 = v3 + getattr(self, f"mean_verts_{side}").to(v3.dtype)
+            if self.mean_hand:
+                p = self.destandardise(p, side, "camera")
+                v3 = self.destandardise(v3, side, "verts")
+            scale, trans2d = p[:, 0], p[:, 1:]
             v2 = projection_batch(scale, trans2d, v3, self.img_size)
             verts3d = self.unsample_layer(v3.transpose(1, 2)).transpose(1, 2)  # B×778×3, mesh order
             verts2d = projection_batch(scale, trans2d, verts3d, self.img_size)

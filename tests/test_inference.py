@@ -264,3 +264,16 @@ def test_cuda_matches_cpu(ckpt_dir, assets, rec):
     a, b = rec(im), rc(im)
     assert b.left.verts3d.is_cuda
     assert torch.allclose(a.left.verts3d, b.left.verts3d.cpu(), atol=1e-3)
+
+
+def test_checkpoint_loads_without_the_encoder_file_it_was_started_from(tmp_path, assets):
+    "A run started from MODEL.ENCODER_PRETRAIN_PATH stores that path; loading its checkpoint elsewhere must not need it."
+    from intaghand.config import config_to_yaml
+    cfg = get_config(preset="small", overrides=["MODEL.ENCODER_PRETRAIN_PATH", str(tmp_path / "gone" / "enc.pth")])
+    torch.manual_seed(2)
+    m = build_model(get_config(preset="small"), graph_assets=assets)
+    atomic_torch_save({"model": m.state_dict(), "config": config_to_yaml(cfg)}, tmp_path / "latest.pth")
+    r = Reconstructor.from_checkpoint(tmp_path / "latest.pth", graph_assets=assets, joint_regressor=None)
+    assert r.cfg.MODEL.ENCODER_PRETRAIN_PATH == "none"
+    w = r.model.encoder.resnet.layer2[0].conv1.weight
+    assert torch.equal(w.cpu(), m.encoder.resnet.layer2[0].conv1.weight)

@@ -173,7 +173,7 @@ def test_mean_hand_start(data, tmp_path):
     cfg = get_config(preset="small", overrides=TINY + ["MODEL.MEAN_HAND", "True"])
     t = Trainer(cfg, data, tmp_path, progress=False, tensorboard=False, images=False)
     ds = HandDataset(data, "train", cfg=cfg, mano_layers=t.layers, train=False)
-    gt = torch.stack([ds[i].right.verts3d for i in range(len(ds))])
+    gt = torch.stack([ds[i].right.verts3d + ds[i].root_rel for i in range(len(ds))])   # the right hand, left-rooted
     t.net.eval()
     with torch.no_grad(): pred = t.net(torch.stack([ds[i].img for i in range(len(ds))])).right.verts3d
     err_mean = (pred - gt.mean(0)).norm(dim=-1).mean()              # the prediction sits at the mean hand ...
@@ -182,8 +182,31 @@ def test_mean_hand_start(data, tmp_path):
     plain = build_model(get_config(preset="small", overrides=TINY))
     assert not any("mean_verts" in k for k in plain.state_dict())    # the original architecture is unchanged
     again = load_weights(build_model(cfg), t.net.state_dict())
-    assert torch.equal(again.decoder.mean_verts_right, t.net.decoder.mean_verts_right)
-    assert float(t.net.decoder.mean_verts_right.abs().sum()) > 0
+    dec = t.net.decoder
+    for name in ("mean_verts_right", "std_verts_right", "mean_camera_left", "std_camera_left"):
+        assert torch.equal(getattr(again.decoder, name), getattr(dec, name)), name
+    assert float(dec.mean_verts_right.abs().sum()) > 0
+    # the spreads are the data's (floored): a coordinate's std is well above 0 and below the whole hand's extent
+    assert 0 < float(dec.std_verts_right.min()) and float(dec.std_verts_right.max()) < float(gt.abs().max())
+    assert float(dec.std_camera_left[0]) > 0 and torch.all(dec.params_head.bias == 0)
+    bound = 0.1 * (6 / sum(dec.params_head.weight.shape)) ** 0.5                # a tenth of the xavier bound
+    assert 0 < float(dec.params_head.weight.detach().abs().max()) <= bound
+
+
+def test_standardised_heads_scale_their_output():
+    "A MEAN_HAND decoder returns mean + std · head: doubling std doubles the head's share, the mean shifts everything."
+    from intaghand.model import build_model
+    cfg = get_config(preset="small", overrides=TINY + ["MODEL.MEAN_HAND", "True"])
+    torch.manual_seed(0)
+    m = build_model(cfg).eval()
+    img = torch.randn(2, 3, cfg.MODEL.IMG_SIZE, cfg.MODEL.IMG_SIZE)
+    with torch.no_grad():
+        base = m(img).left
+        m.decoder.std_verts_left.mul_(2.0); m.decoder.mean_camera_left.add_(torch.tensor([0.5, 0.0, 0.0]))
+        scaled = m(img).left
+    assert torch.allclose(scaled.scale, base.scale + 0.5, atol=1e-5)
+    # the last-level output doubles around the (zero) mean, so the 778-vertex mesh (a linear map of it) doubles too
+    assert torch.allclose(scaled.verts3d, 2 * base.verts3d, atol=1e-5) and float(base.verts3d.abs().max()) > 0
 
 
 def test_diverging_run_stops_and_keeps_finite_weights(data, tmp_path, capsys):
@@ -307,3 +330,22 @@ def test_resume_removes_the_temporaries_of_a_killed_save(full_run, data, tmp_pat
     t = Trainer(get_config(preset="small", overrides=TINY), data, run, progress=False, tensorboard=False).resume()
     t.fit()
     assert not stale.exists() and other.read_text() == "not the trainer's"
+
+
+def test_pretrain_encoder_tool_writes_weights_the_config_loads(data, tmp_path, capsys):
+    "tools/pretrain_encoder.py: a few steps change the ResNet, the file loads as MODEL.ENCODER_PRETRAIN_PATH."
+    import importlib.util
+    from intaghand.model import build_model
+    spec = importlib.util.spec_from_file_location("pretrain_encoder", ROOT / "tools" / "pretrain_encoder.py")
+    tool = importlib.util.module_from_spec(spec); spec.loader.exec_module(tool)
+    out = tmp_path / "enc.pth"
+    assert tool.main(["--data_path", str(data), "--out", str(out), "--steps", "3", "--eval_every", "3", "--batch", "4"]) == 0
+    rec = json.loads(capsys.readouterr().out.splitlines()[-2])
+    assert rec["step"] == 3 and rec["val_mm"] > 0 and rec["val_mean_mm"] > 0
+    cfg = get_config(preset="embedded", overrides=["MODEL.ENCODER_PRETRAIN_PATH", str(out)])
+    torch.manual_seed(0)
+    m = build_model(cfg)
+    state = torch.load(out, weights_only=True)
+    assert torch.equal(m.encoder.resnet.layer4[1].conv2.weight, state["layer4.1.conv2.weight"])
+    with pytest.raises(SystemExit):
+        tool.main(["--data_path", str(data), "--out", str(out), "--steps", "0"])

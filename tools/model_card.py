@@ -6,6 +6,14 @@ Prints one JSON object: MPJPE / MPVPE (original protocol, mm) of the model and o
 (both from `intaghand.evaluate`), mesh quality (predicted edge lengths against the ground truth's, normal consistency
 of neighbouring faces, predicted vs GT), and the silhouette IoU of the prediction rendered with its own cameras
 against the GT meshes rendered with their fitted weak-perspective cameras. With --out, also a picture grid.
+
+Two figures say whether the model looks at the image at all (a model that predicts one mesh for every input can
+still beat the mean-hand baseline, by predicting the data's mean):
+- `best_constant_mpjpe_all`: MPJPE of the best constant prediction in hindsight, the test set's own mean
+  root-aligned GT mesh for every sample (an oracle no constant model can beat);
+- `image_dependence`: how much the predicted root-relative vertices vary between test images, as a share of how
+  much the ground truth varies (mean over vertex coordinates of their standard deviations; 0 = the same mesh for
+  every image).
 """
 import argparse
 import json
@@ -46,6 +54,24 @@ def edge_ratio(v, g, faces) -> torch.Tensor:
     return e(v) / e(g).clamp_min(1e-9)
 
 
+def root_of(v: torch.Tensor, J: torch.Tensor) -> torch.Tensor:
+    "B×1×3 root joint (joint 9, the protocol's root) of B×V×3 meshes."
+    return torch.matmul(J.to(v), v)[:, 9:10]
+
+
+def best_constant_mpjpe(data_path, split, ds, n, layers) -> float:
+    "MPJPE (mm, original protocol, mean of both hands) of predicting the test set's mean root-aligned GT mesh everywhere."
+    from intaghand.train import EvalSamples, original_protocol_errors
+    items = EvalSamples(ds, limit=n)
+    errs = []
+    for h in ("left", "right"):
+        J = layers[h].joint_regressor.float()
+        gt = torch.stack([items[i][1][h] for i in range(len(items))]).float()
+        const = (gt - root_of(gt, J)).mean(0, keepdim=True).expand_as(gt)
+        errs.append(float(original_protocol_errors(const, gt, J)[0].mean()) * 1000)
+    return float(np.mean(errs))
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--checkpoint", required=True)
@@ -71,6 +97,7 @@ def main(argv=None):
     S, R = int(cfg.MODEL.IMG_SIZE), 256
     renderer = HandRenderer("fast")
     nc_p, nc_g, ratios, ious, shown = [], [], [], [], []
+    rooted = {h: {"pred": [], "gt": []} for h in HANDS}          # root-relative (joint 9) meshes, for the spreads
     for k in range(0, n, 16):
         b = collate_samples([ds[i] for i in range(k, min(n, k + 16))])
         with torch.no_grad(): o = model(b.img)
@@ -78,6 +105,7 @@ def main(argv=None):
             pv, gv = getattr(o, h).verts3d.float(), getattr(b, h).verts3d.float()
             nc_p.append(normal_consistency(pv, faces[h], pairs[h])); nc_g.append(normal_consistency(gv, faces[h], pairs[h]))
             ratios.append(edge_ratio(pv, gv, faces[h]).flatten())
+            for kind, v in (("pred", pv), ("gt", gv)): rooted[h][kind].append(v - root_of(v, layers[h].joint_regressor))
         cam = lambda s, t: WeakPerspectiveCamera(s.float().clamp_min(1e-6), t.float(), R)   # a non-positive scale draws a dot: IoU ≈ 0
         pred = renderer(o.left.verts3d.float(), o.right.verts3d.float(), faces["right"], cam(o.left.scale, o.left.trans2d),
                         cam(o.right.scale, o.right.trans2d), faces_left=faces["left"], modes=("mask", "shaded"))
@@ -93,10 +121,14 @@ def main(argv=None):
                 ov = pred.overlay(torch.from_numpy(np.ascontiguousarray(rgb)).float()[None].expand(pa.shape[0], -1, -1, -1), opacity=0.6)[i]
                 shown.append((rgb, ov.numpy(), ga[i].numpy()))
     r = torch.cat(ratios); sym = torch.maximum(r, 1 / r.clamp_min(1e-9))
+    spread = lambda xs: torch.cat(xs).std(0).mean()
+    dependence = float(np.mean([float(spread(rooted[h]["pred"]) / spread(rooted[h]["gt"])) for h in HANDS]))
+    best_const = best_constant_mpjpe(a.data_path, a.split, ds, n, layers)
     o = ev.summary["protocols"]["original"]; bo = ev.summary["baseline"]["protocols"]["original"]
     card = {"checkpoint": str(a.checkpoint), "data_path": str(a.data_path), "split": a.split, "n": n,
             "mpjpe_all": o["mpjpe"]["all"], "mpvpe_all": o["mpvpe"]["all"], "mpjpe_left": o["mpjpe"]["left"], "mpjpe_right": o["mpjpe"]["right"],
             "baseline_mpjpe_all": bo["mpjpe"]["all"], "baseline_mpvpe_all": bo["mpvpe"]["all"],
+            "best_constant_mpjpe_all": best_const, "image_dependence": dependence,
             "edge_ratio_within_2x": float((sym <= 2).float().mean()), "edge_ratio_p99": float(sym.quantile(0.99)),
             "normal_consistency_pred": float(torch.cat(nc_p).mean()), "normal_consistency_gt": float(torch.cat(nc_g).mean()),
             "silhouette_iou": float(torch.cat(ious).mean())}
