@@ -329,7 +329,7 @@ def init_camera_head(model, dataset, n: int = 32, weight_gain: float = 0.1):
             cams[h].append(torch.cat([s, t[0]]).double())
     head = dec.params_head
     with torch.no_grad():
-        if getattr(dec, "mean_hand", False):
+        if dec.mean_hand:
             head.weight.mul_(weight_gain); head.bias.zero_()
             for h in HANDS:
                 c = torch.stack(cams[h])
@@ -338,7 +338,7 @@ def init_camera_head(model, dataset, n: int = 32, weight_gain: float = 0.1):
             return {h: getattr(dec, f"mean_camera_{h}").clone() for h in HANDS}
         both = torch.stack(cams["left"] + cams["right"])
         head.weight.mul_(weight_gain)
-        head.bias.copy_(both.median(0).values)
+        head.bias.copy_(torch.tensor([float(np.median(both[:, 0].numpy())), *both[:, 1:].median(0).values.tolist()]))
     return head.bias.detach().clone()
 
 
@@ -355,7 +355,7 @@ def init_mean_hand(model, dataset, n: int = 256, coord_gain: float = 0.1) -> dic
     Returns {hand: the 778×3 mean mesh}."""
     from intaghand.losses import gcn_pyramid, match_level
     dec = unwrap(model).decoder
-    if not getattr(dec, "mean_hand", False):
+    if not dec.mean_hand:
         raise ValueError("the decoder has no mean hand (build it with MODEL.MEAN_HAND True)")
     meshes = {h: [] for h in HANDS}
     for i in _spread_samples(dataset, n):

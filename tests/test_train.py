@@ -347,5 +347,6 @@ def test_pretrain_encoder_tool_writes_weights_the_config_loads(data, tmp_path, c
     m = build_model(cfg)
     state = torch.load(out, weights_only=True)
     assert torch.equal(m.encoder.resnet.layer4[1].conv2.weight, state["layer4.1.conv2.weight"])
+    assert float(state["bn1.running_mean"].abs().sum()) > 0            # trained: a fresh BatchNorm's running mean is 0
     with pytest.raises(SystemExit):
         tool.main(["--data_path", str(data), "--out", str(out), "--steps", "0"])

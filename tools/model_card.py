@@ -59,14 +59,15 @@ def root_of(v: torch.Tensor, J: torch.Tensor) -> torch.Tensor:
     return torch.matmul(J.to(v), v)[:, 9:10]
 
 
-def best_constant_mpjpe(data_path, split, ds, n, layers) -> float:
+def best_constant_mpjpe(ds, n, layers) -> float:
     "MPJPE (mm, original protocol, mean of both hands) of predicting the test set's mean root-aligned GT mesh everywhere."
     from intaghand.train import EvalSamples, original_protocol_errors
     items = EvalSamples(ds, limit=n)
+    gts = [items[i][1] for i in range(len(items))]                  # each sample read once, both hands
     errs = []
     for h in ("left", "right"):
         J = layers[h].joint_regressor.float()
-        gt = torch.stack([items[i][1][h] for i in range(len(items))]).float()
+        gt = torch.stack([g[h] for g in gts]).float()
         const = (gt - root_of(gt, J)).mean(0, keepdim=True).expand_as(gt)
         errs.append(float(original_protocol_errors(const, gt, J)[0].mean()) * 1000)
     return float(np.mean(errs))
@@ -123,7 +124,7 @@ def main(argv=None):
     r = torch.cat(ratios); sym = torch.maximum(r, 1 / r.clamp_min(1e-9))
     spread = lambda xs: torch.cat(xs).std(0).mean()
     dependence = float(np.mean([float(spread(rooted[h]["pred"]) / spread(rooted[h]["gt"])) for h in HANDS]))
-    best_const = best_constant_mpjpe(a.data_path, a.split, ds, n, layers)
+    best_const = best_constant_mpjpe(ds, n, layers)
     o = ev.summary["protocols"]["original"]; bo = ev.summary["baseline"]["protocols"]["original"]
     card = {"checkpoint": str(a.checkpoint), "data_path": str(a.data_path), "split": a.split, "n": n,
             "mpjpe_all": o["mpjpe"]["all"], "mpvpe_all": o["mpvpe"]["all"], "mpjpe_left": o["mpjpe"]["left"], "mpjpe_right": o["mpjpe"]["right"],
