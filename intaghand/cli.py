@@ -17,6 +17,7 @@ SUBCOMMANDS = {
     "build-assets": ("intaghand.graph", "build_assets_main", "build the hand model files and mesh-graph assets"),
     "process-interhand": ("intaghand.interhand", "process_interhand_main", "process InterHand2.6M into the training layout"),
     "make-synthetic": ("intaghand.synthetic", "make_synthetic_main", "generate the synthetic two-hand data set"),
+    "pretrain-encoder": ("intaghand.pretrain", "pretrain_encoder_main", "pretrain the ResNet encoder (the offline stand-in for ImageNet weights)"),
     "train": ("intaghand.train", "train_main", "train a model (also under torchrun for several GPUs/processes)"),
     "eval": ("intaghand.evaluate", "eval_main", "evaluate a checkpoint with the paper's protocol (MPJPE/MPVPE)"),
     "demo": ("intaghand.demo", "demo_main", "reconstruct hands in images, a video or a webcam stream"),

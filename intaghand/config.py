@@ -119,7 +119,7 @@ PRESETS = {
 # augmentation ±30° instead of ±90°, no dropout (a short from-scratch run underfits; with 0.05 the dropout noise in
 # the decoder is larger than the image-dependent part of its features, and the masks cost a fifth of the CPU step),
 # and a tenfold LR drop for the last epoch. Without ImageNet weights, start the encoder from
-# `tools/pretrain_encoder.py` (MODEL.ENCODER_PRETRAIN_PATH): from scratch the network stays at the mean hand.
+# `intaghand pretrain-encoder` (MODEL.ENCODER_PRETRAIN_PATH): from scratch the network stays at the mean hand.
 PRESETS["embedded"] = {**PRESETS["small"],
                        "MODEL.IMG_SIZE": 64,
                        "MODEL.MEAN_HAND": True,

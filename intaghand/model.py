@@ -7,9 +7,9 @@ __all__ = ['LN_EPS', 'HAND_SIDES', 'RESNETS', 'ASSET_NAMES', 'FINGERTIP_VERTS', 
            'graph_conv_cheby', 'projection_batch', 'capture_attention', 'split_heads', 'merge_heads', 'attend',
            'MLP_res_block', 'SelfAttn', 'inter_attn', 'img_feat_to_grid', 'img_attn', 'img_ex', 'GCN_ResBlock',
            'GraphLayer', 'DualGraphLayer', 'DualGraph', 'make_synthetic_graph_assets', 'load_graph_assets',
-           'prepare_graph', 'ResNetSimple_decoder', 'resnet_channels', 'ResNetSimple', 'resnet_mid', 'MeshLevel',
-           'HandPrediction', 'AttentionMaps', 'HandOutput', 'map_tensors', 'to_original', 'decoder', 'HandNET_GCN',
-           'build_model', 'load_weights', 'load_model', 'optimize_for_inference', 'joint_regressor_21',
+           'prepare_graph', 'ResNetSimple_decoder', 'resnet_channels', 'resnet_stages', 'ResNetSimple', 'resnet_mid',
+           'MeshLevel', 'HandPrediction', 'AttentionMaps', 'HandOutput', 'map_tensors', 'to_original', 'decoder',
+           'HandNET_GCN', 'build_model', 'load_weights', 'load_model', 'optimize_for_inference', 'joint_regressor_21',
            'mano_joint_regressors']
 
 # %% ../nbs/06_model.ipynb #d7fffe4a
@@ -446,6 +446,14 @@ def resnet_channels(resnet: nn.Module) -> list[int]:
     return out
 
 
+def resnet_stages(resnet: nn.Module, x) -> list:
+    "The outputs of layer4, layer3, layer2, layer1 (coarse -> fine) of a torchvision ResNet on images `x`."
+    r = resnet
+    x = r.maxpool(r.relu(r.bn1(r.conv1(x))))
+    x4 = r.layer1(x); x3 = r.layer2(x4); x2 = r.layer3(x3); x1 = r.layer4(x2)
+    return [x1, x2, x3, x4]
+
+
 class ResNetSimple(nn.Module):
     "ResNet backbone + heatmap and mask/dense decoders; B×3×S×S -> (hms, mask, dp, img_fmaps, hms_fmaps, dp_fmaps)."
     def __init__(self, model_type: str = "resnet50", fmapDim=(128, 128, 128, 128), handNum: int = 2, heatmapDim: int = 21):
@@ -460,9 +468,7 @@ class ResNetSimple(nn.Module):
         for m in list(self.hms_decoder.modules()) + list(self.dp_decoder.modules()): _xavier_init(m)
 
     def forward(self, x):
-        r = self.resnet
-        x = r.maxpool(r.relu(r.bn1(r.conv1(x))))
-        x4 = r.layer1(x); x3 = r.layer2(x4); x2 = r.layer3(x3); x1 = r.layer4(x2)
+        x1, x2, x3, x4 = resnet_stages(self.resnet, x)
         hms, hms_fmaps = self.hms_decoder(x1)
         out, dp_fmaps = self.dp_decoder(x1)
         return hms, out[:, : self.handNum], out[:, self.handNum:], [x1, x2, x3, x4], hms_fmaps, dp_fmaps

@@ -50,7 +50,8 @@ def test_parameters_cell_is_tagged(nb):
 @pytest.fixture(scope="module")
 def train_run(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("pm_train")
-    rc, err, nb = _papermill("train.ipynb", tmp / "train_out.ipynb", "epochs", 1, "max_steps", 2, "output_dir", tmp / "run")
+    rc, err, nb = _papermill("train.ipynb", tmp / "train_out.ipynb", "epochs", 1, "max_steps", 2, "output_dir", tmp / "run",
+                              "encoder_pretrain_steps", 2, "encoder_pretrain_batch", 2)
     assert rc == 0, err[-3000:]
     return tmp, nb
 
@@ -62,11 +63,13 @@ def test_train_notebook_leaves_report(train_run):
     assert ["injected-parameters"] in [t for t, _, _ in rows]
     text = "\n".join(k for _, ks, _ in rows for k in ks)
     assert "config ok: resnet18 at 64 px, 1 epoch(s)" in text and "2 steps, 1 epoch(s)" in text
+    assert "pretrained 2 steps in" in text and "held-out vertex error" in text          # the recipe's first stage ran
     assert sum(k == "image/png" for _, ks, _ in rows for k in ks) >= 2             # curves and pictures
     assert sum(k == "text/markdown" for _, ks, _ in rows for k in ks) >= 3         # data, validation table, checkpoints
     run = tmp / "run"
     assert {"latest.pth", "config.yaml", "train_log.jsonl"} <= {p.name for p in run.iterdir()}
     assert (run / "tb").is_dir() and (run / "synthetic_data" / "train" / "anno").is_dir()
+    assert (run / "encoder_pretrain.pth").is_file() and str(run / "encoder_pretrain.pth") in (run / "config.yaml").read_text()
     log = [json.loads(l) for l in (run / "train_log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in log if r["kind"] == "train"] == [0, 1]
 

@@ -330,23 +330,3 @@ def test_resume_removes_the_temporaries_of_a_killed_save(full_run, data, tmp_pat
     t = Trainer(get_config(preset="small", overrides=TINY), data, run, progress=False, tensorboard=False).resume()
     t.fit()
     assert not stale.exists() and other.read_text() == "not the trainer's"
-
-
-def test_pretrain_encoder_tool_writes_weights_the_config_loads(data, tmp_path, capsys):
-    "tools/pretrain_encoder.py: a few steps change the ResNet, the file loads as MODEL.ENCODER_PRETRAIN_PATH."
-    import importlib.util
-    from intaghand.model import build_model
-    spec = importlib.util.spec_from_file_location("pretrain_encoder", ROOT / "tools" / "pretrain_encoder.py")
-    tool = importlib.util.module_from_spec(spec); spec.loader.exec_module(tool)
-    out = tmp_path / "enc.pth"
-    assert tool.main(["--data_path", str(data), "--out", str(out), "--steps", "3", "--eval_every", "3", "--batch", "4"]) == 0
-    rec = json.loads(capsys.readouterr().out.splitlines()[-2])
-    assert rec["step"] == 3 and rec["val_mm"] > 0 and rec["val_mean_mm"] > 0
-    cfg = get_config(preset="embedded", overrides=["MODEL.ENCODER_PRETRAIN_PATH", str(out)])
-    torch.manual_seed(0)
-    m = build_model(cfg)
-    state = torch.load(out, weights_only=True)
-    assert torch.equal(m.encoder.resnet.layer4[1].conv2.weight, state["layer4.1.conv2.weight"])
-    assert float(state["bn1.running_mean"].abs().sum()) > 0            # trained: a fresh BatchNorm's running mean is 0
-    with pytest.raises(SystemExit):
-        tool.main(["--data_path", str(data), "--out", str(out), "--steps", "0"])
