@@ -7,7 +7,7 @@ __all__ = ['PRESETS', 'MAX_YAML_BYTES', 'PROJECT_ROOT', 'EMBEDDED_MANO_NAMES', '
            'EMBEDDED_CHECKPOINT', 'EMBEDDED_CHECKPOINT_CONFIG', 'HOW_TO_OBTAIN', 'GRAPH_KEYS', 'ConfigError',
            'merge_dict', 'merge_overrides', 'load_yaml', 'get_config', 'config_to_yaml', 'save_config',
            'AssetNotFoundError', 'asset_root', 'search_paths', 'resolve_path', 'OutputPathError', 'output_dir',
-           'hand_model_kind', 'mano_file', 'graph_asset', 'checkpoint_file', 'data_root']
+           'hand_model_kind', 'mano_file', 'graph_asset', 'without_encoder_pretrain', 'checkpoint_file', 'data_root']
 
 # %% ../nbs/00_config.ipynb #35ec92c6
 import difflib
@@ -447,6 +447,16 @@ def graph_asset(cfg: CN, name: str) -> Path:
     p = _first_file(rel)
     if p is None: raise AssetNotFoundError(f"graph asset {rel.name}", [c.parent for c in search_paths(rel)], how)
     return p
+
+
+def without_encoder_pretrain(cfg):
+    """A copy of `cfg` with `MODEL.ENCODER_PRETRAIN_PATH` 'none' (`cfg` itself when it is already): for building a
+    network whose every weight a checkpoint then replaces, where the encoder file may not exist."""
+    if str(cfg.MODEL.ENCODER_PRETRAIN_PATH).lower() in ("", "none"): return cfg
+    frozen = cfg.is_frozen()
+    cfg = cfg.clone(); cfg.defrost(); cfg.MODEL.ENCODER_PRETRAIN_PATH = "none"
+    if frozen: cfg.freeze()
+    return cfg
 
 
 def checkpoint_file(path) -> Path:

@@ -6,7 +6,7 @@
 __all__ = ['IMAGENET_MEAN', 'IMAGENET_STD', 'MAX_FILE_BYTES', 'MAX_PIXELS', 'Frame', 'pad_to_square', 'preprocess_image',
            'image_header_size', 'check_image_file', 'as_images', 'to_image_space', 'config_beside', 'stored_config',
            'ConfigMismatchWarning', 'network_keys', 'config_differences', 'resolve_checkpoint_config',
-           'without_encoder_pretrain', 'reconcile_config', 'Reconstructor']
+           'reconcile_config', 'Reconstructor']
 
 # %% ../nbs/07_inference.ipynb #b25f71ab
 import dataclasses
@@ -19,7 +19,7 @@ import cv2
 import numpy as np
 import torch
 
-from .config import get_config, checkpoint_file, merge_dict, EMBEDDED_CHECKPOINT
+from .config import get_config, checkpoint_file, merge_dict, EMBEDDED_CHECKPOINT, without_encoder_pretrain
 
 from .io import (MAX_IMAGE_BYTES, MAX_IMAGE_PIXELS, CheckpointError, ImageReadError, extract_state_dict,
                           load_checkpoint, load_state_dict_checked, read_image)
@@ -250,15 +250,6 @@ def resolve_checkpoint_config(path, cfg=None, ck=None, force: bool = False) -> t
     elif stored is None: out = cfg, []
     else: out = reconcile_config(stored, cfg, where, force)
     return without_encoder_pretrain(out[0]), out[1]
-
-
-def without_encoder_pretrain(cfg):
-    "A copy of `cfg` with `MODEL.ENCODER_PRETRAIN_PATH` 'none' (`cfg` itself when it is already)."
-    if str(cfg.MODEL.ENCODER_PRETRAIN_PATH).lower() in ("", "none"): return cfg
-    frozen = cfg.is_frozen()
-    cfg = cfg.clone(); cfg.defrost(); cfg.MODEL.ENCODER_PRETRAIN_PATH = "none"
-    if frozen: cfg.freeze()
-    return cfg
 
 
 def reconcile_config(stored, given, where: str, force: bool = False) -> tuple:

@@ -28,7 +28,7 @@ import torch.distributed as dist
 from torch.utils.data import DataLoader, Dataset
 from torch.utils.data.distributed import DistributedSampler
 
-from .config import checkpoint_file, config_to_yaml, get_config, save_config
+from .config import checkpoint_file, config_to_yaml, get_config, save_config, without_encoder_pretrain
 from .dataset import Augmentation, HandDataset, collate_samples, draw_augmentation
 from .interhand import HANDS, mano_layers
 from .io import (CheckpointError, atomic_torch_save, atomic_write_text, extract_state_dict, load_checkpoint,
@@ -433,12 +433,14 @@ class Trainer:
 
     `cfg`: a frozen config (`get_config`); `data_path`: processed data (default `cfg.DATASET.INTERHAND_PATH`);
     `out`: run folder for checkpoints, `config.yaml`, `train_log.jsonl` and `tb/` (default `cfg.SAVE.SAVE_DIR`, TB
-    in `cfg.TB.SAVE_DIR`)."""
+    in `cfg.TB.SAVE_DIR`). `start_weights=False` when `resume` follows: the network is built without reading the
+    config's weight files (`MODEL_PARAM.MODEL_PRETRAIN_PATH`, `MODEL.ENCODER_PRETRAIN_PATH`) or the data's camera,
+    since the checkpoint replaces every weight; the run then resumes where those files are gone."""
     def __init__(self, cfg=None, data_path=None, out=None, device=None, amp: bool = False, max_steps: int | None = None,
                  global_batch: bool = False, num_workers: int = 0, bn: str = "batch", val_split: str | None = "val",
                  val_samples: int | None = None, val_batch_size: int | None = None, save_steps: int = 0,
                  progress: bool = True, tensorboard: bool = True, images: bool = True, layers: dict | None = None,
-                 init_camera: bool = True, warmup_steps: int = 0):
+                 init_camera: bool = True, warmup_steps: int = 0, start_weights: bool = True):
         self.cfg = cfg = get_config() if cfg is None else cfg
         if bn not in BN_MODES: raise ValueError(f"bn must be one of {BN_MODES}, got {bn!r}")
         self.dist = init_distributed(device)
@@ -491,9 +493,10 @@ class Trainer:
                                              generator=torch.Generator().manual_seed(self.seed))
         self.regressors = {h: self.layers[h].joint_regressor.to(self.device) for h in HANDS}
 
-        model = build_model(cfg)
+        model = build_model(cfg if start_weights else without_encoder_pretrain(cfg))
         pretrain = str(cfg.MODEL_PARAM.MODEL_PRETRAIN_PATH)
-        if pretrain.lower() not in ("", "none"):           # start from given weights, as the original does
+        if not start_weights: pass                          # resume() replaces every weight
+        elif pretrain.lower() not in ("", "none"):           # start from given weights, as the original does
             load_weights(model, checkpoint_file(pretrain))
         elif init_camera:                                   # a fresh run: start the camera head at the data's camera
             plain = HandDataset(self.data_path, "train", cfg=cfg, mano_layers=self.layers, train=False)
@@ -841,7 +844,7 @@ def train_main(argv=None) -> int:
     t = Trainer(cfg, data_path=a.data_path, out=a.out, device=a.device, amp=a.amp, max_steps=a.max_steps,
                 global_batch=a.global_batch, num_workers=workers, bn=a.bn, val_samples=a.val_samples,
                 save_steps=a.save_steps, progress=not a.no_progress, images=not a.no_images,
-                init_camera=not a.no_init_camera, warmup_steps=a.warmup_steps)
+                init_camera=not a.no_init_camera, warmup_steps=a.warmup_steps, start_weights=a.resume is None)
     try:
         if a.resume is not None: t.resume(None if a.resume == "latest" else a.resume)
         if t.dist.is_main:

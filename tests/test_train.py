@@ -330,3 +330,21 @@ def test_resume_removes_the_temporaries_of_a_killed_save(full_run, data, tmp_pat
     t = Trainer(get_config(preset="small", overrides=TINY), data, run, progress=False, tensorboard=False).resume()
     t.fit()
     assert not stale.exists() and other.read_text() == "not the trainer's"
+
+
+def test_resume_does_not_need_the_encoder_pretrain_file(data, tmp_path, capsys):
+    "`--resume` rebuilds the network without reading MODEL.ENCODER_PRETRAIN_PATH: the checkpoint replaces every weight."
+    import torchvision
+    enc = tmp_path / "enc.pth"
+    torch.save(torchvision.models.resnet18(weights=None).state_dict(), enc)
+    run = lambda out, *extra: train_main(["-", *TINY, "MODEL.ENCODER_PRETRAIN_PATH", str(enc), "--preset", "small",
+                                          "--data_path", str(data), "--out", str(out), "--no_progress", "--no_images",
+                                          "--val_samples", "0", *extra])
+    out = tmp_path / "run"
+    assert run(out, "--max_steps", "1") == 0
+    enc.unlink()                                                   # e.g. resumed on another machine
+    assert run(out, "--max_steps", "2", "--resume") == 0
+    assert "resuming at epoch 0 step 1" in capsys.readouterr().out
+    assert [r["step"] for r in read_log(out / "train_log.jsonl") if r["kind"] == "train"] == [0, 1]
+    with pytest.raises(Exception, match="enc.pth"):                # a fresh run still needs it
+        run(tmp_path / "fresh", "--max_steps", "1")
