@@ -512,7 +512,9 @@ class Trainer:
         self.weights = LossWeights.from_config(cfg)
         params = [p for p in model.parameters() if p.requires_grad]
         opt = str(cfg.TRAIN.OPTIM).lower()
-        if opt == "adam": self.optimizer = torch.optim.Adam(params, lr=float(cfg.TRAIN.LR))
+        # fused Adam: one kernel over all parameters instead of ~8 small ops per tensor (the small network has 650
+        # tensors: 70-100 ms of the CPU step become 20); the same update up to float rounding
+        if opt == "adam": self.optimizer = torch.optim.Adam(params, lr=float(cfg.TRAIN.LR), fused=self.device.type in ("cpu", "cuda"))
         elif opt in ("rms", "rmsprop"): self.optimizer = torch.optim.RMSprop(params, lr=float(cfg.TRAIN.LR))
         else: raise ValueError(f"TRAIN.OPTIM must be 'adam' or 'rms', got {cfg.TRAIN.OPTIM!r}")
         self.scheduler = StepLRWithWarmUp.from_config(self.optimizer, cfg, start_epoch=0)
