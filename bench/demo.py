@@ -77,7 +77,8 @@ def main(argv=None) -> int:
     if a.threads:
         torch.set_num_threads(a.threads); cv2.setNumThreads(a.threads)
     from intaghand.config import EMBEDDED_CHECKPOINT, PROJECT_ROOT
-    from intaghand.demo import Demo, make_detector, resolve_device, small_checkpoint
+    from intaghand.demo import Demo, make_detector, small_checkpoint
+    from intaghand.tensors import resolve_device
     from intaghand.inference import Reconstructor
     tmp = Path(tempfile.mkdtemp(prefix="intaghand_bench_demo_"))
     try:

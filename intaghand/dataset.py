@@ -11,7 +11,7 @@ __all__ = ['ProcessedSample', 'MissingSamplesWarning', 'InterHandDataset', 'Hand
 import math
 import os
 import warnings
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 import cv2
@@ -23,6 +23,7 @@ from .interhand import (BONE_LENGTH, HANDS, HEATMAP_SIGMA, HEATMAP_SIZE, HM_GROU
                                  ROOT_JOINT, gaussian_heatmaps, hand_labels, images_to_heatmaps, missing_indices,
                                  read_anno, sample_files, sample_indices)
 from .io import ImageReadError, read_image
+from .tensors import map_tensors
 
 # %% ../nbs/10_dataset.ipynb #35cb4d84
 @dataclass
@@ -107,13 +108,6 @@ class HandLabels:
     joints3d: torch.Tensor  # 21×3
 
 
-def _map(obj, fn):
-    "Apply `fn` to every tensor of a (nested) sample dataclass."
-    if isinstance(obj, torch.Tensor): return fn(obj)
-    if hasattr(obj, "__dataclass_fields__"): return replace(obj, **{f.name: _map(getattr(obj, f.name), fn) for f in fields(obj)})
-    return obj
-
-
 @dataclass
 class HandSample:
     "One training sample, or a batch of them (see the table above)."
@@ -129,11 +123,11 @@ class HandSample:
 
     def to(self, device, non_blocking: bool = False) -> "HandSample":
         "The same sample with every tensor on `device`."
-        return _map(self, lambda t: t.to(device, non_blocking=non_blocking))
+        return map_tensors(self, lambda t: t.to(device, non_blocking=non_blocking))
 
     def pin_memory(self) -> "HandSample":
         "Pinned copy (used by `DataLoader(pin_memory=True)`)."
-        return _map(self, lambda t: t.pin_memory())
+        return map_tensors(self, lambda t: t.pin_memory())
 
     def as_tuple(self) -> tuple:
         "The original's order: ori_img, imgTensor, mask, dense, hms, v2d_l, j2d_l, v2d_r, j2d_r, v3d_l, j3d_l, v3d_r, j3d_r, root_rel."

@@ -4,10 +4,10 @@
 __all__ = ['IMAGE_SUFFIXES', 'VIDEO_SUFFIXES', 'MIN_SIDE', 'MAX_PIXELS', 'MAX_FILE_MB', 'MAX_RENDER_SIZE', 'SAMPLE_DIRS', 'SIDES',
            'FOURCC', 'small_checkpoint', 'sniff_image', 'to_bgr8', 'read_image', 'default_img_path', 'list_images',
            'PixelCamera', 'hand_affine', 'HandResult', 'DemoResult', 'reconstruct', 'hand_faces', 'render_overlay',
-           'render_views', 'result_json', 'output_paths', 'save_result', 'resolve_device', 'check_render_size', 'Demo',
-           'format_summary', 'VideoError', 'partial_name', 'remove_stale_partials', 'open_writer', 'gui_available',
-           'draw_hud', 'centre_box', 'run_stream', 'run_video', 'run_live', 'build_parser', 'parse_formats',
-           'make_detector', 'demo_main']
+           'render_views', 'result_json', 'output_paths', 'save_result', 'check_render_size', 'Demo', 'format_summary',
+           'VideoError', 'partial_name', 'remove_stale_partials', 'open_writer', 'gui_available', 'draw_hud',
+           'centre_box', 'run_stream', 'run_video', 'run_live', 'build_parser', 'parse_formats', 'make_detector',
+           'demo_main']
 
 # %% ../nbs/16_demo.ipynb #6bd9e04f
 import argparse
@@ -28,6 +28,7 @@ from .config import EMBEDDED_CHECKPOINT, PROJECT_ROOT
 from .inference import ImageReadError, check_image_file
 from .io import atomic_imwrite, atomic_write_json, decode_image
 from .render import EXPORT_TYPES, HandRenderer, export_hands
+from .tensors import resolve_device
 
 # %% ../nbs/16_demo.ipynb #3bce8876
 def small_checkpoint(folder, seed: int = 0) -> Path:
@@ -443,14 +444,6 @@ def _unique_names(files, root=None) -> list:
     out = [b if bases.count(b) == 1 else (r.parent / r.name.replace(".", "_")).as_posix() for b, r in zip(bases, rels)]
     assert len(set(out)) == len(out), "output names must be unique"
     return out
-
-
-def resolve_device(device: str = "auto") -> torch.device:
-    "'auto' -> CUDA when available, else CPU; otherwise the named device (a clear error if CUDA is missing)."
-    if device in (None, "auto"): return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available(): raise ValueError(f"--device {device}: CUDA is not available here")
-    return dev
 
 
 def check_render_size(size: int) -> int:

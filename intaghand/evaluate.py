@@ -22,7 +22,8 @@ from .interhand import HANDS, mano_layers
 from .io import extract_state_dict, load_checkpoint, load_state_dict_checked
 from .metrics import EvalAccumulator, EvalResults, write_eval_report
 from .model import build_model
-from .train import EvalSamples, collate_eval, resolve_device
+from .tensors import resolve_device
+from .train import EvalSamples, collate_eval
 
 # %% ../nbs/14_evaluate.ipynb #a4bc4915
 def checkpoint_config(path, cfg=None, ck=None):

@@ -8,15 +8,14 @@ __all__ = ['LN_EPS', 'HAND_SIDES', 'RESNETS', 'ASSET_NAMES', 'FINGERTIP_VERTS', 
            'MLP_res_block', 'SelfAttn', 'inter_attn', 'img_feat_to_grid', 'img_attn', 'img_ex', 'GCN_ResBlock',
            'GraphLayer', 'DualGraphLayer', 'DualGraph', 'make_synthetic_graph_assets', 'load_graph_assets',
            'prepare_graph', 'ResNetSimple_decoder', 'resnet_channels', 'resnet_stages', 'ResNetSimple', 'resnet_mid',
-           'MeshLevel', 'HandPrediction', 'AttentionMaps', 'HandOutput', 'map_tensors', 'to_original', 'decoder',
-           'HandNET_GCN', 'build_model', 'load_weights', 'load_model', 'optimize_for_inference', 'joint_regressor_21',
+           'MeshLevel', 'HandPrediction', 'AttentionMaps', 'HandOutput', 'to_original', 'decoder', 'HandNET_GCN',
+           'build_model', 'load_weights', 'load_model', 'optimize_for_inference', 'joint_regressor_21',
            'mano_joint_regressors']
 
 # %% ../nbs/06_model.ipynb #d7fffe4a
 import contextlib
 import contextvars
 import copy
-import dataclasses
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -28,6 +27,7 @@ from torch import nn
 
 from .config import get_config, graph_asset, resolve_path
 from .io import CheckpointError, load_checkpoint, extract_state_dict, load_state_dict_checked, safe_load_pickle
+from .tensors import map_tensors
 
 # %% ../nbs/06_model.ipynb #42d3601e
 LN_EPS = 1e-6                      # every LayerNorm in the decoder
@@ -580,16 +580,6 @@ class HandOutput:
                  "verts2d_MANO_list": {h: [lv.verts2d_mano for lv in self[h].levels] for h in H},
                  "hms": self.hms, "mask": self.mask, "dense": self.dense}
         return result, params, hand_list, other
-
-
-def map_tensors(obj, fn):
-    "Rebuild dataclasses, dicts, lists and tuples with `fn` applied to every tensor inside; other values are kept."
-    if isinstance(obj, torch.Tensor): return fn(obj)
-    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        return type(obj)(**{f.name: map_tensors(getattr(obj, f.name), fn) for f in dataclasses.fields(obj)})
-    if isinstance(obj, dict): return {k: map_tensors(v, fn) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)): return type(obj)(map_tensors(v, fn) for v in obj)
-    return obj
 
 
 def to_original(out: HandOutput) -> tuple:

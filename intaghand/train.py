@@ -4,11 +4,10 @@
 
 # %% auto #0
 __all__ = ['LEFT_BGR', 'RIGHT_BGR', 'STD_FLOOR', 'CHECKPOINT_FORMAT', 'BN_MODES', 'seed_everything', 'rng_state', 'set_rng_state',
-           'EpochSampler', 'SeededSamples', 'EvalSamples', 'collate_eval', 'DistInfo', 'resolve_device',
-           'init_distributed', 'unwrap', 'mesh_specs', 'original_protocol_errors', 'validation_errors', 'draw_points',
-           'training_images', 'fit_weak_perspective', 'init_camera_head', 'init_mean_hand', 'autocast_dtype',
-           'cpu_has_bf16', 'dataset_img_size', 'read_log', 'TrainingDiverged', 'Trainer', 'export_weights',
-           'train_main']
+           'EpochSampler', 'SeededSamples', 'EvalSamples', 'collate_eval', 'DistInfo', 'init_distributed', 'unwrap',
+           'mesh_specs', 'original_protocol_errors', 'validation_errors', 'draw_points', 'training_images',
+           'fit_weak_perspective', 'init_camera_head', 'init_mean_hand', 'autocast_dtype', 'cpu_has_bf16',
+           'dataset_img_size', 'read_log', 'TrainingDiverged', 'Trainer', 'export_weights', 'train_main']
 
 # %% ../nbs/12_train.ipynb #3427be6d
 import json
@@ -19,7 +18,7 @@ import signal
 import threading
 import time
 import warnings
-from dataclasses import dataclass, fields, is_dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -36,6 +35,7 @@ from .io import (CheckpointError, atomic_torch_save, atomic_write_text, extract_
 from .losses import (HandMeshSpec, LossPrediction, LossTarget, LossWeights, StepLRWithWarmUp, compute_losses,
                               regress_joints)
 from .model import build_model, load_graph_assets, load_weights
+from .tensors import map_tensors, resolve_device
 
 # %% ../nbs/12_train.ipynb #b3326260
 def seed_everything(seed: int):
@@ -138,15 +138,6 @@ class DistInfo:
     def distributed(self) -> bool: return self.world_size > 1
 
 
-def resolve_device(device=None) -> torch.device:
-    "`device` as a `torch.device`; None → CUDA when available, else CPU."
-    if device in (None, "", "auto"): return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    d = torch.device(device)
-    if d.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(f"device {device!r} asked for, but CUDA is not available here; use --device cpu")
-    return d
-
-
 def init_distributed(device=None) -> DistInfo:
     """Join the process group that `torchrun` describes (WORLD_SIZE, RANK, LOCAL_RANK, MASTER_ADDR/PORT in the
     environment): NCCL when the device is CUDA, gloo on CPU; one process alone needs no group."""
@@ -162,16 +153,6 @@ def init_distributed(device=None) -> DistInfo:
     return DistInfo(rank, local, world, backend, dev)
 
 # %% ../nbs/12_train.ipynb #5c52b29b
-def _map_tensors(obj, fn):
-    "Apply `fn` to every tensor inside dataclasses, lists, tuples and dicts."
-    if torch.is_tensor(obj): return fn(obj)
-    if is_dataclass(obj) and not isinstance(obj, type):
-        return replace(obj, **{f.name: _map_tensors(getattr(obj, f.name), fn) for f in fields(obj) if f.init})
-    if isinstance(obj, (list, tuple)): return type(obj)(_map_tensors(x, fn) for x in obj)
-    if isinstance(obj, dict): return {k: _map_tensors(v, fn) for k, v in obj.items()}
-    return obj
-
-
 def unwrap(model: torch.nn.Module) -> torch.nn.Module:
     "The network inside a `DistributedDataParallel` wrapper (or the model itself)."
     return model.module if isinstance(model, torch.nn.parallel.DistributedDataParallel) else model
@@ -567,7 +548,7 @@ class Trainer:
         batch = batch.to(self.device, non_blocking=True)
         with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32, enabled=self.amp):
             out = self.model(batch.img)
-        if self.amp: out = _map_tensors(out, lambda t: t.float() if t.is_floating_point() else t)
+        if self.amp: out = map_tensors(out, lambda t: t.float() if t.is_floating_point() else t)
         up = self.net.decoder.unsample_layer.weight if self.upsample_trainable else None
         loss = compute_losses(LossPrediction.from_output(out, upsample_weight=up), LossTarget.from_sample(batch), self.specs,
                               self.weights, epoch=self.epoch, img_size=self.img_size, upsample_reference=self.upsample_ref)
