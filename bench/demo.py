@@ -13,6 +13,12 @@ OBJ/PLY/GLB meshes and JSON (write).
 The two runs (detector off, the baseline, and on) alternate over the rounds and the best round of
 each counts. The last line printed is one JSON object: `images_per_s` (end to end, detector off),
 `images_per_s_detect` (detector on) and `ratio` = detector on over off (below 1: what detection costs).
+
+Video mode (always run; `--video_frames`): a 640×480 clip with a sample crop moving across it goes through
+`intaghand.demo.run_video` (read, detect, crop + network, overlay, write; no views, no mesh files), once with
+the detector on every frame (the baseline) and once detecting every 5th frame and tracking in between. `fps` is
+the tracked run's frames/s end to end, `fps_baseline` the baseline's, `fps_ratio` their ratio; `video_stage_ms`
+splits each frame into capture, detect, model, smooth, overlay and write.
 """
 import argparse
 import json
@@ -53,6 +59,25 @@ def make_inputs(folder: Path, n: int, seed: int = 0) -> list:
     return files
 
 
+def make_clip(path: Path, n: int, seed: int = 0) -> Path:
+    "A 640×480 MJPG clip: a sample crop (hands) at 300 px drifting across a plain background, `n` frames."
+    crop = cv2.resize(cv2.imread(str(sorted((ROOT / "data" / "demo").glob("crop_*.jpg"))[0])), (300, 300))
+    bg = np.full((480, 640, 3), np.random.default_rng(seed).integers(40, 200, 3), np.uint8)
+    w = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 30.0, (640, 480))
+    for k in range(n):
+        f = bg.copy(); x = 40 + int(260 * k / max(n - 1, 1)); f[90:390, x:x + 300] = crop
+        w.write(f)
+    w.release()
+    return path
+
+
+def run_video_once(demo, clip: Path, out: Path, detect_every: int) -> dict:
+    from intaghand.demo import run_video
+    s = run_video(demo, clip, out, detect_every=detect_every, log=lambda *a: None)
+    if s["failed"]: raise SystemExit(f"bench/demo.py: {s['failed']} video frames failed")
+    return {"frames": s["frames"], "frames_per_s": s["frames_per_s"], "stage_ms": s["stage_ms"]}
+
+
 def run_once(demo, inputs: Path, out: Path) -> dict:
     shutil.rmtree(out, ignore_errors=True)
     t0 = time.perf_counter()
@@ -73,6 +98,7 @@ def main(argv=None) -> int:
     ap.add_argument("--device", default="auto")
     ap.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1: steady timings on a shared machine; 0: torch's choice)")
     ap.add_argument("--checkpoint", default=None, help="default: the embedded checkpoint if present, else an untrained small one")
+    ap.add_argument("--video_frames", type=int, default=None, help="frames of the video mode (default 20 with --quick, else 90)")
     a = ap.parse_args(argv)
     if a.threads:
         torch.set_num_threads(a.threads); cv2.setNumThreads(a.threads)
@@ -105,6 +131,10 @@ def main(argv=None) -> int:
             if with_det:
                 r = run_once(with_det, inputs, tmp / "out_on")
                 if best_on is None or r["images_per_s"] > best_on["images_per_s"]: best_on = r
+        vid = with_det or plain
+        clip = make_clip(tmp / "clip.avi", a.video_frames or (20 if a.quick else 90))
+        base_v = run_video_once(vid, clip, tmp / "v_base.avi", 1)
+        track_v = run_video_once(vid, clip, tmp / "v_track.avi", 5)
         fmt = lambda r: ", ".join(f"{k} {1000 * v:.0f} ms" for k, v in r["split_s_per_image"].items() if k != "detect" or v)
         print(f"{n} images ({', '.join(sorted({f'{cv2.imread(str(f)).shape[1]}x{cv2.imread(str(f)).shape[0]}' for f in files}))}), "
               f"checkpoint: {which}, device {rec.device}, {torch.get_num_threads()} threads")
@@ -113,6 +143,10 @@ def main(argv=None) -> int:
             print(f"detector on:  {best_on['images_per_s']:.2f} images/s ({fmt(best_on)}); found {best_on['detection']}")
         else:
             print(f"detector on:  not measured (detector model files not installed: intaghand.detect.install_detector_models)")
+        vfmt = lambda r: ", ".join(f"{k} {v:.1f} ms" for k, v in r["stage_ms"].items() if k != "total")
+        print(f"video ({base_v['frames']} frames, 640x480, detector {'on' if with_det else 'off'}): "
+              f"detect every frame {base_v['frames_per_s']:.1f} FPS ({vfmt(base_v)}); "
+              f"every 5th + tracking {track_v['frames_per_s']:.1f} FPS ({vfmt(track_v)})")
         result = {"bench": "demo", "images": n, "rounds": rounds, "quick": a.quick, "device": str(rec.device),
                   "threads": torch.get_num_threads(), "checkpoint": which,
                   "images_per_s": round(best_off["images_per_s"], 4),
@@ -122,7 +156,12 @@ def main(argv=None) -> int:
                   "split_s_per_image": {"detect_off": {k: round(v, 4) for k, v in best_off["split_s_per_image"].items()},
                                         "detect_on": None if not best_on else
                                         {k: round(v, 4) for k, v in best_on["split_s_per_image"].items()}},
-                  "detections": None if not best_on else best_on["detection"]}
+                  "detections": None if not best_on else best_on["detection"],
+                  "fps": round(track_v["frames_per_s"], 3), "fps_baseline": round(base_v["frames_per_s"], 3),
+                  "fps_ratio": round(track_v["frames_per_s"] / base_v["frames_per_s"], 3),
+                  "fps_is": "video frames/s end to end, detector every 5th frame + tracking; baseline: detector every frame",
+                  "video_frames": track_v["frames"], "video_detector": bool(with_det),
+                  "video_stage_ms": {"tracked": track_v["stage_ms"], "baseline": base_v["stage_ms"]}}
         print(json.dumps(result))
         return 0
     finally:

@@ -2,12 +2,12 @@
 
 # %% auto #0
 __all__ = ['IMAGE_SUFFIXES', 'VIDEO_SUFFIXES', 'MIN_SIDE', 'MAX_PIXELS', 'MAX_FILE_MB', 'MAX_RENDER_SIZE', 'SAMPLE_DIRS', 'SIDES',
-           'FOURCC', 'small_checkpoint', 'sniff_image', 'to_bgr8', 'read_image', 'default_img_path', 'list_images',
-           'PixelCamera', 'hand_affine', 'HandResult', 'DemoResult', 'reconstruct', 'hand_faces', 'render_overlay',
-           'render_views', 'result_json', 'output_paths', 'save_result', 'check_render_size', 'Demo', 'format_summary',
-           'VideoError', 'partial_name', 'remove_stale_partials', 'open_writer', 'gui_available', 'draw_hud',
-           'centre_box', 'run_stream', 'run_video', 'run_live', 'build_parser', 'parse_formats', 'make_detector',
-           'demo_main']
+           'FOURCC', 'STREAM_STAGES', 'small_checkpoint', 'sniff_image', 'to_bgr8', 'read_image', 'default_img_path',
+           'list_images', 'PixelCamera', 'hand_affine', 'HandResult', 'DemoResult', 'reconstruct', 'hand_faces',
+           'render_overlay', 'render_views', 'result_json', 'output_paths', 'save_result', 'check_render_size', 'Demo',
+           'format_summary', 'VideoError', 'partial_name', 'remove_stale_partials', 'open_writer', 'gui_available',
+           'draw_hud', 'centre_box', 'OneEuroFilter', 'ResultSmoother', 'tracked_box', 'run_stream', 'stage_means_ms',
+           'run_video', 'run_live', 'build_parser', 'parse_formats', 'make_detector', 'demo_main']
 
 # %% ../nbs/16_demo.ipynb #6bd9e04f
 import argparse
@@ -655,18 +655,84 @@ def centre_box(hw, frac: float = 0.6) -> tuple:
     x0, y0 = (W - s) // 2, (H - s) // 2
     return (x0, y0, x0 + s, y0 + s)
 
+# %% ../nbs/16_demo.ipynb #0ed806a4
+class OneEuroFilter:
+    """One-Euro filter over arrays (each element on its own): `f(x, t)` -> the filtered `x` at time `t` (seconds).
+    `min_cutoff` (Hz): smoothing at rest; `beta` (per unit/s): how fast the cut-off rises with the speed;
+    `d_cutoff` (Hz): smoothing of the speed estimate. A new shape or time that does not advance restarts it."""
+    def __init__(self, min_cutoff: float = 1.0, beta: float = 0.0, d_cutoff: float = 1.0):
+        if min_cutoff <= 0 or d_cutoff <= 0 or beta < 0: raise ValueError("cut-offs must be > 0 and beta ≥ 0")
+        self.min_cutoff, self.beta, self.d_cutoff = float(min_cutoff), float(beta), float(d_cutoff)
+        self.x = self.dx = self.t = None
+
+    @staticmethod
+    def _alpha(cutoff, dt: float):
+        return 1.0 / (1.0 + 1.0 / (2 * math.pi * cutoff * dt))
+
+    def __call__(self, x, t: float) -> np.ndarray:
+        x = np.asarray(x, np.float64)
+        if self.x is None or self.x.shape != x.shape or t <= self.t:
+            self.x, self.dx, self.t = x.copy(), np.zeros_like(x), float(t)
+            return x.copy()
+        dt = float(t) - self.t
+        self.dx = self.dx + self._alpha(self.d_cutoff, dt) * ((x - self.x) / dt - self.dx)
+        a = self._alpha(self.min_cutoff + self.beta * np.abs(self.dx), dt)
+        self.x, self.t = self.x + a * (x - self.x), float(t)
+        return self.x.copy()
+
+
+class ResultSmoother:
+    """One-Euro smoothing of a stream of `DemoResult`s, in place: per hand the 3D vertices and joints (`beta_3d`, per
+    network unit/s) and the image placement a, b (`beta_px`, per pixel/s); the 2D outputs follow from them."""
+    def __init__(self, min_cutoff: float = 1.0, beta_3d: float = 5.0, beta_px: float = 0.01):
+        self.min_cutoff, self.beta_3d, self.beta_px = min_cutoff, beta_3d, beta_px
+        self.filters = {}
+
+    def _f(self, key, x, beta, t):
+        if key not in self.filters: self.filters[key] = OneEuroFilter(self.min_cutoff, beta)
+        return self.filters[key](x, t)
+
+    def __call__(self, result: DemoResult, t: float) -> DemoResult:
+        for s in SIDES:
+            h = result.hand(s)
+            h.verts3d = self._f((s, "verts3d"), h.verts3d, self.beta_3d, t)
+            ab = self._f((s, "affine"), np.r_[h.affine[0], h.affine[1]], self.beta_px, t)
+            h.affine = (float(ab[0]), ab[1:])
+            h.verts2d = ab[0] * h.verts3d[:, :2] + ab[1:]
+            if h.joints3d is not None:
+                h.joints3d = self._f((s, "joints3d"), h.joints3d, self.beta_3d, t)
+                h.joints2d = ab[0] * h.joints3d[:, :2] + ab[1:]
+        return result
+
 # %% ../nbs/16_demo.ipynb #60060a4f
-def _frames_json(i: int, res) -> dict:
-    if res is None: return {"frame": i, "status": "failed"}
+STREAM_STAGES = ("capture", "detect", "model", "smooth", "overlay", "write")
+
+
+def _frames_json(i: int, res, timing: dict) -> dict:
+    ms = {k: round(1000 * v, 2) for k, v in timing.items()}
+    if res is None: return {"frame": i, "status": "failed", "timing_ms": ms}
     return {"frame": i, "status": "ok", "crop_box_xyxy": list(res.crop_box), "crop_source": res.crop_source,
-            "detection": res.detection_status,
+            "detection": res.detection_status, "timing_ms": ms,
             **{f"{s}_joints2d": _r(res.hand(s).joints2d, 1) for s in SIDES}}
 
 
-def _track(demo: Demo, frame: np.ndarray, box, last_box) -> DemoResult:
-    "One frame: a fixed `box`, or detection; when the detector loses the hands, the previous frame's crop is kept."
+def tracked_box(result: DemoResult, hw, fill: float = 0.8) -> tuple:
+    "The square crop around both hands of a previous frame's prediction (its 2D vertices), as a detection would give."
+    from intaghand.detect import square_crop_box
+    v = np.concatenate([result.left.verts2d, result.right.verts2d])
+    v = v[np.isfinite(v).all(1)]
+    return square_crop_box([tuple(v.min(0)) + tuple(v.max(0))], hw, fill=fill)
+
+
+def _track(demo: Demo, frame: np.ndarray, box, last_box, previous=None) -> DemoResult:
+    """One frame: a fixed `box`; else, given the `previous` frame's result, the crop around its hands (tracking,
+    no detection); else detection, and when the detector loses the hands, the previous detection's crop."""
     if box is not None or demo.detector is None:
         return reconstruct(demo.rec, frame, demo._detector_arg(), demo.fill, box=box)
+    if previous is not None:
+        res = reconstruct(demo.rec, frame, box=tracked_box(previous, frame.shape[:2], demo.fill))
+        res.crop_source, res.detection_status = "tracked", previous.detection_status
+        return res
     t0 = time.perf_counter()
     found = demo.detector(frame)
     t_det = time.perf_counter() - t0
@@ -681,33 +747,46 @@ def _track(demo: Demo, frame: np.ndarray, box, last_box) -> DemoResult:
 
 
 def run_stream(demo: Demo, cap, writer=None, show: bool = False, max_frames: int | None = None, fixed_box=None,
-               mirror: bool = False, log=print) -> list:
-    """Reconstruct frames from `cap` until it ends (or ESC / `max_frames` / Ctrl-C); write and/or show them. Per-frame
-    records; `.interrupted` is True when Ctrl-C stopped it."""
-    records, fps, i, last = _Frames(), None, 0, None
+               mirror: bool = False, log=print, detect_every: int = 1, smoother=None, fps_in: float = 25.0) -> list:
+    """Reconstruct frames from `cap` until it ends (or ESC / `max_frames` / Ctrl-C); write and/or show them.
+    `detect_every` N > 1: run the detector on every N-th frame and crop around the previous prediction in between.
+    `smoother`: a `ResultSmoother` (frame times from `fps_in`). Per-frame records with the time of each stage
+    (`STREAM_STAGES`, ms); `.interrupted` is True when Ctrl-C stopped it."""
+    if detect_every < 1: raise ValueError(f"detect_every must be ≥ 1, got {detect_every}")
+    records, fps, i, last, previous = _Frames(), None, 0, None, None
     try:
         while max_frames is None or i < max_frames:
+            t0 = time.perf_counter()
             ok, frame = cap.read()
+            timing = {"capture": time.perf_counter() - t0}
             if not ok or frame is None: break
             if mirror: frame = np.ascontiguousarray(frame[:, ::-1])
-            t0 = time.perf_counter()
             try:
                 frame = to_bgr8(frame, [])
                 box = fixed_box(frame.shape[:2]) if callable(fixed_box) else None
-                res = _track(demo, frame, box, last)
+                track = previous if (i % detect_every and previous is not None) else None
+                res = _track(demo, frame, box, last, track)
                 if res.crop_source in ("detector", "previous_frame"): last = res.crop_box
+                timing.update(detect=res.timing.get("detect", 0.0), model=res.timing.get("model", 0.0))
+                t1 = time.perf_counter()
+                if smoother is not None: smoother(res, i / fps_in)
+                t2 = time.perf_counter()
                 out = render_overlay(res, demo.faces, demo.renderer)
+                timing.update(smooth=t2 - t1, overlay=time.perf_counter() - t2)
+                previous = res
             except Exception as e:                      # a bad frame is reported and passed through
-                res, out = None, frame.copy()
+                res, out, previous = None, frame.copy(), None
                 log(f"frame {i}: failed ({type(e).__name__}: {e})")
             dt = time.perf_counter() - t0
             fps = 1 / dt if fps is None else 0.9 * fps + 0.1 / max(dt, 1e-6)
             draw_hud(out, res, fps, "" if res is not None else "failed")
-            records.append(_frames_json(i, res))
+            t3 = time.perf_counter()
             if writer is not None: writer.write(out)
             if show:
                 cv2.imshow("intaghand demo", out)
                 if cv2.waitKey(1) & 0xFF == 27: break
+            timing["write"] = time.perf_counter() - t3
+            records.append(_frames_json(i, res, timing))
             i += 1
     except KeyboardInterrupt:
         records.interrupted = True
@@ -720,7 +799,14 @@ class _Frames(list):
     interrupted = False
 
 
-def run_video(demo: Demo, video, save_path, max_frames: int | None = None, log=print) -> dict:
+def stage_means_ms(frames: list) -> dict:
+    "Mean time per stage over the frames that have it (ms), and their sum: the frame time the stages explain."
+    means = {k: round(float(np.mean([f["timing_ms"].get(k, 0.0) for f in frames])), 2) for k in STREAM_STAGES} if frames else {}
+    return {**means, "total": round(sum(means.values()), 2)}
+
+
+def run_video(demo: Demo, video, save_path, max_frames: int | None = None, log=print, detect_every: int = 1,
+              smoother=None) -> dict:
     "Process the video file `video` into `save_path` (a video file, or a folder for NAME_output.mp4); returns a summary."
     video = Path(video)
     if not video.is_file(): raise VideoError(f"video file not found: {video}")
@@ -739,7 +825,8 @@ def run_video(demo: Demo, video, save_path, max_frames: int | None = None, log=p
     writer, tmp = open_writer(out_path, fps, (first.shape[1], first.shape[0]))
     t0 = time.perf_counter()
     try:
-        frames = run_stream(demo, cap, writer, max_frames=max_frames, log=log)
+        frames = run_stream(demo, cap, writer, max_frames=max_frames, log=log, detect_every=detect_every, smoother=smoother,
+                            fps_in=fps)
     except BaseException:
         writer.release(); cap.release(); tmp.unlink(missing_ok=True); raise
     writer.release(); cap.release()
@@ -752,13 +839,14 @@ def run_video(demo: Demo, video, save_path, max_frames: int | None = None, log=p
                "succeeded": ok, "failed": len(frames) - ok, "interrupted": frames.interrupted,
                "complete": not frames.interrupted and max_frames is None,
                "fps_in": fps, "time_s": round(dt, 3), "frames_per_s": round(len(frames) / dt, 3),
+               "stage_ms": stage_means_ms(frames), "detect_every": detect_every, "smoothing": smoother is not None,
                "detector": demo.detector_status, "per_frame": list(frames)}
     atomic_write_json(out_path.with_suffix(".json"), summary)
     return summary
 
 
 def run_live(demo: Demo, camera: int = 0, save_path=None, max_frames: int | None = None, mirror: bool = False,
-             log=print) -> dict:
+             log=print, detect_every: int = 1, smoother=None) -> dict:
     "The webcam demo: show the overlay live (needs a GUI) and/or record it to `save_path`."
     show, why = gui_available()
     if not show and save_path is None: raise VideoError(f"--live_demo cannot show a window: {why}")
@@ -780,7 +868,8 @@ def run_live(demo: Demo, camera: int = 0, save_path=None, max_frames: int | None
         if not show: log(f"no window ({why.split(':')[0]}); recording to {out_path}; stop with Ctrl-C or --max_frames")
     fixed = None if demo.detector is not None else centre_box
     try:
-        frames = run_stream(demo, cap, writer, show=show, max_frames=max_frames, fixed_box=fixed, mirror=mirror, log=log)
+        frames = run_stream(demo, cap, writer, show=show, max_frames=max_frames, fixed_box=fixed, mirror=mirror, log=log,
+                            detect_every=detect_every, smoother=smoother, fps_in=15.0)
     finally:
         cap.release()
         if writer is not None: writer.release()
@@ -788,7 +877,8 @@ def run_live(demo: Demo, camera: int = 0, save_path=None, max_frames: int | None
     if writer is not None:
         if frames: os.replace(tmp, out_path)
         else: tmp.unlink(missing_ok=True)
-    return {"camera": camera, "frames": len(frames), "output": None if out_path is None else str(out_path.resolve())}
+    return {"camera": camera, "frames": len(frames), "output": None if out_path is None else str(out_path.resolve()),
+            "stage_ms": stage_means_ms(frames)}
 
 # %% ../nbs/16_demo.ipynb #b02b5ce6
 def build_parser() -> argparse.ArgumentParser:
@@ -811,6 +901,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--camera", type=int, default=0, help="camera index for --live_demo (default 0)")
     p.add_argument("--max_frames", type=int, default=None, help="stop a video or live run after this many frames")
     p.add_argument("--mirror", action="store_true", help="mirror camera frames (selfie view)")
+    p.add_argument("--detect_every", type=int, default=1, help="video/live: run the hand detector on every N-th frame "
+                   "and crop around the previous frame's hands in between (default 1: every frame)")
+    p.add_argument("--smooth", action="store_true", help="video/live: One-Euro smoothing of the meshes over time "
+                   "(off by default; never for images)")
     p.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda, cuda:N")
     p.add_argument("--formats", default=",".join(EXPORT_TYPES), help="mesh files to write: any of obj,ply,glb, or none")
     p.add_argument("--fill", type=float, default=0.8, help="share of the crop's side the detected hands cover (0-1]")
@@ -866,6 +960,7 @@ def demo_main(argv=None) -> int:
     try:
         formats = parse_formats(a.formats)
         if not 0 < a.fill <= 1: raise ValueError(f"--fill must be in (0, 1], got {a.fill}")
+        if a.detect_every < 1: raise ValueError(f"--detect_every must be ≥ 1, got {a.detect_every}")
         check_render_size(a.render_size)
         if a.max_pixels < 1: raise ValueError(f"--max_pixels must be positive, got {a.max_pixels}")
         if not 0 < a.max_file_mb < float("inf"): raise ValueError(f"--max_file_mb must be positive, got {a.max_file_mb}")
@@ -892,11 +987,13 @@ def demo_main(argv=None) -> int:
         print(f"model: {a.model} ({rec.cfg.MODEL.ENCODER_TYPE}, {rec.img_size}px, {rec.device}); "
               f"hand model: {demo.hand_model}; hand detection: {det_status}; loaded in {time.perf_counter() - t0:.1f} s")
         if a.live_demo:
-            s = run_live(demo, a.camera, save, a.max_frames, a.mirror)
+            s = run_live(demo, a.camera, save, a.max_frames, a.mirror, detect_every=a.detect_every,
+                         smoother=ResultSmoother() if a.smooth else None)
             print(f"live: {s['frames']} frames" + (f"; recorded to {s['output']}" if s["output"] else ""))
             return 0
         if a.video:
-            s = run_video(demo, a.video, save, a.max_frames)
+            s = run_video(demo, a.video, save, a.max_frames, detect_every=a.detect_every,
+                          smoother=ResultSmoother() if a.smooth else None)
             print(f"video: {s['frames']} frames ({s['succeeded']} ok, {s['failed']} failed) at {s['frames_per_s']:.2f} frames/s")
             if s["interrupted"]:
                 of = f" of {s['frames_in_video']}" if s["frames_in_video"] else ""

@@ -4,8 +4,8 @@
 
 # %% auto #0
 __all__ = ['IMAGENET_MEAN', 'IMAGENET_STD', 'MAX_FILE_BYTES', 'MAX_PIXELS', 'Frame', 'pad_to_square', 'preprocess_image',
-           'image_header_size', 'check_image_file', 'as_images', 'to_image_space', 'config_beside', 'stored_config',
-           'ConfigMismatchWarning', 'network_keys', 'config_differences', 'resolve_checkpoint_config',
+           'image_header_size', 'check_image_file', 'as_images', 'to_image_space', 'TracedNetwork', 'config_beside',
+           'stored_config', 'ConfigMismatchWarning', 'network_keys', 'config_differences', 'resolve_checkpoint_config',
            'reconcile_config', 'Reconstructor']
 
 # %% ../nbs/07_inference.ipynb #b25f71ab
@@ -20,10 +20,11 @@ import numpy as np
 import torch
 
 from .config import get_config, checkpoint_file, merge_dict, EMBEDDED_CHECKPOINT, without_encoder_pretrain
+from .tensors import autocast_dtype
 
 from .io import (MAX_IMAGE_BYTES, MAX_IMAGE_PIXELS, CheckpointError, ImageReadError, extract_state_dict,
                           load_checkpoint, load_state_dict_checked, read_image)
-from .model import HandOutput, HandPrediction, build_model, mano_joint_regressors
+from .model import HandOutput, HandPrediction, build_model, mano_joint_regressors, optimize_for_inference
 
 # %% ../nbs/07_inference.ipynb #3d44114a
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -178,6 +179,41 @@ def to_image_space(out: HandOutput, frames) -> HandOutput:
         return dataclasses.replace(h, verts2d=m(h.verts2d), joints2d=m(h.joints2d), levels=levels)
     return dataclasses.replace(out, left=hand(out.left), right=hand(out.right), space="image", frames=list(frames))
 
+# %% ../nbs/07_inference.ipynb #fd7ad090
+class TracedNetwork:
+    """`network(x) -> HandOutput` through a frozen TorchScript trace per input shape (the exact path): every tensor of
+    the output comes from the trace, rebuilt into the structure of the plain module's output."""
+    def __init__(self, model: torch.nn.Module):
+        self.source, self.model = model, optimize_for_inference(model)    # a copy: `source` itself is not touched
+        self._graphs, self.failed = {}, None
+
+    def _trace(self, x):
+        from intaghand.tensors import map_tensors
+        model = self.model
+
+        class _Leaves(torch.nn.Module):
+            def __init__(self):
+                super().__init__(); self.net = model
+            def forward(self, x):
+                leaves = []
+                map_tensors(self.net(x), leaves.append)
+                return tuple(leaves)
+
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")                     # TorchScript's deprecation and tracer notes
+            template = model(x)
+            graph = torch.jit.optimize_for_inference(torch.jit.freeze(torch.jit.trace(_Leaves().eval(), x, check_trace=False)))
+        return template, graph
+
+    def __call__(self, x: torch.Tensor) -> HandOutput:
+        from intaghand.tensors import map_tensors
+        x = x.contiguous(memory_format=torch.channels_last)
+        key = (tuple(x.shape), x.dtype, str(x.device))
+        if key not in self._graphs: self._graphs[key] = self._trace(x)
+        template, graph = self._graphs[key]
+        leaves = iter(graph(x))
+        return map_tensors(template, lambda t: next(leaves))
+
 # %% ../nbs/07_inference.ipynb #ccd8926f
 def _cat(items):
     "Concatenate a list of same-structured outputs (dataclasses, dicts, lists, tensors) along the batch."
@@ -272,8 +308,10 @@ def reconcile_config(stored, given, where: str, force: bool = False) -> tuple:
 
 
 class Reconstructor:
-    "Model + config + device: `rec(images)` -> `HandOutput` with 2D outputs in the input images' pixels."
-    def __init__(self, model: torch.nn.Module, cfg=None, device=None, batch_size: int = 16):
+    """Model + config + device: `rec(images)` -> `HandOutput` with 2D outputs in the input images' pixels.
+    `precision`: 'exact' (float32, the traced path: equal to the plain module to rounding), 'fast' (reduced precision
+    where the hardware has it, else exact) or 'plain' (the module as it is, for debugging and comparisons)."""
+    def __init__(self, model: torch.nn.Module, cfg=None, device=None, batch_size: int = 16, precision: str = "exact"):
         self.cfg = get_config() if cfg is None else cfg
         self.img_size = int(getattr(model, "img_size", self.cfg.MODEL.IMG_SIZE))
         if device is None:
@@ -283,6 +321,8 @@ class Reconstructor:
         self.model = model.to(self.device).eval()
         self.batch_size = batch_size
         self.warnings = []
+        self.precision = precision
+        self._traced = None
 
     @classmethod
     def from_checkpoint(cls, path, cfg=None, device=None, graph_assets=None, joint_regressor="auto", *,
@@ -329,10 +369,36 @@ class Reconstructor:
         outs = []
         with torch.inference_mode():
             for i in range(0, len(x), self.batch_size):
-                outs.append(self.model(x[i: i + self.batch_size], return_attention=return_attention))
+                outs.append(self.network(x[i: i + self.batch_size], return_attention))
         out = outs[0] if len(outs) == 1 else _cat(outs)
         out = dataclasses.replace(out, frames=frames)
         return to_image_space(out, frames) if space == "image" else out
+
+    @property
+    def precision(self) -> str: return self._precision
+
+    @precision.setter
+    def precision(self, value: str):
+        if value not in ("exact", "fast", "plain"): raise ValueError(f"precision must be 'exact', 'fast' or 'plain', got {value!r}")
+        self._precision = value
+        self.autocast = autocast_dtype(self.device) if value == "fast" else None
+
+    def network(self, x: torch.Tensor, return_attention: bool = False) -> HandOutput:
+        "One batch through the chosen path (attention capture and 'plain' use the module itself)."
+        if self.autocast is not None and not return_attention:
+            with torch.autocast(self.device.type, dtype=self.autocast):
+                out = self.model(x)
+            return out.apply(lambda t: t.float() if t.is_floating_point() else t)
+        if return_attention or self.precision == "plain" or (self._traced is not None and self._traced.failed):
+            return self.model(x, return_attention=return_attention)
+        if self._traced is None or self._traced.source is not self.model:
+            self._traced = TracedNetwork(self.model)
+        try:
+            return self._traced(x)
+        except Exception as e:                          # an untraceable network: the plain module from now on
+            self._traced.failed = f"{type(e).__name__}: {e}"
+            warnings.warn(f"the traced inference path failed ({self._traced.failed}); using the plain module", RuntimeWarning)
+            return self.model(x)
 
     def __repr__(self):
         return f"Reconstructor({type(self.model).__name__}, {self.cfg.MODEL.ENCODER_TYPE}, {self.img_size}px, {self.device})"

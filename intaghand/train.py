@@ -6,8 +6,8 @@
 __all__ = ['LEFT_BGR', 'RIGHT_BGR', 'STD_FLOOR', 'CHECKPOINT_FORMAT', 'BN_MODES', 'seed_everything', 'rng_state', 'set_rng_state',
            'EpochSampler', 'SeededSamples', 'EvalSamples', 'collate_eval', 'DistInfo', 'init_distributed', 'unwrap',
            'mesh_specs', 'original_protocol_errors', 'validation_errors', 'draw_points', 'training_images',
-           'fit_weak_perspective', 'init_camera_head', 'init_mean_hand', 'autocast_dtype', 'cpu_has_bf16',
-           'dataset_img_size', 'read_log', 'TrainingDiverged', 'Trainer', 'export_weights', 'train_main']
+           'fit_weak_perspective', 'init_camera_head', 'init_mean_hand', 'dataset_img_size', 'read_log',
+           'TrainingDiverged', 'Trainer', 'export_weights', 'train_main']
 
 # %% ../nbs/12_train.ipynb #3427be6d
 import json
@@ -35,7 +35,7 @@ from .io import (CheckpointError, atomic_torch_save, atomic_write_text, extract_
 from .losses import (HandMeshSpec, LossPrediction, LossTarget, LossWeights, StepLRWithWarmUp, compute_losses,
                               regress_joints)
 from .model import build_model, load_graph_assets, load_weights
-from .tensors import map_tensors, resolve_device
+from .tensors import autocast_dtype, map_tensors, resolve_device
 
 # %% ../nbs/12_train.ipynb #b3326260
 def seed_everything(seed: int):
@@ -352,25 +352,6 @@ def init_mean_hand(model, dataset, n: int = 256, coord_gain: float = 0.1) -> dic
             means[h] = m.mean(0).float()
         dec.coord_head.weight.mul_(coord_gain); dec.coord_head.bias.zero_()
     return means
-
-
-def autocast_dtype(device: torch.device, amp: bool):
-    """The reduced precision of `--amp` on `device`: float16 on CUDA, bfloat16 on a CPU with native bfloat16 (AMX or
-    AVX-512-BF16), None when off or not supported (then the run stays float32)."""
-    if not amp: return None
-    if device.type == "cuda": return torch.float16
-    if device.type == "cpu" and cpu_has_bf16(): return torch.bfloat16
-    return None
-
-
-def cpu_has_bf16() -> bool:
-    "Whether this CPU runs bfloat16 natively (AMX tiles or AVX-512-BF16): the only CPUs where bf16 autocast is faster."
-    for name in ("_is_amx_tile_supported", "_is_avx512_bf16_supported"):
-        f = getattr(torch.cpu, name, None)
-        try:
-            if f is not None and f(): return True
-        except Exception: pass
-    return False
 
 
 def dataset_img_size(dataset) -> int:

@@ -1,4 +1,5 @@
 """The demo CLI on a folder of good and bad images, overlays against the JSON, videos, the live mode's errors."""
+import copy
 import json
 from pathlib import Path
 
@@ -468,3 +469,62 @@ def test_interrupted_images_exit_130_with_summary(ckpt, tmp_path, monkeypatch, c
     assert rc == 130 and "interrupted after 1 image(s); 2 not processed" in capsys.readouterr().err
     s = json.loads((out / "summary.json").read_text())
     assert s["interrupted"] is True and s["succeeded"] == 1 and s["not_processed"] == 2
+
+
+# --- issue 17: video between detections, smoothing, per-stage times ------------------------------------------
+
+def test_video_tracks_between_detections_and_times_each_stage(ckpt, tmp_path):
+    src = tmp_path / "clip.avi"
+    w = cv2.VideoWriter(str(src), cv2.VideoWriter_fourcc(*"MJPG"), 10.0, (128, 96))
+    for k in range(5): w.write(_scene(96, 128, k))
+    w.release()
+    calls = []
+
+    def two(image):
+        calls.append(1)
+        return Detection([HandBox((20, 20, 60, 70), 0.9, "left", 0.9), HandBox((60, 20, 100, 70), 0.9, "right", 0.9)],
+                         image.shape[:2], "fake")
+    demo = D.Demo(Reconstructor.from_checkpoint(ckpt), two, formats=())
+    s = D.run_video(demo, src, tmp_path / "out.avi", detect_every=3)
+    frames = s["per_frame"]
+    assert len(calls) == 2 and [f["crop_source"] for f in frames] == ["detector", "tracked", "tracked", "detector", "tracked"]
+    assert all(f["detection"] == "two_hands" for f in frames)
+    for f in frames:
+        assert set(f["timing_ms"]) == set(D.STREAM_STAGES) and f["timing_ms"]["model"] > 0
+    assert frames[0]["timing_ms"]["detect"] > 0 and frames[1]["timing_ms"]["detect"] == 0
+    st = s["stage_ms"]
+    assert st["total"] == pytest.approx(sum(st[k] for k in D.STREAM_STAGES), abs=0.05) and s["detect_every"] == 3
+    # a tracked frame crops around the previous frame's predicted hands, as a detection of them would
+    box = D.tracked_box(D.reconstruct(demo.rec, _scene(96, 128, 0), two), (96, 128), demo.fill)
+    assert box[2] - box[0] == box[3] - box[1] > 0
+    with pytest.raises(ValueError, match="detect_every"):
+        D.run_video(demo, src, tmp_path / "out2.avi", detect_every=0)
+
+
+def test_smoothing_keeps_2d_and_3d_consistent_and_damps_jitter(ckpt):
+    rec = Reconstructor.from_checkpoint(ckpt)
+    base = D.reconstruct(rec, _scene(96, 128, 0), box=(0, -16, 128, 112))
+    sm = D.ResultSmoother(min_cutoff=1.0, beta_3d=0.0, beta_px=0.0)
+    rng = np.random.default_rng(0)
+    shifts = []
+    for k in range(60):
+        r = copy.deepcopy(base)
+        for s in D.SIDES:
+            h = r.hand(s)
+            h.verts3d = h.verts3d + rng.normal(0, 0.01, h.verts3d.shape)            # per-frame jitter
+            h.affine = (h.affine[0], np.asarray(h.affine[1]) + rng.normal(0, 3, 2))
+        sm(r, k / 30)
+        h = r.left
+        assert np.allclose(h.verts2d, h.affine[0] * h.verts3d[:, :2] + h.affine[1])
+        shifts.append(np.asarray(h.affine[1]) - np.asarray(base.left.affine[1]))
+    assert np.std(np.array(shifts[20:]), axis=0).max() < 1.5                        # raw jitter: 3 px
+
+
+def test_smooth_and_detect_every_flags(ckpt, tmp_path, capsys):
+    src = _clip(tmp_path / "clip.avi", 3)
+    out = tmp_path / "out.avi"
+    assert D.demo_main(["--video", str(src), "--save_path", str(out), "--model", str(ckpt), "--no-detect", "--smooth"]) == 0
+    meta = json.loads(out.with_suffix(".json").read_text())
+    assert meta["smoothing"] is True and meta["frames"] == 3
+    assert D.demo_main(["--video", str(src), "--save_path", str(out), "--model", str(ckpt), "--detect_every", "0"]) == 1
+    assert "--detect_every must be ≥ 1" in capsys.readouterr().err

@@ -277,3 +277,50 @@ def test_checkpoint_loads_without_the_encoder_file_it_was_started_from(tmp_path,
     assert r.cfg.MODEL.ENCODER_PRETRAIN_PATH == "none"
     w = r.model.encoder.resnet.layer2[0].conv1.weight
     assert torch.equal(w.cpu(), m.encoder.resnet.layer2[0].conv1.weight)
+
+
+def _rel(a, b):
+    return float((a - b).abs().max() / b.abs().max().clamp_min(1e-12))
+
+
+@pytest.mark.parametrize("batch", [1, 3])
+def test_exact_path_equals_the_plain_module(rec, batch):
+    "The traced exact path (the default) gives the plain module's outputs to float32 rounding, per batch shape."
+    ims = [_img(120 + 7 * i, 100, seed=i) for i in range(batch)]
+    exact = rec(ims)
+    plain = Reconstructor(rec.model, rec.cfg, precision="plain")(ims)
+    assert rec._traced is not None and not rec._traced.failed and len(rec._traced._graphs) >= 1
+    for side in ("left", "right"):
+        for f in ("verts3d", "verts2d", "scale", "trans2d"):
+            assert _rel(getattr(exact[side], f), getattr(plain[side], f)) < 1e-4, (side, f)
+    assert _rel(exact.hms, plain.hms) < 1e-4 and exact.frames is not None and exact.space == "image"
+
+
+def test_attention_runs_the_plain_module(rec):
+    out = rec([_img(90, 90)], return_attention=True)
+    assert out.attention is not None and out.attention.num_levels == len(rec.model.decoder.dual_gcn.layers)
+
+
+def test_untraceable_network_falls_back_with_a_warning(ckpt_dir, assets, monkeypatch):
+    import intaghand.inference as inf
+    r = Reconstructor.from_checkpoint(ckpt_dir / "small.pth", graph_assets=assets, joint_regressor=None)
+    monkeypatch.setattr(inf.TracedNetwork, "_trace", lambda self, x: (_ for _ in ()).throw(RuntimeError("no trace")))
+    with pytest.warns(RuntimeWarning, match="no trace"):
+        a = r([_img(64, 64)])
+    b = Reconstructor(r.model, r.cfg, precision="plain")([_img(64, 64)])
+    assert torch.equal(a.left.verts3d, b.left.verts3d)
+    r([_img(64, 64)])                                   # later calls go straight to the plain module, no new warning
+
+
+def test_fast_path_follows_the_hardware(rec, monkeypatch):
+    import intaghand.tensors as tn
+    monkeypatch.setattr(tn, "cpu_has_bf16", lambda: False)
+    r = Reconstructor(rec.model, rec.cfg, precision="fast")
+    assert r.autocast is None                           # no native bfloat16: the exact path
+    monkeypatch.setattr(tn, "cpu_has_bf16", lambda: True)
+    r = Reconstructor(rec.model, rec.cfg, precision="fast")
+    assert r.autocast == torch.bfloat16
+    out, ref = r([_img(80, 80)]), rec([_img(80, 80)])
+    assert out.left.verts3d.dtype == torch.float32 and _rel(out.left.verts3d, ref.left.verts3d) < 0.1
+    with pytest.raises(ValueError, match="precision"):
+        Reconstructor(rec.model, rec.cfg, precision="half")

@@ -153,12 +153,12 @@ def test_clear_errors(data, tmp_path):
 
 def test_amp_on_cpu_follows_the_hardware(data, tmp_path, monkeypatch):
     "--amp on CPU: bfloat16 autocast without a GradScaler where the CPU has native bf16, float32 with a warning elsewhere."
-    import intaghand.train as tr
-    monkeypatch.setattr(tr, "cpu_has_bf16", lambda: False)
+    import intaghand.tensors as tn
+    monkeypatch.setattr(tn, "cpu_has_bf16", lambda: False)
     with pytest.warns(UserWarning, match="no native bfloat16"):
         t = Trainer(get_config(preset="small", overrides=TINY), data, tmp_path, device="cpu", amp=True, progress=False)
     assert not t.amp and t.amp_dtype is None and not t.scaler.is_enabled()
-    monkeypatch.setattr(tr, "cpu_has_bf16", lambda: True)
+    monkeypatch.setattr(tn, "cpu_has_bf16", lambda: True)
     t = Trainer(get_config(preset="small", overrides=TINY), data, tmp_path, device="cpu", amp=True, progress=False,
                 max_steps=1, tensorboard=False, images=False)
     assert t.amp_dtype == torch.bfloat16 and not t.scaler.is_enabled()
