@@ -46,7 +46,6 @@ def _defaults() -> CN:
     c.MODEL.AUX_DIMS = [128, 128, 128, 128]  # workbench: heatmap/dense decoder widths (hard-coded 128)
     c.MODEL.NUM_HEADS = 4  # workbench: attention heads (hard-coded 4)
     c.MODEL.MEAN_HAND = False  # workbench: the decoder predicts offsets from a stored mean hand (the original: absolute coordinates)
-    c.MODEL.GLOBAL_SHORTCUT = False  # workbench: + a linear map from the global image feature to the standardised outputs
     c.MODEL_PARAM = CN()
     c.MODEL_PARAM.MODEL_PRETRAIN_PATH = "none"
     c.MODEL_PARAM.OPTIM_PATH = "none"
@@ -124,7 +123,6 @@ PRESETS = {
 PRESETS["embedded"] = {**PRESETS["small"],
                        "MODEL.IMG_SIZE": 64,
                        "MODEL.MEAN_HAND": True,
-                       "MODEL.GLOBAL_SHORTCUT": True,
                        "LOSS_WEIGHT.GRAPH.NORM.NORM_EPOCH": 0,
                        "TRAIN.warm_up": 0,
                        "TRAIN.EPOCHS": 3,

@@ -591,7 +591,7 @@ class decoder(nn.Module):
     "Global feature B×C + feature maps -> per-hand meshes; returns (HandPrediction left, right)."
     def __init__(self, global_feature_dim, f_in_Dim, f_out_Dim, gcn_in_dim, gcn_out_dim, graph_k, graph_layer_num,
                  left_graph, right_graph, dense_coor, upsample_weight, img_size=256, num_attn_heads=4, dropout=0.05,
-                 mean_hand: bool = False, global_shortcut: bool = False):
+                 mean_hand: bool = False):
         super().__init__()
         n = len(gcn_in_dim)
         self.gf_dim, self.img_size = global_feature_dim, img_size
@@ -627,13 +627,6 @@ class decoder(nn.Module):
                 self.register_buffer(f"std_verts_{side}", torch.ones(self.vNum_out, 3))
                 self.register_buffer(f"mean_camera_{side}", torch.zeros(3))
                 self.register_buffer(f"std_camera_{side}", torch.ones(3))
-        self.global_shortcut = bool(global_shortcut)
-        if global_shortcut:   # workbench (MODEL.GLOBAL_SHORTCUT): see the note below
-            if not mean_hand: raise ValueError("MODEL.GLOBAL_SHORTCUT adds to standardised outputs: it needs MODEL.MEAN_HAND True")
-            for side in HAND_SIDES:
-                head = nn.Linear(global_feature_dim, self.vNum_out * 3 + 3)
-                nn.init.zeros_(head.weight); nn.init.zeros_(head.bias)
-                setattr(self, f"global_head_{side}", head)
         for side, g in (("left", left_graph), ("right", right_graph)):
             self.register_buffer(f"graph_perm_{side}", g["perm"].clone(), persistent=False)
             self.register_buffer(f"graph_perm_reverse_{side}", g["perm_reverse"].clone(), persistent=False)
@@ -667,9 +660,6 @@ class decoder(nn.Module):
         for side, f in (("left", Lf), ("right", Rf)):
             p = self.params_head(self.avg_head(f.transpose(-1, -2))[..., 0])
             v3 = self.coord_head(f)                                           # B×V_out×3, GCN order
-            if self.global_shortcut:                                          # + a linear read of the global feature
-                g = getattr(self, f"global_head_{side}")(x)
-                v3, p = v3 + g[:, :-3].reshape(B, self.vNum_out, 3), p + g[:, -3:]
             if self.mean_hand:
                 p = self.destandardise(p, side, "camera")
                 v3 = self.destandardise(v3, side, "verts")
@@ -776,8 +766,7 @@ def build_model(cfg=None, graph_assets: dict | None = None, joint_regressor=None
     mid = resnet_mid(encoder.channels, in_fmapDim=[2 * a for a in M.AUX_DIMS], out_fmapDim=list(M.DECONV_DIMS), n_used=n)
     dec = decoder(encoder.channels[-1], list(M.DECONV_DIMS), list(M.IMG_DIMS), list(M.GCN_IN_DIM), list(M.GCN_OUT_DIM),
                   M.graph_k, M.graph_layer_num, left, right, v_color, np.asarray(assets["upsample"]),
-                  img_size=M.IMG_SIZE, num_attn_heads=M.NUM_HEADS, dropout=cfg.TRAIN.dropout, mean_hand=bool(M.MEAN_HAND),
-                  global_shortcut=bool(M.GLOBAL_SHORTCUT))
+                  img_size=M.IMG_SIZE, num_attn_heads=M.NUM_HEADS, dropout=cfg.TRAIN.dropout, mean_hand=bool(M.MEAN_HAND))
     dec.unsample_layer.weight.requires_grad_(not M.freeze_upsample)
     model = HandNET_GCN(encoder, mid, dec, img_size=M.IMG_SIZE)
     if joint_regressor is not None:

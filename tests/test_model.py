@@ -341,29 +341,3 @@ def test_encoder_pretrain_path_loads_local_weights(tmp_path, assets):
     bad = get_config(preset="small", overrides=["MODEL.ENCODER_PRETRAIN_PATH", str(tmp_path / "none.pth")])
     with pytest.raises(FileNotFoundError):
         build_model(bad, graph_assets=assets)
-
-
-def test_global_shortcut_starts_as_the_plain_decoder_and_learns(assets):
-    "MODEL.GLOBAL_SHORTCUT: zero at the start (same outputs as without it), gradients reach it, it moves the output."
-    plain_cfg = get_config(preset="embedded", overrides=["MODEL.GLOBAL_SHORTCUT", False])
-    torch.manual_seed(0)
-    plain = build_model(plain_cfg, graph_assets=assets).eval()
-    torch.manual_seed(0)
-    short = build_model(get_config(preset="embedded"), graph_assets=assets).eval()
-    missing = set(short.state_dict()) - set(plain.state_dict())
-    assert missing == {f"decoder.global_head_{s}.{w}" for s in ("left", "right") for w in ("weight", "bias")}
-    short.load_state_dict({**plain.state_dict(), **{k: short.state_dict()[k] for k in missing}})
-    x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(2))
-    with torch.no_grad(): a, b = plain(x), short(x)
-    assert torch.equal(a.left.verts3d, b.left.verts3d) and torch.equal(a.right.scale, b.right.scale)
-    short.train()
-    short(x).right.verts3d.square().sum().backward()
-    g = short.decoder.global_head_right.weight.grad
-    assert g is not None and float(g.abs().sum()) > 0 and short.decoder.global_head_left.weight.grad is None
-    with torch.no_grad():
-        base = short.eval()(x).left.levels[0].verts3d
-        short.decoder.global_head_left.bias[:3] = 1.0                 # one standardised unit on the first vertex
-        moved = short(x).left.levels[0].verts3d - base
-    assert torch.allclose(moved[:, 0], short.decoder.std_verts_left[0].expand(2, 3)) and float(moved[:, 1:].abs().max()) == 0
-    with pytest.raises(ValueError, match="MEAN_HAND"):
-        build_model(get_config(preset="small", overrides=["MODEL.GLOBAL_SHORTCUT", True]), graph_assets=assets)
