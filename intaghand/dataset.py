@@ -330,12 +330,12 @@ class DataProvider:
 
 # %% ../nbs/10_dataset.ipynb #b59140e0
 def draw_sample(sample: HandSample, parents=None) -> np.ndarray:
-    "An RGB uint8 picture of one `HandSample`: image, mask outlines, 2D skeletons (left green, right red), heatmap peaks."
+    "An RGB uint8 picture of one `HandSample`: image, mask outlines, 2D skeletons (`HAND_RGB`: left blue, right red), heatmap peaks."
     from intaghand.mano import JOINT_PARENTS
     parents = JOINT_PARENTS if parents is None else parents
     img = np.ascontiguousarray((sample.ori_img.numpy().transpose(1, 2, 0)[..., ::-1] * 255).astype(np.uint8))
     S, A = img.shape[0], sample.mask.shape[-1]
-    colors = {"left": (0, 230, 0), "right": (255, 40, 40)}
+    from intaghand.render import HAND_RGB as colors
     for ch, hand in ((1, "left"), (0, "right")):
         m = cv2.resize(sample.mask[ch].numpy().astype(np.uint8), (S, S), interpolation=cv2.INTER_NEAREST)
         contours, _ = cv2.findContours(m, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)

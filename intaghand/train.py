@@ -35,6 +35,7 @@ from .io import (CheckpointError, atomic_torch_save, atomic_write_text, extract_
 from .losses import (HandMeshSpec, LossPrediction, LossTarget, LossWeights, StepLRWithWarmUp, compute_losses,
                               regress_joints)
 from .model import build_model, load_graph_assets, load_weights
+from .render import HAND_BGR
 from .tensors import autocast_dtype, map_tensors, resolve_device
 
 # %% ../nbs/12_train.ipynb #b3326260
@@ -210,7 +211,7 @@ def validation_errors(model, loader, regressors: dict, device=None, unit_to_mm: 
     return res
 
 # %% ../nbs/12_train.ipynb #a957affd
-LEFT_BGR, RIGHT_BGR = (255, 0, 0), (0, 0, 255)   # the original's vertex colours (BGR): left blue, right red
+LEFT_BGR, RIGHT_BGR = HAND_BGR["left"], HAND_BGR["right"]   # the workbench's hand colours: left blue, right red
 
 
 def _rgb8(x) -> np.ndarray:

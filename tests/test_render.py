@@ -279,7 +279,8 @@ def test_export_round_trip(ext, tmp_path, toy):
     verts, faces, cols = load_mesh(path)
     assert np.allclose(verts, torch.cat([lv - 0.05, v + 0.05]).double().numpy(), atol=1e-6)
     assert np.array_equal(faces, np.concatenate([flip_winding(f).numpy(), f.numpy() + len(v)]))
-    assert cols is not None and cols[0, :3].tolist() == list(LEFT_COLOR) and cols[-1, :3].tolist() == list(RIGHT_COLOR)
+    # mesh files are RGB: the left hand blue and the right red, as the original's pictures show them
+    assert cols is not None and cols[0, :3].tolist() == [0, 153, 204] and cols[-1, :3].tolist() == [255, 102, 102]
     assert not list(tmp_path.glob(".*.tmp"))                                    # atomic: no temp files left
 
 
