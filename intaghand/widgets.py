@@ -923,14 +923,37 @@ class RunViewer(_Explorer):
                 out.append((run, tag, x, ema(v, self.smoothing.value)))
         return out
 
+    def _panels(self, tags: list) -> dict:
+        """Layout of one panel per tag (own y axis titled with the tag: losses near 1 and errors in mm never share a
+        scale), stacked over one x axis; panels no longer used are hidden. {tag: axis reference}."""
+        n, gap = max(1, len(tags)), 0.07
+        h = (1 - gap * (n - 1)) / n
+        self._n_axes = max(n, getattr(self, "_n_axes", 1))
+        upd, refs = {}, {}
+        for k in range(1, self._n_axes + 1):
+            name = "yaxis" if k == 1 else f"yaxis{k}"
+            if k <= n:
+                top = 1 - (k - 1) * (h + gap)
+                title = tags[k - 1] if tags else ""
+                upd[name] = dict(domain=[max(top - h, 0), top], visible=True, anchor="x", title=dict(text=title, font=dict(size=10)),
+                                 type="log" if self.log_y.value else "linear", exponentformat="power")
+                if tags: refs[tags[k - 1]] = "y" if k == 1 else f"y{k}"
+            else:
+                upd[name] = dict(visible=False, domain=[0, 0.001])
+        wall = self.xaxis.value != "step"
+        upd["xaxis"] = dict(title=dict(text=self.xaxis.value), anchor="y" if n == 1 else f"y{n}",
+                            tickformat=".2~f" if wall else "d", exponentformat="none")
+        self.figure.update_layout(height=max(320, 90 + 200 * n), **upd)
+        return refs
+
     def redraw(self):
         ser = self.series()
         with self.figure.batch_update():
             self.figure.data = []
+            refs = self._panels([t for t in self.tag_select.value if any(t == s[1] for s in ser)])
             for run, tag, x, y in ser:
-                self.figure.add_scatter(x=x, y=y, mode="lines+markers" if len(x) < 20 else "lines", name=f"{run}: {tag}")
-            self.figure.layout.yaxis.type = "log" if self.log_y.value else "linear"
-            self.figure.layout.xaxis.title = self.xaxis.value
+                self.figure.add_scatter(x=x, y=y, mode="lines+markers" if len(x) < 20 else "lines", name=f"{run}: {tag}",
+                                        yaxis=refs.get(tag, "y"))
         rows = []
         for run in self.run_select.value:
             for tag in self.tag_select.value:

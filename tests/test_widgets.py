@@ -285,11 +285,18 @@ def test_read_scalars_and_compare_runs(tmp_path):
     rv.run_select.value = ("b",)
     rv.tag_select.value = ("loss/total", "mpjpe")
     assert [t.name for t in rv.figure.data] == ["b: loss/total", "b: mpjpe"]
+    # one panel per tag: a loss and an error in mm never share a y axis; integer steps on the shared x axis
+    assert [t.yaxis for t in rv.figure.data] == ["y", "y2"]
+    assert rv.figure.layout.yaxis.title.text == "loss/total" and rv.figure.layout.yaxis2.title.text == "mpjpe"
+    assert rv.figure.layout.xaxis.anchor == "y2" and rv.figure.layout.xaxis.tickformat == "d"
     assert "30.5 @ 10" in rv.table.value                                   # best (lowest) MPJPE
     rv.log_y.value = True
     assert rv.figure.layout.yaxis.type == "log"
+    assert rv.figure.layout.yaxis2.type == "log"
     rv.xaxis.value = "wall time (min)"
-    assert min(rv.figure.data[0].x) == 0.0
+    assert min(rv.figure.data[0].x) == 0.0 and rv.figure.layout.xaxis.exponentformat == "none"
+    rv.tag_select.value = ("mpjpe",)
+    assert rv.figure.layout.yaxis2.visible is False and [t.yaxis for t in rv.figure.data] == ["y"]
     with pytest.raises(FileNotFoundError):
         wd.find_runs(tmp_path / "nope")
 
