@@ -4,15 +4,15 @@
 
 # %% auto #0
 __all__ = ['SAMPLE_DIR', 'RGB_COLORS', 'IMAGE_SUFFIXES', 'DISPLAY_SIZE', 'JOINT_OPTIONS', 'DIRECTIONS', 'OTHER',
-           'PROCESSED_SPLITS', 'load_default_reconstructor', 'sample_image_paths', 'demo_image', 'sample_images',
-           'read_rgb', 'network_image', 'ImageAnalysis', 'analyse_image', 'image_key', 'AnalysisCache',
-           'level_vertex_index', 'part_labels', 'level_vertex_parts', 'to_png', 'resize_to', 'colormap', 'heat_overlay',
-           'mask_picture', 'dense_picture', 'draw_skeleton', 'hand_faces', 'mesh_overlay', 'hands_figure',
-           'trace_by_name', 'set_mesh_values', 'mesh_values', 'set_mesh_verts', 'walk_widgets', 'count_widgets',
-           'sync_figures', 'ModelExplorer', 'model_explorer', 'image_row', 'cross_matrix', 'cross_row',
-           'AttentionExplorer', 'attention_explorer', 'processed_splits', 'find_processed_root', 'make_demo_data',
-           'DataBrowser', 'data_browser', 'find_runs', 'read_scalars', 'ema', 'make_demo_runs', 'RunViewer',
-           'run_viewer']
+           'ATTENTION_SCALES', 'PART_DISPLAY', 'PROCESSED_SPLITS', 'load_default_reconstructor', 'sample_image_paths',
+           'demo_image', 'sample_images', 'read_rgb', 'network_image', 'ImageAnalysis', 'analyse_image', 'image_key',
+           'AnalysisCache', 'level_vertex_index', 'part_labels', 'level_vertex_parts', 'to_png', 'resize_to',
+           'colormap', 'heat_overlay', 'mask_picture', 'dense_picture', 'draw_skeleton', 'hand_faces', 'mesh_overlay',
+           'hands_figure', 'trace_by_name', 'set_mesh_values', 'mesh_values', 'set_mesh_verts', 'walk_widgets',
+           'count_widgets', 'sync_figures', 'ModelExplorer', 'model_explorer', 'image_row', 'cross_matrix', 'cross_row',
+           'scale_attention', 'AttentionExplorer', 'attention_explorer', 'processed_splits', 'find_processed_root',
+           'make_demo_data', 'DataBrowser', 'data_browser', 'find_runs', 'read_scalars', 'ema', 'make_demo_runs',
+           'RunViewer', 'run_viewer']
 
 # %% ../nbs/17_widgets.ipynb #10028af2
 import hashlib
@@ -351,7 +351,8 @@ def _plain_scale(side: str) -> list:
     return [[0.0, c], [1.0, c]]
 
 
-def set_mesh_values(fig, side: str, values=None, cmin=None, cmax=None, showscale: bool = False, colorscale="Inferno"):
+def set_mesh_values(fig, side: str, values=None, cmin=None, cmax=None, showscale: bool = False, colorscale="Inferno",
+                    title: str = "attention"):
     """Colour `side`'s mesh by per-vertex `values` (None: back to the plain hand colour). Plain is drawn as a
     constant intensity with a one-colour scale: plotly.js keeps the last colour scale when `intensity` is removed."""
     tr = trace_by_name(fig, f"{side} hand")
@@ -363,7 +364,7 @@ def set_mesh_values(fig, side: str, values=None, cmin=None, cmax=None, showscale
         v = np.asarray(values, np.float64)
         tr.update(intensity=v, intensitymode="vertex", colorscale=colorscale, showscale=showscale,
                   cmin=float(v.min()) if cmin is None else cmin, cmax=float(v.max()) if cmax is None else cmax,
-                  colorbar=dict(len=0.6, thickness=12, title=dict(text="attention", side="right")))
+                  colorbar=dict(len=0.6, thickness=12, title=dict(text=title, side="right")))
 
 
 def mesh_values(fig, side: str):
@@ -537,17 +538,36 @@ def cross_row(an: ImageAnalysis, level: int, head, side: str, q: int, direction:
     raise ValueError(f"direction must be one of {DIRECTIONS}, got {direction!r}")
 
 
+ATTENTION_SCALES = ("× uniform", "row range")
+PART_DISPLAY = {"index": "index finger", "middle": "middle finger", "ring": "ring finger", "pinky": "little finger"}
+
+
+def scale_attention(values, n_keys: int, mode: str = "× uniform") -> tuple:
+    """(values, cmin, cmax, colour-bar title) of cross attention weights over `n_keys` vertices: '× uniform' multiplies
+    by `n_keys` (1 = the uniform weight 1/n, so a near-uniform row reads as ≈ 1, not as one flat colour from 0);
+    'row range' keeps the weights and stretches the colours over their own minimum..maximum."""
+    v = np.asarray(values, np.float64)
+    if mode == "× uniform":
+        s = v * n_keys
+        return s, 0.0, max(float(s.max()), 1.0), f"attention × {n_keys} (1 = uniform)"
+    if mode == "row range":
+        return v, float(v.min()), float(v.max()) if v.max() > v.min() else float(v.min()) + 1e-12, "attention (its min..max)"
+    raise ValueError(f"attention scale must be one of {ATTENTION_SCALES}, got {mode!r}")
+
+
 class AttentionExplorer(_Explorer):
     "Image and cross-hand attention per level / head / vertex (see the chapter text)."
     def __init__(self, rec: Reconstructor = None, images: dict = None, cache: AnalysisCache = None):
         self._init_model(rec, images, cache)
-        self.part, self.part_names = part_labels(self.rec.cfg)
+        self.part, names = part_labels(self.rec.cfg)
+        self.part_names = [PART_DISPLAY.get(n, n) for n in names]       # "index" alone reads like a vertex index
         self._index = {}
         self.source = W.Dropdown(options=list(self.images), description="image", layout=W.Layout(width="340px"))
         self.level = W.Dropdown(options=[("0", 0)], value=0, description="level")
         self.head = W.Dropdown(options=["mean"], value="mean", description="head")
         self.hand = W.ToggleButtons(options=["left", "right"], value="right", description="vertex on")
         self.direction = W.ToggleButtons(options=list(DIRECTIONS), value="attends to", description="cross")
+        self.scale = W.ToggleButtons(options=list(ATTENTION_SCALES), value="× uniform", description="colours")
         self.vertex = W.IntSlider(value=FINGERTIP_VERTS[1], min=0, max=777, description="vertex", continuous_update=True,
                                   layout=W.Layout(width="420px"))
         self.note = W.HTML(_note_html(getattr(self.rec, "note", ""), getattr(self.rec, "source", "") == "random"))
@@ -562,16 +582,17 @@ class AttentionExplorer(_Explorer):
         self.parts_figure = go.FigureWidget(
             [go.Bar(name=f"{s} → {OTHER[s]}", x=self.part_names, y=[0.0] * len(self.part_names)) for s in ("left", "right")],
             layout=dict(height=260, width=460, barmode="group", margin=dict(l=40, r=10, t=30, b=40),
-                        title=dict(text="mean cross attention per part of the other hand", font=dict(size=12)),
-                        yaxis=dict(title="share")))
+                        title=dict(text="cross attention per part of the other hand, against uniform", font=dict(size=12)),
+                        yaxis=dict(title="share ÷ vertex share (1 = uniform)"),
+                        shapes=[dict(type="line", xref="paper", x0=0, x1=1, y0=1, y1=1, line=dict(dash="dot", color="grey"))]))
         self.analysis = None
         for tr in self.figure.data[:2]: tr.on_click(self.on_click)
         self.source.observe(lambda ch: self.load(self.images[ch["new"]], ch["new"]), names="value")
         for w in (self.level, self.head):
             w.observe(lambda ch: self._timed(self._refresh_all), names="value")
-        for w in (self.hand, self.direction, self.vertex):
+        for w in (self.hand, self.direction, self.vertex, self.scale):
             w.observe(lambda ch: self._timed(self.update_selection), names="value")
-        controls = W.VBox([W.HBox([self.source, self.level, self.head]), W.HBox([self.hand, self.direction]),
+        controls = W.VBox([W.HBox([self.source, self.level, self.head]), W.HBox([self.hand, self.direction, self.scale]),
                            self.vertex, self.info, self.note, self.status])
         vertex_views = W.HBox([_titled("image attention of the selected vertex", self.image_view),
                                _titled("cross-hand attention (click a vertex)", self.figure)])
@@ -603,8 +624,11 @@ class AttentionExplorer(_Explorer):
         "Read an image, run the model with attention (cached) and show the current selection."
         img = self._read(src, name)
         if img is None: return self.analysis
+        misses = self.cache.misses
         an = self.cache.get(img)
         self.analysis = an
+        ran = (f"model run {an.seconds:.2f} s" if self.cache.misses > misses else
+               f"from the cache (the model run took {an.seconds:.2f} s)")
         heads = an.image_attn[0]["left"].shape[0]
         levels = [(f"{l} ({an.image_attn[l]['left'].shape[1]} vertices)", l) for l in range(an.num_levels)]
         if [o[1] for o in self.level.options] != [o[1] for o in levels]: self.level.options = levels
@@ -613,7 +637,7 @@ class AttentionExplorer(_Explorer):
             for s in ("left", "right"): set_mesh_verts(self.figure, s, an.placed_verts(s))
         self._refresh_all()
         self.status.value = _note_html(f"{name}: attention of {an.num_levels} levels × {heads} heads, grid "
-                                       f"{an.grid_size}×{an.grid_size}; model run {an.seconds:.2f} s (cached).")
+                                       f"{an.grid_size}×{an.grid_size}; {ran}.")
         return an
 
     def on_click(self, trace, points, state=None):
@@ -641,15 +665,17 @@ class AttentionExplorer(_Explorer):
             cv2.drawMarker(pic, (int(u), int(v)), (0, 229, 255), cv2.MARKER_CROSS, 14, 2)
         self.image_view.value = to_png(pic)
         cols = self.vertex_colours()
+        n_keys = an.cross_attn[level]["r2l"].shape[-1]
+        vals, cmin, cmax, title = scale_attention(cols, n_keys, self.scale.value)
         p = an.placed_verts(side)[m]
         with self.figure.batch_update():
-            set_mesh_values(self.figure, other, cols, cmin=0.0, showscale=True)
+            set_mesh_values(self.figure, other, vals, cmin=cmin, cmax=cmax, showscale=True, title=title)
             set_mesh_values(self.figure, side, None)
             self.marker.update(x=[p[0]], y=[p[1]], z=[p[2]], name=f"{side} vertex {m}")
         part = self.part_names[self.part[m]] if self.part[m] < len(self.part_names) else "?"
         self.info.value = (f"<b>{side}</b> mesh vertex {m} ({part}) → graph vertex {q} of level {level}; "
                            f"cross attention {self.direction.value} the {other} hand: max {cols.max():.3g} "
-                           f"on {other} vertex {int(cols.argmax())}")
+                           f"({cols.max() * n_keys:.2f}× uniform) on {other} vertex {int(cols.argmax())}")
 
     def overview(self) -> dict:
         "Mean image attention per hand (G×G) and cross attention share per other-hand part, current level / head."
@@ -663,6 +689,8 @@ class AttentionExplorer(_Explorer):
             vp = level_vertex_parts(self.level_index(other, level), self.part, len(mean_row), n_parts)
             share = np.array([mean_row[vp == p].sum() for p in range(n_parts)])
             out["parts"][side] = share / max(share.sum(), 1e-12)
+            count = np.array([(vp == p).sum() for p in range(n_parts)], np.float64)
+            out.setdefault("vertex_share", {})[side] = count / max(count.sum(), 1.0)   # what uniform attention would give
         return out
 
     def update_overview(self):
@@ -673,7 +701,8 @@ class AttentionExplorer(_Explorer):
             w.value = to_png(heat_overlay(self.analysis.image, ov["image"][s], alpha=0.55, nearest=True, size=200,
                                           vmin=0.0, vmax=vmax))
         with self.parts_figure.batch_update():
-            for tr, s in zip(self.parts_figure.data, ("left", "right")): tr.y = ov["parts"][s]
+            for tr, s in zip(self.parts_figure.data, ("left", "right")):
+                tr.y = ov["parts"][s] / np.maximum(ov["vertex_share"][s], 1e-12)
 
 
 def attention_explorer(rec: Reconstructor = None, images: dict = None, cache: AnalysisCache = None) -> AttentionExplorer:

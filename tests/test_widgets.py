@@ -173,8 +173,8 @@ def test_attention_colours_are_the_models_attention_rows(rec, cache, images, dem
                     q = wd.level_vertex_index(model, side, an.cross_attn[level][key].shape[1])[m]
                     A = an.cross_attn[level][key]
                     row = (A.mean(0) if head == "mean" else A[head])[q]
-                    np.testing.assert_allclose(intensity(ax.figure, other), row[wd.level_vertex_index(model, other, len(row))],
-                                               rtol=1e-6)
+                    np.testing.assert_allclose(intensity(ax.figure, other),       # × uniform: weight × number of keys
+                                               row[wd.level_vertex_index(model, other, len(row))] * len(row), rtol=1e-6)
                     assert wd.mesh_values(ax.figure, side) is None
                     g = (an.image_attn[level][side].mean(0) if head == "mean" else an.image_attn[level][side][head])[q]
                     np.testing.assert_allclose(wd.image_row(an, level, head, side, q), g.reshape(an.grid_size, an.grid_size))
@@ -195,7 +195,12 @@ def test_attention_click_and_reverse_direction(rec, cache, images, demo):
     q = ax.selected()[2]
     ax.direction.value = "attended by"
     col = an.cross_attn[0]["l2r"][1][:, q]                # right vertices (rows) attending to left vertex q
+    np.testing.assert_allclose(intensity(ax.figure, "right"), col[wd.level_vertex_index(rec.model, "right", len(col))] * len(col))
+    ax.scale.value = "row range"                          # the raw weights, colours stretched over their own range
+    tr = wd.trace_by_name(ax.figure, "right hand")
     np.testing.assert_allclose(intensity(ax.figure, "right"), col[wd.level_vertex_index(rec.model, "right", len(col))])
+    assert tr.cmin == pytest.approx(float(col.min())) and tr.cmax == pytest.approx(float(col.max()))
+    assert "min..max" in tr.colorbar.title.text
     Points.point_inds = []
     ax.on_click(wd.trace_by_name(ax.figure, "right hand"), Points())   # a click on nothing keeps the selection
     assert (ax.hand.value, ax.vertex.value) == ("left", 612)
@@ -218,7 +223,9 @@ def test_attention_overview(rec, cache, images, demo):
         vp = wd.level_vertex_parts(ax.level_index(other, an.num_levels - 1), ax.part, len(mean_row), len(ax.part_names))
         np.testing.assert_allclose(share, [mean_row[vp == p].sum() / mean_row[vp >= 0].sum() for p in range(len(ax.part_names))],
                                    rtol=1e-6)
-    np.testing.assert_allclose(np.asarray(ax.parts_figure.data[0].y), ov["parts"]["left"])
+    # the bars: each part's share against the share uniform attention would give (its share of the vertices)
+    np.testing.assert_allclose(np.asarray(ax.parts_figure.data[0].y), ov["parts"]["left"] / ov["vertex_share"]["left"])
+    assert abs(ov["vertex_share"]["left"].sum() - 1) < 1e-9 and "index finger" in ax.part_names
     before = ax.overview_left.value
     ax.level.value = 0
     assert ax.overview_left.value != before
@@ -328,3 +335,16 @@ def test_ema_matches_tensorboard_debiasing():
     # acc_1 = 0.5, norm_1 = 0.5 -> 1; acc_2 = 0.25 + 1.5 = 1.75, norm_2 = 0.75 -> 2.333; acc_3 = 0.875 + 1 = 1.875, norm 0.875
     np.testing.assert_allclose(wd.ema(v, w), [1.0, 1.75 / 0.75, 1.875 / 0.875])
     np.testing.assert_array_equal(wd.ema(v, 0.0), v)
+
+
+def test_scale_attention():
+    row = np.array([0.2, 0.3, 0.5])
+    v, lo, hi, title = wd.scale_attention(row, 3)
+    np.testing.assert_allclose(v, row * 3)
+    assert (lo, hi) == (0.0, 1.5) and "1 = uniform" in title
+    v, lo, hi, title = wd.scale_attention(np.full(4, 0.25), 4)
+    assert hi == 1.0 and np.allclose(v, 1.0)                 # a uniform row reads as 1 everywhere
+    v, lo, hi, _ = wd.scale_attention(row, 3, "row range")
+    assert (lo, hi) == (0.2, 0.5) and np.array_equal(v, row)
+    with pytest.raises(ValueError):
+        wd.scale_attention(row, 3, "log")
