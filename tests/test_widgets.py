@@ -120,9 +120,11 @@ def test_model_explorer_views_and_interactions(rec, cache, images, demo, tmp_pat
     assert wd.count_widgets(ex.widget, go.FigureWidget) == 1 and wd.count_widgets(ex.widget, W.Image) == 5
     assert isinstance(ex.upload, W.FileUpload) and isinstance(ex.path, W.Text)
     misses = cache.misses
-    for k in (0, 20, 41):
+    for k in (0, 20, 41, "left", "right"):
         ex.joint.value = k
-        assert ex.heatmap.value == wd.to_png(wd.heat_overlay(an.image, an.hms[k], alpha=0.65))
+        h = an.hms[k] if isinstance(k, int) else an.hms[:21].max(0) if k == "left" else an.hms[21:].max(0)
+        pic = wd.heat_overlay(an.image, h, alpha=0.65)
+        assert ex.heatmap.value == wd.to_png(wd.with_colour_bar(pic, h.min(), h.max(), "heatmap"))   # with its colour bar
     assert cache.misses == misses                         # joint changes never run the model
     assert ex.mask.value == wd.to_png(wd.mask_picture(an.mask))
     # a file path: a new image, one model run, the 3D view moves to the new meshes
@@ -132,14 +134,25 @@ def test_model_explorer_views_and_interactions(rec, cache, images, demo, tmp_pat
     ex.path.value = str(p)
     ex.load_button.click()
     assert cache.misses == misses + 1 and ex.analysis is not an
+    assert ex.source.value == f"file: {p}" and cache.misses == misses + 1      # the dropdown names it; no second run
     np.testing.assert_array_equal(ex.analysis.image, wd.network_image(img2, rec.img_size))
     np.testing.assert_allclose(np.asarray(wd.trace_by_name(ex.figure, "right hand").y), ex.analysis.placed_verts("right")[:, 1])
     # an upload (FileUpload's value: a tuple of dicts with the file's bytes)
     ex._on_upload({"new": ({"name": "up.png", "content": memoryview(wd.to_png(demo))},)})
-    assert ex.analysis is an and "up.png" in ex.status.value
+    assert ex.analysis is an and "up.png" in ex.status.value and ex.source.value == "upload: up.png"
     ex.path.value = str(tmp_path / "missing.png")
     ex.load_button.click()
     assert "could not load" in ex.status.value and ex.analysis is an
+    assert "still show upload: up.png" in ex.status.value and ex.source.value == "upload: up.png"
+    # a path relative to the project works from any working folder (the notebooks run in nbs/explore)
+    import os
+    here = os.getcwd()
+    try:
+        os.chdir(tmp_path)
+        ex.path.value = "data/demo/crop_2.jpg"
+        ex.load_button.click()
+    finally: os.chdir(here)
+    assert ex.source.value == "file: data/demo/crop_2.jpg" and "could not load" not in ex.status.value
 
 
 def test_mesh_overlay_renders_with_positive_scale(rec, cache, demo):
@@ -196,6 +209,8 @@ def test_attention_click_and_reverse_direction(rec, cache, images, demo):
     ax.direction.value = "attended by"
     col = an.cross_attn[0]["l2r"][1][:, q]                # right vertices (rows) attending to left vertex q
     np.testing.assert_allclose(intensity(ax.figure, "right"), col[wd.level_vertex_index(rec.model, "right", len(col))] * len(col))
+    pic = cv2.imdecode(np.frombuffer(ax.image_view.value, np.uint8), cv2.IMREAD_COLOR)
+    assert pic.shape[:2] == (wd.DISPLAY_SIZE, wd.DISPLAY_SIZE + wd.BAR_WIDTH)   # image attention with its colour bar
     ax.scale.value = "row range"                          # the raw weights, colours stretched over their own range
     tr = wd.trace_by_name(ax.figure, "right hand")
     np.testing.assert_allclose(intensity(ax.figure, "right"), col[wd.level_vertex_index(rec.model, "right", len(col))])
