@@ -19,9 +19,7 @@ from torch.utils.data import DataLoader
 from .config import checkpoint_file, config_to_yaml, get_config
 from .dataset import HandDataset
 from .interhand import HANDS, mano_layers
-from .io import extract_state_dict, load_checkpoint, load_state_dict_checked
 from .metrics import EvalAccumulator, EvalResults, write_eval_report
-from .model import build_model
 from .tensors import resolve_device
 from .train import EvalSamples, collate_eval
 
@@ -40,11 +38,8 @@ def checkpoint_config(path, cfg=None, ck=None):
 
 def load_for_eval(path, cfg=None, device=None):
     "(model in eval mode on `device`, its config) from a plain state dict or a training checkpoint (see `checkpoint_config`)."
-    path = checkpoint_file(path)
-    ck = load_checkpoint(path)                                   # read once: config and weights
-    cfg = checkpoint_config(path, cfg, ck)
-    model = build_model(cfg)
-    load_state_dict_checked(model, extract_state_dict(ck), source=f"checkpoint {path}")
+    from intaghand.inference import load_network
+    model, cfg, _ = load_network(path, cfg)
     return model.to(resolve_device(device)).eval(), cfg
 
 # %% ../nbs/14_evaluate.ipynb #fa0059be

@@ -6,7 +6,7 @@
 __all__ = ['IMAGENET_MEAN', 'IMAGENET_STD', 'MAX_FILE_BYTES', 'MAX_PIXELS', 'Frame', 'pad_to_square', 'preprocess_image',
            'image_header_size', 'check_image_file', 'as_images', 'to_image_space', 'TracedNetwork', 'config_beside',
            'stored_config', 'ConfigMismatchWarning', 'network_keys', 'config_differences', 'resolve_checkpoint_config',
-           'reconcile_config', 'Reconstructor']
+           'reconcile_config', 'load_network', 'Reconstructor']
 
 # %% ../nbs/07_inference.ipynb #b25f71ab
 import dataclasses
@@ -307,6 +307,21 @@ def reconcile_config(stored, given, where: str, force: bool = False) -> tuple:
     return cfg, warns
 
 
+def load_network(path, cfg=None, graph_assets=None, *, force_cfg: bool = False, warn: bool = True) -> tuple:
+    """The one way from a checkpoint file to a network: (model in eval mode, its config, config warnings). The file is
+    found as `checkpoint_file` says and read once (weights only); the config follows `resolve_checkpoint_config`
+    (the stored one wins over `cfg` in network keys unless `force_cfg`, each difference in a `ConfigMismatchWarning`
+    when `warn`); the weights load strictly (`CheckpointError` lists missing / unexpected / mis-shaped keys)."""
+    path = checkpoint_file(path)
+    ck = load_checkpoint(path)
+    cfg, warns = resolve_checkpoint_config(path, cfg, ck, force_cfg)
+    if warn:
+        for w in warns: warnings.warn(w, ConfigMismatchWarning, stacklevel=3)
+    model = build_model(cfg, graph_assets=graph_assets)
+    load_state_dict_checked(model, extract_state_dict(ck), source=f"checkpoint {path}")
+    return model.eval(), cfg, warns
+
+
 class Reconstructor:
     """Model + config + device: `rec(images)` -> `HandOutput` with 2D outputs in the input images' pixels.
     `precision`: 'exact' (float32, the traced path: equal to the plain module to rounding), 'fast' (reduced precision
@@ -331,12 +346,7 @@ class Reconstructor:
         mis-shaped keys). Config: the one stored with the checkpoint (`stored_config`), else `cfg` (a config or a
         YAML path), else the defaults. When both exist and differ in a network key, each key is named with both
         values in a `ConfigMismatchWarning` (and in `.warnings`) and the stored value is used, unless `force_cfg`."""
-        path = checkpoint_file(path)
-        ck = load_checkpoint(path)
-        cfg, warns = resolve_checkpoint_config(path, cfg, ck, force_cfg)
-        for w in warns: warnings.warn(w, ConfigMismatchWarning, stacklevel=2)
-        model = build_model(cfg, graph_assets=graph_assets)
-        load_state_dict_checked(model, extract_state_dict(ck), source=f"checkpoint {path}")
+        model, cfg, warns = load_network(path, cfg, graph_assets, force_cfg=force_cfg)
         if isinstance(joint_regressor, str) and joint_regressor == "auto":
             joint_regressor = mano_joint_regressors(cfg)
             if joint_regressor is None:

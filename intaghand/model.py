@@ -9,8 +9,7 @@ __all__ = ['LN_EPS', 'HAND_SIDES', 'RESNETS', 'ASSET_NAMES', 'FINGERTIP_VERTS', 
            'GraphLayer', 'DualGraphLayer', 'DualGraph', 'make_synthetic_graph_assets', 'load_graph_assets',
            'prepare_graph', 'ResNetSimple_decoder', 'resnet_channels', 'resnet_stages', 'ResNetSimple', 'resnet_mid',
            'MeshLevel', 'HandPrediction', 'AttentionMaps', 'HandOutput', 'to_original', 'decoder', 'HandNET_GCN',
-           'build_model', 'load_weights', 'load_model', 'optimize_for_inference', 'joint_regressor_21',
-           'mano_joint_regressors']
+           'build_model', 'load_weights', 'optimize_for_inference', 'joint_regressor_21', 'mano_joint_regressors']
 
 # %% ../nbs/06_model.ipynb #d7fffe4a
 import contextlib
@@ -779,17 +778,6 @@ def load_weights(model: nn.Module, checkpoint) -> nn.Module:
     source = str(checkpoint) if not isinstance(checkpoint, dict) else "state dict"
     state = extract_state_dict(load_checkpoint(checkpoint) if not isinstance(checkpoint, dict) else checkpoint)
     return load_state_dict_checked(model, state, source=source)
-
-# %% ../nbs/06_model.ipynb #81cf7c6b
-def load_model(cfg=None, checkpoint=None, graph_assets: dict | None = None, joint_regressor=None) -> nn.Module:
-    "`build_model`, then the weights of `checkpoint` (default: `MODEL_PARAM.MODEL_PRETRAIN_PATH` unless 'none'), eval mode."
-    cfg = get_config() if cfg is None else cfg
-    model = build_model(cfg, graph_assets=graph_assets, joint_regressor=joint_regressor)
-    ckpt = checkpoint if checkpoint is not None else cfg.MODEL_PARAM.MODEL_PRETRAIN_PATH
-    if isinstance(ckpt, dict) or str(ckpt).lower() not in ("", "none"):
-        from intaghand.config import checkpoint_file
-        load_weights(model, ckpt if isinstance(ckpt, dict) else checkpoint_file(ckpt))
-    return model.eval()
 
 # %% ../nbs/06_model.ipynb #01c6b9ad
 def _fuse_resnet_bn(resnet: nn.Module):

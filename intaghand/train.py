@@ -743,8 +743,8 @@ class Trainer:
 
 # %% ../nbs/12_train.ipynb #1a6edf11
 def export_weights(checkpoint, out_path, config: bool = True, half: bool = False) -> Path:
-    """Write the plain model `state_dict` of a training checkpoint to `out_path` (what `intaghand.inference` and
-    `load_model` read), with the run's config beside it as `<name>.yaml` when `config`. `half` stores floating
+    """Write the plain model `state_dict` of a training checkpoint to `out_path` (what `intaghand.inference.load_network`
+    reads), with the run's config beside it as `<name>.yaml` when `config`. `half` stores floating
     tensors as float16 (half the size, for shipping); loading casts them back to the model's float32."""
     ck = load_checkpoint(checkpoint)
     state = {k: (v.half() if half and v.is_floating_point() else v) for k, v in extract_state_dict(ck).items()}
