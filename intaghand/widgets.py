@@ -794,7 +794,7 @@ def make_demo_data(out=None, n: int = 4) -> Path:
 
 class DataBrowser(_Explorer):
     "Processed samples with their ground truth (see the chapter text)."
-    def __init__(self, root=None, split: str = None, cfg=None, cache_size: int = 16, note: str = ""):
+    def __init__(self, root=None, split: str = None, cfg=None, cache_size: int = 16, note: str = "", checkpoint=None):
         from intaghand.dataset import InterHandDataset
         self._Dataset = InterHandDataset
         self.cfg = cfg if cfg is not None else get_config()
@@ -813,16 +813,32 @@ class DataBrowser(_Explorer):
         W.jslink((self.play, "value"), (self.index, "value"))
         self.note = W.HTML(_note_html(note))
         self.info = W.HTML()
-        self.image_view, self.mask_view, self.dense_view, self.hms_view = (_image() for _ in range(4))
+        self.image_view, self.mask_view, self.dense_view = (_image() for _ in range(3))
+        self.hms_view, self.pred_view = _image(width=DISPLAY_SIZE + BAR_WIDTH), _image()
+        self.joint = W.Dropdown(options=[("both hands: max over joints", "both")] + JOINT_OPTIONS, value="both",
+                                description="heatmap")
+        self.joint.observe(lambda ch: self._timed(self.show_heatmap), names="value")
         self.figure = hands_figure({s: np.zeros((778, 3)) for s in ("left", "right")}, self.faces)
-        self.figure.update_layout(scene=dict(aspectmode="data"))
+        # room for the axes: no clipped bottom, fewer ticks so their labels do not run into each other
+        axis = dict(nticks=4, tickfont=dict(size=9), title=dict(font=dict(size=10)))
+        self.figure.update_layout(margin=dict(l=0, r=0, t=30, b=0),
+                                  scene=dict(aspectmode="data", xaxis=axis, yaxis=axis, zaxis=axis,
+                                             camera=dict(eye=dict(x=1.4, y=1.4, z=1.1))))
+        self.model = self.model_cfg = None
+        if checkpoint is not None:                       # prediction beside the ground truth, with its error
+            from intaghand.inference import load_network
+            from intaghand.interhand import mano_layers
+            self.model, self.model_cfg, _ = load_network(checkpoint)
+            self.regressors = {h: layer.joint_regressor for h, layer in mano_layers(self.model_cfg).items()}
+            self.model.attach_joint_regressor(self.regressors["left"], self.regressors["right"])
         self.sample = None
         self.split.observe(lambda ch: self._set_split(ch["new"]), names="value")
         self.index.observe(lambda ch: self._timed(self.show, ch["new"]), names="value")
         controls = W.VBox([W.HBox([self.split, self.index, self.play]), self.info, self.note])
         row1 = W.HBox([_titled("image + GT masks + joints", self.image_view), _titled("GT dense map", self.dense_view),
-                       _titled("GT heatmaps (max over joints)", self.hms_view)])
-        row2 = W.HBox([_titled("GT masks", self.mask_view), _titled("GT meshes (camera space)", self.figure)])
+                       W.VBox([self.joint, self.hms_view])])
+        row2 = W.HBox(([_titled("prediction (dots) and GT joints", self.pred_view)] if self.model is not None else [])
+                      + [_titled("GT masks", self.mask_view), _titled("GT meshes (camera space)", self.figure)])
         self.widget = W.VBox([controls, row1, row2])
         self._set_split(self.split.value)
 
@@ -867,17 +883,52 @@ class DataBrowser(_Explorer):
         pic = draw_skeleton(pic.round().astype(np.uint8), {h: s.hands[h]["joints2d"] for h in ("left", "right")}, k)
         self.image_view.value = to_png(pic)
         if s.dense is not None: self.dense_view.value = to_png(resize_to(s.dense[..., ::-1]))
-        if s.hms is not None:
-            hm = np.maximum(s.hms["left"].max(0), s.hms["right"].max(0))
-            self.hms_view.value = to_png(heat_overlay(img, hm, alpha=0.6))
+        self.show_heatmap()
         with self.figure.batch_update():
             for h in ("left", "right"): set_mesh_verts(self.figure, h, s.hands[h]["verts3d"])
+        err = ""
+        if self.model is not None:
+            pic, self.errors = self.prediction(split, int(idx), img)
+            self.pred_view.value = to_png(pic)
+            err = "; prediction MPJPE " + ", ".join(f"{h} {self.errors[h]:.1f}" for h in ("left", "right")) + " mm (original protocol)"
         self.info.value = (f"{self.root.name}/{split} sample {idx} of {len(self.dataset(split))}: {size}×{size} px; "
-                           + ", ".join(f"{h}: {len(s.hands[h]['verts3d'])} vertices" for h in ("left", "right")))
+                           + ", ".join(f"{h}: {len(s.hands[h]['verts3d'])} vertices" for h in ("left", "right")) + err)
+
+    def show_heatmap(self):
+        "The GT heatmap chosen in the joint menu (one joint, a hand's maximum, or both hands'), with its colour bar."
+        s = self.sample
+        if s is None or s.hms is None: return
+        hms = np.concatenate([s.hms["left"], s.hms["right"]])
+        k = self.joint.value
+        hm = hms.max(0) if k == "both" else joint_heatmap(hms, k)
+        self.hms_view.value = to_png(with_colour_bar(heat_overlay(s.img[..., ::-1], hm, alpha=0.6), hm.min(), hm.max(), "GT heatmap"))
+
+    def prediction(self, split: str, idx: int, img: np.ndarray) -> tuple:
+        "(picture: predicted 2D joints as dots over the GT skeletons, {hand: MPJPE mm}) of the checkpoint on one sample."
+        from intaghand.dataset import HandDataset
+        from intaghand.metrics import EvalAccumulator
+        from intaghand.train import EvalSamples, collate_eval
+        key = ("eval", split)
+        if key not in self._datasets:
+            self._datasets[key] = EvalSamples(HandDataset(self.root, split, cfg=self.model_cfg, train=False))
+        batch, gt = collate_eval([self._datasets[key][idx]])
+        with torch.no_grad(): out = self.model(batch.img)
+        acc = EvalAccumulator(self.regressors, protocols=("original",))
+        acc.update(out.left.verts3d, out.right.verts3d, gt["left"], gt["right"], shared_frame=True)
+        ps = acc.results().per_sample
+        errors = {h: float(ps[f"original_mpjpe_{h}"][0]) for h in ("left", "right")}
+        k = DISPLAY_SIZE / out.img_size
+        pic = draw_skeleton(resize_to(img), {h: self.sample.hands[h]["joints2d"] for h in ("left", "right")}, DISPLAY_SIZE / img.shape[0])
+        for h in ("left", "right"):
+            for u, v in np.asarray(out[h].joints2d[0], np.float64) * k:
+                cv2.circle(pic, (int(round(u)), int(round(v))), 3, (255, 255, 255), -1)
+                cv2.circle(pic, (int(round(u)), int(round(v))), 2, tuple(int(c) for c in HAND_RGB[h]), -1)
+        return pic, errors
 
 
-def data_browser(root=None, split: str = None, cfg=None) -> DataBrowser:
-    "Build the data browser on `root` (default: `find_processed_root()`, else a few fresh synthetic samples)."
+def data_browser(root=None, split: str = None, cfg=None, checkpoint=None) -> DataBrowser:
+    """Build the data browser on `root` (default: `find_processed_root()`, else a few fresh synthetic samples); with
+    `checkpoint`, each sample also shows that network's prediction and its error."""
     note = ""
     if root is None:
         root = find_processed_root()
@@ -885,7 +936,7 @@ def data_browser(root=None, split: str = None, cfg=None) -> DataBrowser:
             root = make_demo_data()
             note = (f"Note: no processed data found (looked in {resolve_path(SAMPLE_DIR)} and the data root), so a few "
                     f"synthetic samples were made in {root} for this browser. Pass root=... to browse your own.")
-    return DataBrowser(root, split, cfg, note=note)
+    return DataBrowser(root, split, cfg, note=note, checkpoint=checkpoint)
 
 # %% ../nbs/17_widgets.ipynb #e02f3a25
 def _run_folder(d: Path) -> Path:

@@ -271,6 +271,25 @@ def test_data_browser_scrolls_with_ground_truth(tiny_data):
     assert len(db._samples) == 2                           # the revisit came from the cache
 
 
+def test_data_browser_with_a_checkpoint_shows_prediction_and_its_error(rec, tiny_data, tmp_path):
+    "With a checkpoint, each sample's prediction error is the evaluation's own per-sample figure for it."
+    from intaghand.evaluate import evaluate
+    ck = tmp_path / "m.pth"
+    torch.save({"state_dict": rec.model.state_dict()}, ck)
+    save_config(rec.cfg, tmp_path / "m.yaml")
+    db = wd.data_browser(tiny_data, checkpoint=ck)
+    assert wd.count_widgets(db.widget, W.Image) == 5 and db.pred_view.value
+    db.index.value = 1
+    ev = evaluate(ck, tiny_data, "val", batch_size=2, progress=False, protocols=("original",))
+    for h in ("left", "right"):
+        assert db.errors[h] == pytest.approx(float(ev.results.per_sample[f"original_mpjpe_{h}"][1]), rel=1e-4)
+    assert f"left {db.errors['left']:.1f}" in db.info.value
+    for k in ("both", "right", 5):
+        db.joint.value = k
+        pic = cv2.imdecode(np.frombuffer(db.hms_view.value, np.uint8), cv2.IMREAD_COLOR)
+        assert pic.shape[1] == wd.DISPLAY_SIZE + wd.BAR_WIDTH                 # one joint or a maximum, with its bar
+
+
 def test_data_browser_errors_and_default_note(tmp_path, monkeypatch, tiny_data):
     with pytest.raises(FileNotFoundError, match="no processed samples"):
         wd.DataBrowser(tmp_path)
