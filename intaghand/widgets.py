@@ -10,10 +10,10 @@ __all__ = ['SAMPLE_DIR', 'RGB_COLORS', 'IMAGE_SUFFIXES', 'DISPLAY_SIZE', 'BAR_WI
            'colormap', 'heat_overlay', 'colour_bar', 'with_colour_bar', 'mask_picture', 'dense_picture',
            'draw_skeleton', 'hand_faces', 'mesh_overlay', 'hands_figure', 'trace_by_name', 'set_mesh_values',
            'mesh_values', 'set_mesh_verts', 'joint_heatmap', 'walk_widgets', 'count_widgets', 'sync_figures',
-           'ModelExplorer', 'model_explorer', 'image_row', 'cross_matrix', 'cross_row', 'scale_attention',
-           'AttentionExplorer', 'attention_explorer', 'processed_splits', 'find_processed_root', 'make_demo_data',
-           'DataBrowser', 'data_browser', 'find_runs', 'read_scalars', 'ema', 'make_demo_runs', 'RunViewer',
-           'run_viewer']
+           'checkpoint_choices', 'detector_crop', 'ModelExplorer', 'model_explorer', 'image_row', 'cross_matrix',
+           'cross_row', 'scale_attention', 'AttentionExplorer', 'attention_explorer', 'processed_splits',
+           'find_processed_root', 'make_demo_data', 'DataBrowser', 'data_browser', 'find_runs', 'read_scalars', 'ema',
+           'make_demo_runs', 'RunViewer', 'run_viewer']
 
 # %% ../nbs/17_widgets.ipynb #10028af2
 import hashlib
@@ -472,10 +472,34 @@ class _Explorer:
 
     def _init_model(self, rec, images, cache):
         "The reconstructor (default: the shipped one), its analysis cache, the images to choose from, the faces."
-        self.rec = rec or load_default_reconstructor()
-        self.cache = cache or AnalysisCache(self.rec)
+        self.rec = rec if rec is not None else load_default_reconstructor()
+        self.cache = cache if cache is not None else AnalysisCache(self.rec)     # an empty cache is falsy (len 0)
         self.images = dict(images) if images is not None else sample_images()
         self.faces = hand_faces(self.rec.cfg)
+
+
+def checkpoint_choices(run_roots=("output",), limit: int = 8) -> dict:
+    """{label: path} of the checkpoints a researcher would compare: the embedded one, `misc/model/interhand.pth` when
+    present, and the newest `best.pth` files of training runs under `run_roots` (at most `limit`)."""
+    out = {}
+    for label, rel in (("embedded", EMBEDDED_CHECKPOINT), ("InterHand (official)", "misc/model/interhand.pth")):
+        p = resolve_path(rel)
+        if p.is_file(): out[f"{label}: {rel}"] = p
+    runs = []
+    for root in run_roots:
+        r = resolve_path(root)
+        if r.is_dir(): runs += [p for p in r.rglob("best.pth") if p.is_file()]
+    for p in sorted(runs, key=lambda p: -p.stat().st_mtime)[:limit]: out[f"run: {p.parent.name}/best.pth"] = p
+    return out
+
+
+def detector_crop(image_rgb: np.ndarray, detector, fill: float = 0.8) -> tuple:
+    "(the square crop around the hands the detector finds, as the demo crops, and a note); the image itself when none."
+    from intaghand.detect import crop_square, square_crop_box
+    found = detector(np.ascontiguousarray(image_rgb[..., ::-1]))
+    if not found.count: return image_rgb, "the hand detector found no hand: the whole image is used"
+    box = square_crop_box([h.box for h in found.hands], image_rgb.shape[:2], fill=fill)
+    return crop_square(image_rgb, box), f"cropped to {box[2] - box[0]} px around {found.count} detected hand(s), as the demo does"
 
 
 class ModelExplorer(_Explorer):
@@ -487,6 +511,12 @@ class ModelExplorer(_Explorer):
         self.load_button = W.Button(description="run on file", icon="play")
         self.upload = W.FileUpload(accept="image/*", multiple=False, description="upload")
         self.joint = W.Dropdown(options=JOINT_OPTIONS, value=21 + 9, description="joint")
+        self.checkpoints = checkpoint_choices()
+        self.checkpoint = W.Dropdown(options=["(as given)"] + list(self.checkpoints), value="(as given)", description="model",
+                                     layout=W.Layout(width="340px"))
+        self.checkpoint.observe(lambda ch: self._timed(self.use_checkpoint, ch["new"]), names="value")
+        self.crop = W.Checkbox(value=True, description="crop own images with the hand detector", indent=False)
+        self._detector = None
         self.note = W.HTML(_note_html(getattr(self.rec, "note", ""), getattr(self.rec, "source", "") == "random"))
         self.status = W.HTML()
         self.input_image, self.overlay, self.mask, self.dense = (_image() for _ in range(4))
@@ -498,7 +528,8 @@ class ModelExplorer(_Explorer):
         self.load_button.on_click(lambda _: self.load_file(self.path.value.strip()))
         self.upload.observe(self._on_upload, names="value")
         self.joint.observe(lambda ch: self._timed(self.show_joint, ch["new"]), names="value")
-        controls = W.VBox([W.HBox([self.source, self.upload]), W.HBox([self.path, self.load_button]), self.note, self.status])
+        controls = W.VBox([W.HBox([self.checkpoint, self.source, self.upload]), W.HBox([self.path, self.load_button, self.crop]),
+                           self.note, self.status])
         pictures = W.HBox([_titled("input (network view)", self.input_image), _titled("meshes on the image", self.overlay),
                            W.VBox([self.joint, self.heatmap])])
         maps = W.HBox([_titled("predicted masks (left / right)", self.mask), _titled("dense maps", self.dense),
@@ -519,8 +550,33 @@ class ModelExplorer(_Explorer):
         if not p.is_absolute() and not p.exists(): p = resolve_path(text)
         return self._load_new(str(p), f"file: {text}")
 
+    def use_checkpoint(self, label: str):
+        "Switch the network to the checkpoint chosen in the menu and show the current image through it."
+        if label not in self.checkpoints: return
+        try: self.rec = load_default_reconstructor(self.checkpoints[label])
+        except Exception as e:
+            self.status.value = _note_html(f"could not load {self.checkpoints[label]}: {e}", warn=True); return
+        self.cache = AnalysisCache(self.rec)
+        self.faces = hand_faces(self.rec.cfg)
+        self.note.value = _note_html(getattr(self.rec, "note", ""))
+        if getattr(self, "shown", ""): self.load(self.images.get(self.shown, self.images.get(self.source.value)), self.shown)
+
+    def _own_image(self, src, label: str = ""):
+        "A file or upload, cropped around the hands by the detector when the box is ticked (None: could not be read)."
+        img = self._read(src, label)
+        if img is None or not self.crop.value: return img, ""
+        if self._detector is None:
+            from intaghand.demo import make_detector
+            self._detector = make_detector(None, log=lambda *a: None)
+        det, status = self._detector
+        if det is None: return img, "no crop: the hand detector's model files are not installed"
+        return detector_crop(img, det)
+
     def _load_new(self, src, label: str) -> ImageAnalysis:
         "Load an image that is not in the dropdown yet; on success it is added there and selected (without a second run)."
+        img, self._crop_note = self._own_image(src, label)
+        if img is None: return self.analysis
+        src = img
         self.shown_count = getattr(self, "shown_count", 0)
         count = self.shown_count
         an = self.load(src, label)
@@ -550,8 +606,9 @@ class ModelExplorer(_Explorer):
         self.show_joint(self.joint.value)
         self.shown, self.shown_count = name, getattr(self, "shown_count", 0) + 1
         ran = "model run" if self.cache.misses > misses else "cached"
+        crop, self._crop_note = getattr(self, "_crop_note", ""), ""
         self.status.value = _note_html(f"{name}: {img.shape[1]}×{img.shape[0]} px; {ran} ({an.seconds:.2f} s with attention)."
-                                       + (f" {note}." if note else ""))
+                                       + (f" {crop}." if crop else "") + (f" {note}." if note else ""))
         return an
 
     def show_joint(self, k):

@@ -119,6 +119,7 @@ def test_model_explorer_views_and_interactions(rec, cache, images, demo, tmp_pat
     assert an is cache.get(demo)
     assert wd.count_widgets(ex.widget, go.FigureWidget) == 1 and wd.count_widgets(ex.widget, W.Image) == 5
     assert isinstance(ex.upload, W.FileUpload) and isinstance(ex.path, W.Text)
+    ex.crop.value = False                                 # own images as they are (cropping: the test below)
     misses = cache.misses
     for k in (0, 20, 41, "left", "right"):
         ex.joint.value = k
@@ -153,6 +154,32 @@ def test_model_explorer_views_and_interactions(rec, cache, images, demo, tmp_pat
         ex.load_button.click()
     finally: os.chdir(here)
     assert ex.source.value == "file: data/demo/crop_2.jpg" and "could not load" not in ex.status.value
+
+
+def test_model_explorer_crops_own_images_and_switches_checkpoints(rec, cache, images, demo, tmp_path):
+    from intaghand.detect import Detection, HandBox
+    ex = wd.model_explorer(rec, images, cache)
+    big = np.zeros((400, 600, 3), np.uint8); big[100:356, 200:456] = demo            # the hands small in a large frame
+    fake = lambda bgr: Detection([HandBox((210.0, 120.0, 440.0, 330.0), 0.9, "left", 0.9)], bgr.shape[:2], "fake")
+    ex._detector = (fake, "on")
+    p = tmp_path / "big.png"; cv2.imwrite(str(p), big[..., ::-1])
+    ex.path.value = str(p); ex.load_button.click()
+    from intaghand.detect import crop_square, square_crop_box
+    box = square_crop_box([(210.0, 120.0, 440.0, 330.0)], (400, 600), fill=0.8)
+    np.testing.assert_array_equal(ex.analysis.image, wd.network_image(crop_square(big, box), rec.img_size))
+    assert "detected hand" in ex.status.value
+    # another checkpoint from the menu: the same image through the other network
+    ck = tmp_path / "other.pth"
+    torch.manual_seed(3)
+    other = wd.build_model(rec.cfg)
+    torch.save(other.state_dict(), ck); save_config(rec.cfg, tmp_path / "other.yaml")
+    ex.checkpoints["run: other"] = ck
+    ex.checkpoint.options = ["(as given)", *ex.checkpoints]
+    before = ex.analysis
+    ex.checkpoint.value = "run: other"
+    assert ex.rec is not rec and ex.analysis is not before and "other.pth" in ex.note.value
+    assert not np.allclose(ex.analysis.verts3d["left"], before.verts3d["left"])
+    assert "embedded: misc/model/embedded_small.pth" in wd.checkpoint_choices() or not (wd.resolve_path("misc/model/embedded_small.pth")).is_file()
 
 
 def test_mesh_overlay_renders_with_positive_scale(rec, cache, demo):
