@@ -10,6 +10,8 @@ forward, `compute_losses`, backward and step on one batch already in memory. The
 default: on a shared machine several threads make the numbers swing by 2-10x; `--threads 0` keeps torch's
 default. The last line printed is one JSON object: `samples_per_s` is the trainer on the small preset,
 `ratio` = trainer / bare loop on the small preset (the cost of the data pipeline and bookkeeping; ≤ 1).
+Where the CPU has native bfloat16 (AMX / AVX-512-BF16) the small preset is also timed with `--amp` (bfloat16
+autocast): `small_bf16`, `bf16_speedup`; elsewhere they are null (bfloat16 would be emulated and slower).
 """
 import argparse
 import json
@@ -25,10 +27,10 @@ from _timing import time_pair
 
 
 
-def measure(cfg, data, out, min_time, min_reps):
+def measure(cfg, data, out, min_time, min_reps, amp: bool = False):
     from intaghand.losses import LossPrediction, LossTarget, compute_losses
     from intaghand.train import Trainer
-    t = Trainer(cfg, data, out, device="cpu", progress=False, tensorboard=False, images=False, val_samples=0)
+    t = Trainer(cfg, data, out, device="cpu", progress=False, tensorboard=False, images=False, val_samples=0, amp=amp)
     t._set_train_mode()
     it = {"it": None}
 
@@ -85,14 +87,20 @@ def main(argv=None):
                         min_time, min_reps)
         default = measure(get_config(overrides=["TRAIN.BATCH_SIZE", a.batch_default]), tmp / "data", tmp / "d",
                           min_time / 2, 1 if a.quick else 3)
+        from intaghand.tensors import cpu_has_bf16
+        bf16 = (measure(get_config(preset="small", overrides=["TRAIN.BATCH_SIZE", bs]), tmp / "data", tmp / "s16",
+                        min_time, min_reps, amp=True) if cpu_has_bf16() else None)
     print(f"small preset ({small['encoder']}, {small['img_size']} px, batch {small['batch']}): "
           f"{small['samples_per_s']:.2f} samples/s (bare loop {small['bare_samples_per_s']:.2f})")
     print(f"default model ({default['encoder']}, {default['img_size']} px, batch {default['batch']}): "
           f"{default['samples_per_s']:.2f} samples/s (bare loop {default['bare_samples_per_s']:.2f})")
+    print("small preset, bfloat16 autocast: " + (f"{bf16['samples_per_s']:.2f} samples/s" if bf16 else
+                                                   "not measured (this CPU has no native bfloat16; --amp trains in float32 here)"))
     print(json.dumps({"bench": "train", "device": "cpu", "threads": torch.get_num_threads(), "quick": a.quick,
                       "cpu_count": os.cpu_count(), "data_seconds": round(made, 1), "small": small, "default": default,
                       "samples_per_s": small["samples_per_s"], "baseline_samples_per_s": small["bare_samples_per_s"],
-                      "ratio": small["ratio"]}))
+                      "ratio": small["ratio"], "small_bf16": bf16,
+                      "bf16_speedup": round(bf16["samples_per_s"] / small["samples_per_s"], 3) if bf16 else None}))
 
 
 if __name__ == "__main__":
