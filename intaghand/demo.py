@@ -655,7 +655,7 @@ def centre_box(hw, frac: float = 0.6) -> tuple:
     x0, y0 = (W - s) // 2, (H - s) // 2
     return (x0, y0, x0 + s, y0 + s)
 
-# %% ../nbs/16_demo.ipynb #0ed806a4
+# %% ../nbs/16_demo.ipynb #9badee43
 class OneEuroFilter:
     """One-Euro filter over arrays (each element on its own): `f(x, t)` -> the filtered `x` at time `t` (seconds).
     `min_cutoff` (Hz): smoothing at rest; `beta` (per unit/s): how fast the cut-off rises with the speed;

@@ -4,7 +4,7 @@
 __all__ = ['N_VERTS', 'regression_targets', 'vertex_error_mm', 'load_regression_data', 'pretrain_splits', 'EncoderRegressor',
            'pretrain_encoder', 'pretrain_encoder_main']
 
-# %% ../nbs/12a_pretrain.ipynb #12c1cede
+# %% ../nbs/12a_pretrain.ipynb #69187e2e
 import argparse
 import json
 import time
@@ -18,7 +18,7 @@ from .config import get_config
 from .io import atomic_torch_save
 from .model import RESNETS, resnet_stages
 
-# %% ../nbs/12a_pretrain.ipynb #4477783a
+# %% ../nbs/12a_pretrain.ipynb #8180ea38
 N_VERTS = 778
 
 
@@ -34,7 +34,7 @@ def vertex_error_mm(pred: torch.Tensor, target: torch.Tensor) -> float:
     n3d = 2 * N_VERTS * 3
     return float((pred[:, :n3d] - target[:, :n3d]).reshape(len(target), -1, 3).norm(dim=-1).mean()) * 1000
 
-# %% ../nbs/12a_pretrain.ipynb #150983d9
+# %% ../nbs/12a_pretrain.ipynb #19cc54ee
 def load_regression_data(root, split: str, cfg, indices=None) -> tuple:
     "(images B×3×S×S, targets) of `split` in `root`, all samples or those at `indices`, without augmentation."
     from intaghand.dataset import HandDataset, collate_samples
@@ -63,7 +63,7 @@ def pretrain_splits(root, cfg, n: int = 0) -> tuple:
     return (load_regression_data(root, "train", cfg, range(n_use - k)),
             load_regression_data(root, "train", cfg, range(n_use - k, n_use)), f"training samples {n_use - k}..{n_use - 1}")
 
-# %% ../nbs/12a_pretrain.ipynb #cf27e6e9
+# %% ../nbs/12a_pretrain.ipynb #c56d88a0
 class EncoderRegressor(nn.Module):
     "A torchvision ResNet, global average pooling and one linear layer (zero at the start: the mean of the targets)."
     def __init__(self, encoder_type: str, n_out: int):
@@ -77,7 +77,7 @@ class EncoderRegressor(nn.Module):
     def forward(self, x):
         return self.head(torch.flatten(self.resnet.avgpool(resnet_stages(self.resnet, x)[0]), 1))
 
-# %% ../nbs/12a_pretrain.ipynb #3b6fc29c
+# %% ../nbs/12a_pretrain.ipynb #81b0123b
 def _partial_path(out) -> Path:
     out = Path(out)
     return out.with_name(out.name + ".partial")
@@ -131,7 +131,7 @@ def pretrain_encoder(data_path, out, cfg=None, steps: int = 2000, batch: int = 1
     partial.unlink(missing_ok=True)
     return rec
 
-# %% ../nbs/12a_pretrain.ipynb #00dfaddb
+# %% ../nbs/12a_pretrain.ipynb #6c38897e
 def pretrain_encoder_main(argv=None) -> int:
     "CLI: pretrain the ResNet encoder by direct regression of the mesh labels, for MODEL.ENCODER_PRETRAIN_PATH."
     p = argparse.ArgumentParser(prog="intaghand pretrain-encoder", description=pretrain_encoder_main.__doc__)

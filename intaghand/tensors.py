@@ -3,12 +3,12 @@
 # %% auto #0
 __all__ = ['resolve_device', 'map_tensors', 'cpu_has_bf16', 'autocast_dtype']
 
-# %% ../nbs/01b_tensors.ipynb #9d7c2c47
+# %% ../nbs/01b_tensors.ipynb #cd2d2fc1
 import dataclasses
 
 import torch
 
-# %% ../nbs/01b_tensors.ipynb #71517fd4
+# %% ../nbs/01b_tensors.ipynb #8ddd44b5
 def resolve_device(device=None) -> torch.device:
     "`device` as a `torch.device`: None, '' or 'auto' -> CUDA when available, else CPU; 'cuda' without CUDA -> ValueError."
     if device is None or (isinstance(device, str) and device in ("", "auto")):
@@ -19,7 +19,7 @@ def resolve_device(device=None) -> torch.device:
         raise ValueError(f"device {device!r} asked for, but CUDA is not available here; use cpu")
     return dev
 
-# %% ../nbs/01b_tensors.ipynb #a1bc9dc7
+# %% ../nbs/01b_tensors.ipynb #8fff1683
 def map_tensors(obj, fn):
     "`obj` rebuilt with `fn` applied to every tensor inside its dataclasses, dicts, lists and tuples."
     if isinstance(obj, torch.Tensor): return fn(obj)
@@ -30,7 +30,7 @@ def map_tensors(obj, fn):
     if isinstance(obj, (list, tuple)): return type(obj)(map_tensors(v, fn) for v in obj)
     return obj
 
-# %% ../nbs/01b_tensors.ipynb #dcf57948
+# %% ../nbs/01b_tensors.ipynb #d601e36f
 def cpu_has_bf16() -> bool:
     "Whether this CPU runs bfloat16 natively (AMX tiles or AVX-512-BF16): the only CPUs where bf16 autocast is faster."
     for name in ("_is_amx_tile_supported", "_is_avx512_bf16_supported"):
