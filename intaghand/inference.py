@@ -185,7 +185,7 @@ class TracedNetwork:
     the output comes from the trace, rebuilt into the structure of the plain module's output."""
     def __init__(self, model: torch.nn.Module):
         self.source, self.model = model, optimize_for_inference(model)    # a copy: `source` itself is not touched
-        self._graphs, self.failed = {}, None
+        self._graphs, self._seen, self.failed = {}, {}, None
 
     def _trace(self, x):
         from intaghand.tensors import map_tensors
@@ -209,7 +209,11 @@ class TracedNetwork:
         from intaghand.tensors import map_tensors
         x = x.contiguous(memory_format=torch.channels_last)
         key = (tuple(x.shape), x.dtype, str(x.device))
-        if key not in self._graphs: self._graphs[key] = self._trace(x)
+        if key not in self._graphs:
+            self._seen[key] = self._seen.get(key, 0) + 1
+            if self._seen[key] < 2:                             # a shape seen once runs untraced: a one-off call
+                with torch.no_grad(): return self.model(x)       # (one image) never pays the tracing time
+            self._graphs[key] = self._trace(x)
         template, graph = self._graphs[key]
         leaves = iter(graph(x))
         return map_tensors(template, lambda t: next(leaves))
@@ -399,10 +403,11 @@ class Reconstructor:
             with torch.autocast(self.device.type, dtype=self.autocast):
                 out = self.model(x)
             return out.apply(lambda t: t.float() if t.is_floating_point() else t)
-        if return_attention or self.precision == "plain" or (self._traced is not None and self._traced.failed):
+        if return_attention or self.precision == "plain":
             return self.model(x, return_attention=return_attention)
         if self._traced is None or self._traced.source is not self.model:
             self._traced = TracedNetwork(self.model)
+        if self._traced.failed: return self.model(x)
         try:
             return self._traced(x)
         except Exception as e:                          # an untraceable network: the plain module from now on
