@@ -34,6 +34,12 @@ def rec(ckpt_dir, assets):
     return Reconstructor.from_checkpoint(ckpt_dir / "small.pth", graph_assets=assets, joint_regressor=None)
 
 
+def _close(a, b):
+    """Equal to float32 rounding, relative to the output's size: the traced and the plain path run the same arithmetic
+    in a different order (measured ≤ 4e-6)."""
+    return float((a - b).abs().max()) <= 1e-4 * float(b.abs().max())
+
+
 def _img(h, w, seed=0):
     return np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8)
 
@@ -176,7 +182,7 @@ def test_ddp_and_training_checkpoints_load(ckpt_dir, assets, rec):
     r2 = Reconstructor.from_checkpoint(ckpt_dir / "ddp.pth", cfg=get_config(preset="small"), graph_assets=assets,
                                        joint_regressor=None)
     im = _img(50, 70)
-    assert torch.equal(r2(im).left.verts3d, rec(im).left.verts3d)
+    assert _close(r2(im).left.verts3d, rec(im).left.verts3d)     # (one may run traced: equal to rounding)
 
 
 def test_mismatched_checkpoint_is_a_checkpoint_error(ckpt_dir, assets):
@@ -203,12 +209,12 @@ def test_given_config_cannot_change_the_stored_network(ckpt_dir, assets, rec):
         f"config differs from {where} in MODEL.NUM_HEADS: checkpoint 4, given 2; {tail}"]
     assert (r.cfg.MODEL.NUM_HEADS, r.cfg.MODEL.graph_k, r.cfg.TRAIN.LR) == (4, 2, 0.5)      # other keys: the given ones
     im = _img(60, 80)
-    assert torch.equal(r(im).left.verts3d, rec(im).left.verts3d)
+    assert _close(r(im).left.verts3d, rec(im).left.verts3d)
     heads = get_config(preset="small", overrides=["MODEL.NUM_HEADS", "2"])
     with pytest.warns(ConfigMismatchWarning, match="NUM_HEADS: checkpoint 4, given 2; using the given values"):
         f = Reconstructor.from_checkpoint(ckpt_dir / "small.pth", cfg=heads, graph_assets=assets, joint_regressor=None,
                                           force_cfg=True)
-    assert f.cfg.MODEL.NUM_HEADS == 2 and not torch.equal(f(im).left.verts3d, rec(im).left.verts3d)
+    assert f.cfg.MODEL.NUM_HEADS == 2 and not _close(f(im).left.verts3d, rec(im).left.verts3d)
     same = get_config(preset="small", overrides=["TRAIN.LR", "0.5"])      # only non-network keys differ: silent
     r2 = Reconstructor.from_checkpoint(ckpt_dir / "small.pth", cfg=same, graph_assets=assets, joint_regressor=None)
     assert r2.warnings == [] and r2.cfg.TRAIN.LR == 0.5
