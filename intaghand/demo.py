@@ -27,7 +27,7 @@ import torch
 from .config import EMBEDDED_CHECKPOINT, PROJECT_ROOT
 from .inference import ImageReadError, check_image_file
 from .io import atomic_imwrite, atomic_write_json, decode_image
-from .render import EXPORT_TYPES, HandRenderer, export_hands
+from .render import EXPORT_TYPES, HAND_BGR, HandRenderer, export_hands
 from .tensors import resolve_device
 
 # %% ../nbs/16_demo.ipynb #3bce8876
@@ -466,7 +466,7 @@ class Demo:
         self.render_size, self.fill, self.min_side, self.max_pixels = check_render_size(render_size), fill, min_side, max_pixels
         self.max_bytes = max_bytes
         self.faces, self.n_verts, self.hand_model = hand_faces(rec.cfg)
-        self.renderer = HandRenderer("auto")
+        self.renderer = HandRenderer("auto", colors=(HAND_BGR["left"], HAND_BGR["right"]))   # composited onto BGR images
 
     def _detector_arg(self):
         if self.detector is not None: return self.detector

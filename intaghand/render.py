@@ -26,7 +26,8 @@ LEFT_COLOR = (204, 153, 0)     # default hand colours of the original (0-255, re
 RIGHT_COLOR = (102, 102, 255)
 # The original renders with these arrays and writes the result with OpenCV, so they are BGR: its pictures show the
 # left hand blue and the right hand red. That is the one colour per hand everywhere in the workbench (demo
-# overlays, mesh files, plots, widgets, training pictures): HAND_RGB for RGB consumers, HAND_BGR for OpenCV images.
+# overlays, mesh files, plots, widgets, training pictures): HAND_RGB for RGB pictures (the renderer's default),
+# HAND_BGR where the result is composited onto an OpenCV image (the demo).
 HAND_BGR = {"left": LEFT_COLOR, "right": RIGHT_COLOR}
 HAND_RGB = {side: tuple(reversed(c)) for side, c in HAND_BGR.items()}
 MASK_CHANNELS = {"left": 2, "right": 1}  # GT mask image: channel 2 = left, channel 1 = right, channel 0 = 0
@@ -439,7 +440,7 @@ def _colour(c, ref: torch.Tensor) -> torch.Tensor:
     return t.to(ref.dtype).to(ref.device)
 
 
-def hand_vertex_colors(scene: TwoHandScene, left=LEFT_COLOR, right=RIGHT_COLOR) -> torch.Tensor:
+def hand_vertex_colors(scene: TwoHandScene, left=HAND_RGB["left"], right=HAND_RGB["right"]) -> torch.Tensor:
     "V×3 colours in [0, 1]: `left` on the left hand's vertices, `right` on the right hand's."
     V = scene.screen.shape[1]
     c = _colour(right, scene.view).expand(V, 3).clone()
@@ -570,7 +571,7 @@ MODES = ("mask", "dense", "depth", "shaded")
 class HandRenderer:
     """Batched two-hand renderer: a `Rasterizer` (backend 'auto' | 'pytorch3d' | 'fast') and shaders.
     `background`: RGB of empty pixels; `colors`: (left, right) hand colours for 'shaded'."""
-    def __init__(self, backend: str = "auto", background=(0.0, 0.0, 0.0), colors=(LEFT_COLOR, RIGHT_COLOR),
+    def __init__(self, backend: str = "auto", background=(0.0, 0.0, 0.0), colors=(HAND_RGB["left"], HAND_RGB["right"]),
                  lights: Lights = None, depth_background: float = 0.0, rasterizer: Rasterizer = None):
         self.rasterizer = rasterizer or Rasterizer(backend)
         self.colors = colors

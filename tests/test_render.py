@@ -259,14 +259,15 @@ def test_gt_mask_format_and_overlay():
         composite(np.zeros((16, 16, 3)), out.shaded, out.alpha)
 
 
-def test_hand_colours_default_to_the_original():
+def test_hand_colours_default_to_the_workbench_rgb():
+    "RGB pictures by default: the left hand blue and the right red, the original's BGR arrays reversed."
     v, f = sphere(0.05, 2)
     cam = WeakPerspectiveCamera(torch.tensor([3.0]), torch.zeros(1, 2), 32)
     from intaghand.render import Lights
     flat = Lights(ambient=1.0, diffuse=0.0, specular=0.0)
     out = HandRenderer("fast", lights=flat)(v - torch.tensor([0.06, 0, 0]), v + torch.tensor([0.06, 0, 0]), f, cam, modes=("shaded",))
-    assert torch.allclose(out.shaded[0][out.mask_left[0]], torch.tensor(LEFT_COLOR) / 255.0, atol=1e-5)
-    assert torch.allclose(out.shaded[0][out.mask_right[0]], torch.tensor(RIGHT_COLOR) / 255.0, atol=1e-5)
+    assert torch.allclose(out.shaded[0][out.mask_left[0]], torch.tensor(LEFT_COLOR[::-1]) / 255.0, atol=1e-5)
+    assert torch.allclose(out.shaded[0][out.mask_right[0]], torch.tensor(RIGHT_COLOR[::-1]) / 255.0, atol=1e-5)
 
 
 # ---------------------------------------------------------------- export
