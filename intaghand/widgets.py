@@ -551,11 +551,14 @@ class ModelExplorer(_Explorer):
 
     def use_checkpoint(self, label: str):
         "Switch the network to the checkpoint chosen in the menu and show the current image through it."
-        if label not in self.checkpoints: return
-        try: self.rec = load_default_reconstructor(self.checkpoints[label])
-        except Exception as e:
-            self.status.value = _note_html(f"could not load {self.checkpoints[label]}: {e}", warn=True); return
-        self.cache = AnalysisCache(self.rec)
+        if not hasattr(self, "_given"): self._given = (self.rec, self.cache)       # what "(as given)" returns to
+        if label in self.checkpoints:
+            try: rec, cache = load_default_reconstructor(self.checkpoints[label]), None
+            except Exception as e:
+                self.status.value = _note_html(f"could not load {self.checkpoints[label]}: {e}", warn=True); return
+        else: rec, cache = self._given
+        self.rec = rec
+        self.cache = cache if cache is not None else AnalysisCache(self.rec)
         self.faces = hand_faces(self.rec.cfg)
         self.note.value = _note_html(getattr(self.rec, "note", ""))
         if getattr(self, "shown", ""): self.load(self.images.get(self.shown, self.images.get(self.source.value)), self.shown)

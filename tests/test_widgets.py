@@ -179,6 +179,8 @@ def test_model_explorer_crops_own_images_and_switches_checkpoints(rec, cache, im
     ex.checkpoint.value = "run: other"
     assert ex.rec is not rec and ex.analysis is not before and "other.pth" in ex.note.value
     assert not np.allclose(ex.analysis.verts3d["left"], before.verts3d["left"])
+    ex.checkpoint.value = "(as given)"                    # back to the network the explorer was built with
+    assert ex.rec is rec and ex.cache is cache and np.allclose(ex.analysis.verts3d["left"], before.verts3d["left"])
     assert "embedded: misc/model/embedded_small.pth" in wd.checkpoint_choices() or not (wd.resolve_path("misc/model/embedded_small.pth")).is_file()
 
 
