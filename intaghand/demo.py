@@ -800,7 +800,7 @@ class _Frames(list):
 
 
 def stage_means_ms(frames: list) -> dict:
-    "Mean time per stage over the frames that have it (ms), and their sum: the frame time the stages explain."
+    "Mean time per stage over all frames (ms; 0 for a frame that skipped the stage), and their sum: the frame time they explain."
     means = {k: round(float(np.mean([f["timing_ms"].get(k, 0.0) for f in frames])), 2) for k in STREAM_STAGES} if frames else {}
     return {**means, "total": round(sum(means.values()), 2)}
 

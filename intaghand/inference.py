@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from .config import get_config, checkpoint_file, merge_dict, EMBEDDED_CHECKPOINT, without_encoder_pretrain
-from .tensors import autocast_dtype
+from .tensors import autocast_dtype, map_tensors
 
 from .io import (MAX_IMAGE_BYTES, MAX_IMAGE_PIXELS, CheckpointError, ImageReadError, extract_state_dict,
                           load_checkpoint, load_state_dict_checked, read_image)
@@ -188,7 +188,6 @@ class TracedNetwork:
         self._graphs, self._seen, self.failed = {}, {}, None
 
     def _trace(self, x):
-        from intaghand.tensors import map_tensors
         model = self.model
 
         class _Leaves(torch.nn.Module):
@@ -206,7 +205,6 @@ class TracedNetwork:
         return template, graph
 
     def __call__(self, x: torch.Tensor) -> HandOutput:
-        from intaghand.tensors import map_tensors
         x = x.contiguous(memory_format=torch.channels_last)
         key = (tuple(x.shape), x.dtype, str(x.device))
         if key not in self._graphs:
@@ -395,7 +393,11 @@ class Reconstructor:
     def precision(self, value: str):
         if value not in ("exact", "fast", "plain"): raise ValueError(f"precision must be 'exact', 'fast' or 'plain', got {value!r}")
         self._precision = value
-        self.autocast = autocast_dtype(self.device) if value == "fast" else None
+
+    @property
+    def autocast(self):
+        "The reduced-precision dtype of the fast path on this device (None: float32)."
+        return autocast_dtype(self.device) if self.precision == "fast" else None
 
     def network(self, x: torch.Tensor, return_attention: bool = False) -> HandOutput:
         "One batch through the chosen path (attention capture and 'plain' use the module itself)."

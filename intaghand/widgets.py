@@ -417,7 +417,8 @@ JOINT_OPTIONS = ([(f"{side}: max over joints", side) for side in ("left", "right
 
 
 def joint_heatmap(hms: np.ndarray, k) -> np.ndarray:
-    "Heatmap `k` of the 42 (0–20 left, 21–41 right), or 'left' / 'right': the maximum over that hand's 21 joints."
+    "Heatmap `k` of the 42 (0–20 left, 21–41 right), 'left' / 'right': the maximum over that hand's joints, 'both': over all."
+    if k == "both": return hms.max(0)
     if k in ("left", "right"): return hms[:21].max(0) if k == "left" else hms[21:].max(0)
     return hms[int(k)]
 
@@ -578,17 +579,13 @@ class ModelExplorer(_Explorer):
         "Load an image that is not in the dropdown yet; on success it is added there and selected (without a second run)."
         img, self._crop_note = self._own_image(src, label)
         if img is None: return self.analysis
-        src = img
-        self.shown_count = getattr(self, "shown_count", 0)
-        count = self.shown_count
-        an = self.load(src, label)
-        if self.shown_count > count:                                    # it loaded
-            self.images[label] = src
-            self._quiet = True
-            try:
-                if label not in self.source.options: self.source.options = list(self.images)
-                self.source.value = label
-            finally: self._quiet = False
+        an = self.load(img, label)                                      # an array that was read: it loads
+        self.images[label] = img
+        self._quiet = True
+        try:
+            if label not in self.source.options: self.source.options = list(self.images)
+            self.source.value = label
+        finally: self._quiet = False
         return an
 
     def load(self, src, name: str = "") -> ImageAnalysis:
@@ -606,7 +603,7 @@ class ModelExplorer(_Explorer):
         with self.figure.batch_update():
             for s in ("left", "right"): set_mesh_verts(self.figure, s, an.placed_verts(s))
         self.show_joint(self.joint.value)
-        self.shown, self.shown_count = name, getattr(self, "shown_count", 0) + 1
+        self.shown = name
         ran = "model run" if self.cache.misses > misses else "cached"
         crop, self._crop_note = getattr(self, "_crop_note", ""), ""
         self.status.value = _note_html(f"{name}: {img.shape[1]}×{img.shape[0]} px; {ran} ({an.seconds:.2f} s with attention)."
@@ -957,9 +954,7 @@ class DataBrowser(_Explorer):
         "The GT heatmap chosen in the joint menu (one joint, a hand's maximum, or both hands'), with its colour bar."
         s = self.sample
         if s is None or s.hms is None: return
-        hms = np.concatenate([s.hms["left"], s.hms["right"]])
-        k = self.joint.value
-        hm = hms.max(0) if k == "both" else joint_heatmap(hms, k)
+        hm = joint_heatmap(np.concatenate([s.hms["left"], s.hms["right"]]), self.joint.value)
         self.hms_view.value = to_png(with_colour_bar(heat_overlay(s.img[..., ::-1], hm, alpha=0.6), hm.min(), hm.max(), "GT heatmap"))
 
     def prediction(self, split: str, idx: int, img: np.ndarray) -> tuple:

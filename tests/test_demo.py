@@ -253,10 +253,7 @@ def test_detector_unavailable_falls_back(ckpt, tmp_path, monkeypatch, capsys):
 
 
 def test_video_keeps_previous_crop_when_hands_are_lost(ckpt, tmp_path):
-    src = tmp_path / "clip.avi"
-    w = cv2.VideoWriter(str(src), cv2.VideoWriter_fourcc(*"MJPG"), 10.0, (128, 96))
-    for k in range(3): w.write(_scene(96, 128, k))
-    w.release()
+    src = _clip(tmp_path / "clip.avi", 3, (128, 96))
     calls = []
 
     def first_only(image):
@@ -412,9 +409,10 @@ def test_skipped_inputs_are_named(ckpt, tmp_path, capsys):
     assert "skipped 4 input(s):" in printed and f"{src / 'loop.jpg'}: symbolic link loop" in printed
 
 
-def _clip(path, n=4):
-    w = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 10.0, (96, 64))
-    for k in range(n): w.write(_scene(64, 96, k))
+def _clip(path, n=4, size=(96, 64)):
+    "An MJPG clip of `n` synthetic frames, `size` = (width, height), 10 fps."
+    w = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 10.0, size)
+    for k in range(n): w.write(_scene(size[1], size[0], k))
     w.release()
     return path
 
@@ -474,10 +472,7 @@ def test_interrupted_images_exit_130_with_summary(ckpt, tmp_path, monkeypatch, c
 # --- issue 17: video between detections, smoothing, per-stage times ------------------------------------------
 
 def test_video_tracks_between_detections_and_times_each_stage(ckpt, tmp_path):
-    src = tmp_path / "clip.avi"
-    w = cv2.VideoWriter(str(src), cv2.VideoWriter_fourcc(*"MJPG"), 10.0, (128, 96))
-    for k in range(5): w.write(_scene(96, 128, k))
-    w.release()
+    src = _clip(tmp_path / "clip.avi", 5, (128, 96))
     calls = []
 
     def two(image):
