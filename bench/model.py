@@ -11,15 +11,19 @@ one after the other:
   +skip      skip the mid model's 64×64 map that the decoder never reads (eval only)
   +bnfold    BatchNorm folded into the preceding convolutions of the ResNet backbone
   +cl        channels-last memory format (= intaghand.model.optimize_for_inference)
-  +trace     the above traced to TorchScript per input shape and frozen (= the exact path of
-             intaghand.inference.Reconstructor, `TracedNetwork`)
+  +trace     the above traced to TorchScript per input shape and frozen (`intaghand.engines.TracedNetwork`: the
+             exact path of intaghand.inference.Reconstructor on CUDA and where ONNX Runtime is missing)
+  +onnx      the +cl network exported to ONNX and run by ONNX Runtime's CPU provider
+             (`intaghand.engines.OnnxNetwork`: the exact path on a CPU)
   fast       the fast path: the network under bfloat16 autocast where the CPU has native bfloat16 (AMX /
              AVX-512-BF16); on other CPUs the fast path is the exact path and is not timed again
 Every variant's outputs are compared with the eager ones (max difference relative to the output's size).
 Variants are timed in interleaved rounds (best of the rounds per variant, median shown too), so load from other
 processes hits all alike.
-The last printed line is one JSON object: `images_per_s` (default model, batch 1, exact path), `speedup` (exact
-path over plain eager, same run) and `fast_speedup` (fast path over plain eager).
+The last printed line is one JSON object: `images_per_s` (default model, batch 1, exact path: +onnx, or +trace
+without ONNX Runtime), `speedup` (exact path over plain eager, same run), `fast_speedup` (fast path over plain
+eager), `trace_speedup` (the TorchScript engine over plain eager) and `hardware_fraction` (the exact path's FLOP
+rate over the CPU's float32 peak, `--peak_gflops`, default: cores × threads-used × 2.0 GHz × 32 FLOP/cycle).
 """
 import argparse
 import copy
@@ -34,7 +38,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from intaghand.config import get_config  # noqa: E402
-from intaghand.inference import TracedNetwork  # noqa: E402
+from intaghand.engines import OnnxNetwork, TracedNetwork, onnxruntime_available, rel_diff as _rel  # noqa: E402
 from intaghand.model import _fuse_resnet_bn, build_model, make_synthetic_graph_assets  # noqa: E402
 from intaghand.tensors import cpu_has_bf16  # noqa: E402
 
@@ -56,6 +60,7 @@ def variants(model):
     out = {"eager": (eager, no_grad, False), "+inference": (eager, inference, False), "+sdpa": (sdpa, inference, False),
            "+skip": (skip, inference, False), "+bnfold": (fold, inference, False), "+cl": (cl, inference, True),
            "+trace": (TracedNetwork(sdpa), inference, True)}
+    if onnxruntime_available(): out["+onnx"] = (OnnxNetwork(sdpa), inference, True)
     if cpu_has_bf16():
         def bf16(m, x):
             with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16): return m(x)
@@ -70,10 +75,11 @@ def outputs(out):
 
 def rel_diff(a, b):
     "Largest |a − b| over all outputs, relative to each output's largest magnitude."
-    return max(float((a[k] - b[k]).abs().max() / b[k].abs().max().clamp_min(1e-12)) for k in a)
+    return max(_rel(a[k], b[k]) for k in a)
 
 
-def bench(vs: dict, batch: int, img_size: int, rounds: int, warmup: int = 1) -> dict:
+def bench(vs: dict, batch: int, img_size: int, rounds: int, warmup: int = 2) -> dict:
+    "Two warm-up calls: the engines build their graph on the second call with a shape."
     x = torch.randn(batch, 3, img_size, img_size, generator=torch.Generator().manual_seed(0))
     xcl = x.contiguous(memory_format=torch.channels_last)
     ref, res = None, {}
@@ -112,12 +118,26 @@ def show(title, res, base="eager"):
               f"x{r['images_per_s'] / res[base]['images_per_s']:.2f}  max rel diff {r['rel_diff']:.1e}")
 
 
+def cpu_peak_gflops(threads: int) -> float:
+    """Float32 peak of `threads` cores from /proc/cpuinfo: clock × FLOP per cycle (two FMA units: 64 with AVX-512,
+    32 with AVX2+FMA, else 16). An estimate: turbo and AVX-512 clock offsets move it both ways."""
+    try: info = Path("/proc/cpuinfo").read_text()
+    except OSError: info = ""
+    mhz = [float(line.split(":")[1]) for line in info.splitlines() if line.startswith("cpu MHz")]
+    flags = next((line for line in info.splitlines() if line.startswith("flags")), "").split()
+    per_cycle = 64 if "avx512f" in flags else 32 if {"avx2", "fma"} <= set(flags) else 16
+    return round(threads * (max(mhz) if mhz else 2000.0) / 1000 * per_cycle, 1)
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="fewer rounds (under a minute)")
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    ap.add_argument("--peak_gflops", type=float, default=None,
+                    help="the CPU's float32 peak for the threads used (default: estimated from /proc/cpuinfo)")
     args = ap.parse_args(argv)
     if args.threads: torch.set_num_threads(args.threads)
+    peak = args.peak_gflops or cpu_peak_gflops(torch.get_num_threads())
     rounds1, rounds8 = (3, 1) if args.quick else (9, 3)
     t_start = time.time()
     torch.manual_seed(0)
@@ -135,12 +155,13 @@ def main(argv=None):
     vs = variants(model)
     d1 = bench(vs, 1, cfg.MODEL.IMG_SIZE, rounds1)
     show("default model (resnet50, 256²), batch 1", d1)
-    best = "fast" if "fast" in vs else "+trace"
-    pair = {k: vs[k] for k in dict.fromkeys(("eager", "+trace", best))}
+    exact = "+onnx" if "+onnx" in vs else "+trace"
+    best = "fast" if "fast" in vs else exact
+    pair = {k: vs[k] for k in dict.fromkeys(("eager", "+trace", exact, best))}
     d8 = bench(pair, 8, cfg.MODEL.IMG_SIZE, rounds8)
     show("default model, batch 8", d8)
     svs = variants(small)
-    spair = {k: svs[k] for k in dict.fromkeys(("eager", "+trace", best))}
+    spair = {k: svs[k] for k in dict.fromkeys(("eager", "+trace", exact, best))}
     s1 = bench(spair, 1, small_cfg.MODEL.IMG_SIZE, rounds1 * 2)
     show(f"small preset ({small_cfg.MODEL.ENCODER_TYPE}, {small_cfg.MODEL.IMG_SIZE}²), batch 1", s1)
     s8 = bench(spair, 8, small_cfg.MODEL.IMG_SIZE, rounds8 * 2)
@@ -148,16 +169,22 @@ def main(argv=None):
 
     r = lambda x: round(x, 3)
     result = {
-        "images_per_s": r(d1["+trace"]["images_per_s"]),
-        "speedup": r(d1["+trace"]["images_per_s"] / d1["eager"]["images_per_s"]),
+        "images_per_s": r(d1[exact]["images_per_s"]),
+        "speedup": r(d1[exact]["images_per_s"] / d1["eager"]["images_per_s"]),
         "fast_speedup": r(d1[best]["images_per_s"] / d1["eager"]["images_per_s"]),
+        "trace_speedup": r(d1["+trace"]["images_per_s"] / d1["eager"]["images_per_s"]),
+        "exact_path": {"+onnx": "onnxruntime", "+trace": "torchscript"}[exact],
         "fast_path": "bfloat16 autocast" if best == "fast" else "the exact path (this CPU has no native bfloat16)",
+        "hardware_fraction": r(fl["default"] * d1[exact]["images_per_s"] / (peak * 1e9)),
+        "peak_gflops": peak,
         "baseline_images_per_s": r(d1["eager"]["images_per_s"]),
         "ladder_batch1": {k: r(v["images_per_s"]) for k, v in d1.items()},
         "max_rel_diff": float(f"{max(v['rel_diff'] for res in (d1, d8, s1, s8) for k, v in res.items() if k != 'fast'):.2e}"),
         "fast_rel_diff": None if best != "fast" else float(f"{max(res['fast']['rel_diff'] for res in (d1, d8, s1, s8)):.2e}"),
-        **{name: {"images_per_s": r(res["+trace"]["images_per_s"]), "baseline": r(res["eager"]["images_per_s"]),
-                  "speedup": r(res["+trace"]["images_per_s"] / res["eager"]["images_per_s"]),
+        **{name: {"images_per_s": r(res[exact]["images_per_s"]), "baseline": r(res["eager"]["images_per_s"]),
+                  "speedup": r(res[exact]["images_per_s"] / res["eager"]["images_per_s"]),
+                  "trace_speedup": r(res["+trace"]["images_per_s"] / res["eager"]["images_per_s"]),
+                  "hardware_fraction": r(fl[name.split("_")[0]] * res[exact]["images_per_s"] / (peak * 1e9)),
                   "fast_speedup": r(res[best]["images_per_s"] / res["eager"]["images_per_s"])}
            for name, res in (("default_batch8", d8), ("small_batch1", s1), ("small_batch8", s8))},
         "params": params, "gflops_per_image": {k: r(v / 1e9) for k, v in fl.items()},

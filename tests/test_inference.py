@@ -1,5 +1,6 @@
 """Inference API: preprocessing as the original demo, 2D mapping back to the image, checkpoints, input kinds."""
 import pickle
+import warnings
 
 import cv2
 import numpy as np
@@ -9,6 +10,7 @@ import torch
 from intaghand.config import get_config, save_config
 from intaghand.inference import (IMAGENET_MEAN, IMAGENET_STD, ConfigMismatchWarning, Frame, ImageReadError, Reconstructor,
                                  as_images, pad_to_square, preprocess_image, to_image_space)
+from intaghand.engines import rel_diff
 from intaghand.io import CheckpointError, atomic_torch_save
 from intaghand.model import build_model, joint_regressor_21, make_synthetic_graph_assets
 
@@ -285,23 +287,36 @@ def test_checkpoint_loads_without_the_encoder_file_it_was_started_from(tmp_path,
     assert torch.equal(w.cpu(), m.encoder.resnet.layer2[0].conv1.weight)
 
 
-def _rel(a, b):
-    return float((a - b).abs().max() / b.abs().max().clamp_min(1e-12))
+_rel = rel_diff
 
 
+@pytest.mark.parametrize("engine", ["onnxruntime", "torchscript"])
 @pytest.mark.parametrize("batch", [1, 3])
-def test_exact_path_equals_the_plain_module(rec, batch):
-    "The traced exact path (the default) gives the plain module's outputs to float32 rounding, per batch shape."
+def test_exact_path_equals_the_plain_module(rec, batch, engine):
+    "Each engine of the exact path gives the plain module's outputs to float32 rounding, per batch shape."
+    r = Reconstructor(rec.model, rec.cfg, engine=engine)
     ims = [_img(120 + 7 * i, 100, seed=i) for i in range(batch)]
-    rec(ims)                                              # a shape's first call runs untraced
-    exact = rec(ims)
+    r(ims)                                              # a shape's first call runs the module
+    exact = r(ims)
     plain = Reconstructor(rec.model, rec.cfg, precision="plain")(ims)
-    assert rec._traced is not None and not rec._traced.failed
-    assert (batch, 3, rec.img_size, rec.img_size) in [k[0] for k in rec._traced._graphs]
+    assert r.exact_engine == engine and not r._engines[engine].failed
+    if engine == "torchscript":
+        assert (batch, 3, r.img_size, r.img_size) in [k[0] for k in r._engines[engine]._graphs]
     for side in ("left", "right"):
         for f in ("verts3d", "verts2d", "scale", "trans2d"):
             assert _rel(getattr(exact[side], f), getattr(plain[side], f)) < 1e-4, (side, f)
     assert _rel(exact.hms, plain.hms) < 1e-4 and exact.frames is not None and exact.space == "image"
+
+
+def test_onnxruntime_is_the_cpu_default_and_serves_every_batch_size(rec):
+    r = Reconstructor(rec.model, rec.cfg)
+    assert r.exact_engine == "onnxruntime"              # onnxruntime is a dependency; CPU device
+    r([_img(70, 70)]); r([_img(70, 70)])                # exported on the second call
+    out = r([_img(70, 70, seed=s) for s in range(5)])   # another batch size: the same export
+    plain = Reconstructor(rec.model, rec.cfg, precision="plain")([_img(70, 70, seed=s) for s in range(5)])
+    assert _rel(out.right.verts3d, plain.right.verts3d) < 1e-4 and out.right.verts3d.shape[0] == 5
+    with pytest.raises(ValueError, match="engine"):
+        Reconstructor(rec.model, rec.cfg, engine="tensorrt")
 
 
 def test_attention_runs_the_plain_module(rec):
@@ -309,16 +324,22 @@ def test_attention_runs_the_plain_module(rec):
     assert out.attention is not None and out.attention.num_levels == len(rec.model.decoder.dual_gcn.layers)
 
 
-def test_untraceable_network_falls_back_with_a_warning(ckpt_dir, assets, monkeypatch):
-    import intaghand.inference as inf
+def test_failing_engines_fall_back_in_turn_with_a_warning_each(ckpt_dir, assets, monkeypatch):
+    import intaghand.engines as eng
     r = Reconstructor.from_checkpoint(ckpt_dir / "small.pth", graph_assets=assets, joint_regressor=None)
-    monkeypatch.setattr(inf.TracedNetwork, "_trace", lambda self, x: (_ for _ in ()).throw(RuntimeError("no trace")))
-    r([_img(64, 64)])                                   # first call: untraced
-    with pytest.warns(RuntimeWarning, match="no trace"):
+    monkeypatch.setattr(eng.OnnxNetwork, "_build", lambda self, x: (_ for _ in ()).throw(RuntimeError("no export")))
+    monkeypatch.setattr(eng.TracedNetwork, "_trace", lambda self, x: (_ for _ in ()).throw(RuntimeError("no trace")))
+    r([_img(64, 64)])                                   # first call: the module
+    with pytest.warns(RuntimeWarning, match="onnxruntime inference engine failed .*no export.*; using torchscript"):
+        r([_img(64, 64)])
+    assert r.exact_engine == "torchscript"              # (its first call with the shape ran the module)
+    with pytest.warns(RuntimeWarning, match="no trace.*the plain module"):
         a = r([_img(64, 64)])
     b = Reconstructor(r.model, r.cfg, precision="plain")([_img(64, 64)])
-    assert torch.equal(a.left.verts3d, b.left.verts3d)
-    r([_img(64, 64)])                                   # later calls go straight to the plain module, no new warning
+    assert torch.equal(a.left.verts3d, b.left.verts3d) and r.exact_engine == "module"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        r([_img(64, 64)])                               # later calls go straight to the plain module, no new warning
 
 
 def test_fast_path_follows_the_hardware(rec, monkeypatch):
@@ -333,3 +354,32 @@ def test_fast_path_follows_the_hardware(rec, monkeypatch):
     assert out.left.verts3d.dtype == torch.float32 and _rel(out.left.verts3d, ref.left.verts3d) < 0.1
     with pytest.raises(ValueError, match="precision"):
         Reconstructor(rec.model, rec.cfg, precision="half")
+
+
+def test_export_onnx_cli_writes_named_outputs_that_match_pytorch(ckpt_dir, tmp_path, capsys):
+    import onnxruntime as ort
+    from intaghand.cli import main
+    out = tmp_path / "small.onnx"
+    assert main(["export-onnx", "--checkpoint", str(ckpt_dir / "small.pth"), "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "left.verts3d" in text and "largest relative difference" in text
+    sess = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    assert [i.name for i in sess.get_inputs()] == ["image"]
+    names = [o.name for o in sess.get_outputs()]
+    assert {"left.verts3d", "right.verts2d", "left.scale", "hms", "mask", "dense"} <= set(names)
+    r = Reconstructor.from_checkpoint(ckpt_dir / "small.pth", precision="plain")
+    x, _ = r.preprocess([_img(100, 130, seed=3), _img(90, 90, seed=4)])
+    got = dict(zip(names, sess.run(None, {"image": x.numpy()})))
+    with torch.no_grad(): ref = r.network(x)
+    for side in ("left", "right"):
+        assert _rel(torch.from_numpy(got[f"{side}.verts3d"]), ref[side].verts3d) < 1e-4
+    assert _rel(torch.from_numpy(got["hms"]), ref.hms) < 1e-4
+
+
+def test_export_onnx_refuses_and_writes_nothing_beyond_the_tolerance(ckpt_dir, tmp_path, capsys):
+    from intaghand.cli import main
+    out = tmp_path / "strict.onnx"
+    assert main(["export-onnx", "--checkpoint", str(ckpt_dir / "small.pth"), "--out", str(out), "--tol", "1e-12"]) != 0
+    err = capsys.readouterr().err
+    assert "not written" in err and "differs from PyTorch" in err and not out.exists()
+    assert not list(tmp_path.iterdir())                 # no temporary file left behind either
