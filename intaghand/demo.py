@@ -986,6 +986,7 @@ def demo_main(argv=None) -> int:
                     max_bytes=int(a.max_file_mb * 2**20))
         print(f"model: {a.model} ({rec.cfg.MODEL.ENCODER_TYPE}, {rec.img_size}px, {rec.device}); "
               f"hand model: {demo.hand_model}; hand detection: {det_status}; loaded in {time.perf_counter() - t0:.1f} s")
+        if a.live_demo or a.video: rec.build_after = 0     # a stream: the exact engine pays from the first frames on
         if a.live_demo:
             s = run_live(demo, a.camera, save, a.max_frames, a.mirror, detect_every=a.detect_every,
                          smoother=ResultSmoother() if a.smooth else None)

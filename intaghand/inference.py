@@ -296,7 +296,7 @@ class Reconstructor:
     `precision`: 'exact' (float32 through an engine, `engine`: equal to the plain module to rounding), 'fast' (reduced precision
     where the hardware has it, else exact) or 'plain' (the module as it is, for debugging and comparisons)."""
     def __init__(self, model: torch.nn.Module, cfg=None, device=None, batch_size: int = 16, precision: str = "exact",
-                 engine: str = "auto"):
+                 engine: str = "auto", build_after: float | None = None):
         self.cfg = get_config() if cfg is None else cfg
         self.img_size = int(getattr(model, "img_size", self.cfg.MODEL.IMG_SIZE))
         if device is None:
@@ -308,8 +308,8 @@ class Reconstructor:
         self.warnings = []
         self.precision = precision
         if engine not in ("auto", *ENGINES): raise ValueError(f"engine must be 'auto' or one of {sorted(ENGINES)}, got {engine!r}")
-        self.engine = engine
         self._engines, self._engines_for = {}, None
+        self.engine, self.build_after = engine, build_after
 
     @classmethod
     def from_checkpoint(cls, path, cfg=None, device=None, graph_assets=None, joint_regressor="auto", *,
@@ -365,6 +365,17 @@ class Reconstructor:
         self._precision = value
 
     @property
+    def build_after(self) -> float | None:
+        "Seconds of plain calls before an engine builds (None: each engine's own default; 0: build on the first call)."
+        return self._build_after
+
+    @build_after.setter
+    def build_after(self, value: float | None):
+        self._build_after = value
+        for eng in self._engines.values():
+            eng.build_after = type(eng).build_after if value is None else float(value)
+
+    @property
     def autocast(self):
         "The reduced-precision dtype of the fast path on this device (None: float32)."
         return autocast_dtype(self.device) if self.precision == "fast" else None
@@ -397,7 +408,7 @@ class Reconstructor:
         if self._engines_for is not self.model:                 # a new model: new engines
             self._engines, self._engines_for = {}, self.model
         for kind in self._engine_kinds():
-            if kind.name not in self._engines: self._engines[kind.name] = kind(self.model)
+            if kind.name not in self._engines: self._engines[kind.name] = kind(self.model, self.build_after)
             if not self._engines[kind.name].failed: return self._engines[kind.name]
         return None
 

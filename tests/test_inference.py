@@ -1,5 +1,6 @@
 """Inference API: preprocessing as the original demo, 2D mapping back to the image, checkpoints, input kinds."""
 import pickle
+import re
 import warnings
 
 import cv2
@@ -294,9 +295,8 @@ _rel = rel_diff
 @pytest.mark.parametrize("batch", [1, 3])
 def test_exact_path_equals_the_plain_module(rec, batch, engine):
     "Each engine of the exact path gives the plain module's outputs to float32 rounding, per batch shape."
-    r = Reconstructor(rec.model, rec.cfg, engine=engine)
+    r = Reconstructor(rec.model, rec.cfg, engine=engine, build_after=0)     # build on the first call
     ims = [_img(120 + 7 * i, 100, seed=i) for i in range(batch)]
-    r(ims)                                              # a shape's first call runs the module
     exact = r(ims)
     plain = Reconstructor(rec.model, rec.cfg, precision="plain")(ims)
     assert r.exact_engine == engine and not r._engines[engine].failed
@@ -309,9 +309,9 @@ def test_exact_path_equals_the_plain_module(rec, batch, engine):
 
 
 def test_onnxruntime_is_the_cpu_default_and_serves_every_batch_size(rec):
-    r = Reconstructor(rec.model, rec.cfg)
+    r = Reconstructor(rec.model, rec.cfg, build_after=0)
     assert r.exact_engine == "onnxruntime"              # onnxruntime is a dependency; CPU device
-    r([_img(70, 70)]); r([_img(70, 70)])                # exported on the second call
+    r([_img(70, 70)])
     out = r([_img(70, 70, seed=s) for s in range(5)])   # another batch size: the same export
     plain = Reconstructor(rec.model, rec.cfg, precision="plain")([_img(70, 70, seed=s) for s in range(5)])
     assert _rel(out.right.verts3d, plain.right.verts3d) < 1e-4 and out.right.verts3d.shape[0] == 5
@@ -324,17 +324,26 @@ def test_attention_runs_the_plain_module(rec):
     assert out.attention is not None and out.attention.num_levels == len(rec.model.decoder.dual_gcn.layers)
 
 
+def test_engines_build_only_once_the_plain_calls_would_have_paid_for_it(rec):
+    r = Reconstructor(rec.model, rec.cfg, build_after=3600)
+    for _ in range(3): r([_img(64, 64)])
+    eng = r._engines[r.exact_engine]
+    assert eng._data is None and 0 < sum(eng._plain_seconds.values()) < 3600     # still the plain inference copy
+    eng.build_after = 0
+    r([_img(64, 64)])
+    assert eng._data is not None
+
+
 def test_failing_engines_fall_back_in_turn_with_a_warning_each(ckpt_dir, assets, monkeypatch):
     import intaghand.engines as eng
-    r = Reconstructor.from_checkpoint(ckpt_dir / "small.pth", graph_assets=assets, joint_regressor=None)
+    r = Reconstructor.from_checkpoint(ckpt_dir / "small.pth", graph_assets=assets, joint_regressor=None, build_after=0)
     monkeypatch.setattr(eng.OnnxNetwork, "_build", lambda self, x: (_ for _ in ()).throw(RuntimeError("no export")))
     monkeypatch.setattr(eng.TracedNetwork, "_trace", lambda self, x: (_ for _ in ()).throw(RuntimeError("no trace")))
-    r([_img(64, 64)])                                   # first call: the module
-    with pytest.warns(RuntimeWarning, match="onnxruntime inference engine failed .*no export.*; using torchscript"):
-        r([_img(64, 64)])
-    assert r.exact_engine == "torchscript"              # (its first call with the shape ran the module)
-    with pytest.warns(RuntimeWarning, match="no trace.*the plain module"):
+    with pytest.warns(RuntimeWarning) as caught:
         a = r([_img(64, 64)])
+    msgs = [str(w.message) for w in caught]
+    assert any(re.search("onnxruntime inference engine failed .*no export.*; using torchscript", m) for m in msgs), msgs
+    assert any(re.search("torchscript inference engine failed .*no trace.*the plain module", m) for m in msgs), msgs
     b = Reconstructor(r.model, r.cfg, precision="plain")([_img(64, 64)])
     assert torch.equal(a.left.verts3d, b.left.verts3d) and r.exact_engine == "module"
     with warnings.catch_warnings():
