@@ -2,12 +2,13 @@
 
 # %% auto #0
 __all__ = ['IMAGE_SUFFIXES', 'VIDEO_SUFFIXES', 'MIN_SIDE', 'MAX_PIXELS', 'MAX_FILE_MB', 'MAX_RENDER_SIZE', 'SAMPLE_DIRS', 'SIDES',
-           'FOURCC', 'STREAM_STAGES', 'small_checkpoint', 'sniff_image', 'to_bgr8', 'read_image', 'default_img_path',
-           'list_images', 'PixelCamera', 'hand_affine', 'HandResult', 'DemoResult', 'reconstruct', 'hand_faces',
-           'render_overlay', 'render_views', 'result_json', 'output_paths', 'save_result', 'check_render_size', 'Demo',
-           'format_summary', 'VideoError', 'partial_name', 'remove_stale_partials', 'open_writer', 'gui_available',
-           'draw_hud', 'centre_box', 'OneEuroFilter', 'ResultSmoother', 'tracked_box', 'run_stream', 'stage_means_ms',
-           'run_video', 'run_live', 'build_parser', 'parse_formats', 'make_detector', 'demo_main']
+           'OVERLAYS', 'FOURCC', 'STREAM_STAGES', 'small_checkpoint', 'sniff_image', 'to_bgr8', 'read_image',
+           'default_img_path', 'list_images', 'PixelCamera', 'hand_affine', 'HandResult', 'DemoResult', 'reconstruct',
+           'hand_faces', 'render_overlay', 'render_views', 'paint_overlay', 'result_json', 'output_paths',
+           'save_result', 'check_render_size', 'Demo', 'format_summary', 'VideoError', 'partial_name',
+           'remove_stale_partials', 'open_writer', 'gui_available', 'draw_hud', 'centre_box', 'OneEuroFilter',
+           'ResultSmoother', 'tracked_box', 'run_stream', 'stage_means_ms', 'run_video', 'run_live', 'build_parser',
+           'parse_formats', 'make_detector', 'demo_main']
 
 # %% ../nbs/16_demo.ipynb #6bd9e04f
 import argparse
@@ -27,7 +28,7 @@ import torch
 from .config import EMBEDDED_CHECKPOINT, PROJECT_ROOT
 from .inference import ImageReadError, check_image_file
 from .io import atomic_imwrite, atomic_write_json, decode_image
-from .render import EXPORT_TYPES, HAND_BGR, HandRenderer, export_hands
+from .render import EXPORT_TYPES, HAND_BGR, HandRenderer, export_hands, paint_hands
 from .tensors import resolve_device
 
 # %% ../nbs/16_demo.ipynb #3bce8876
@@ -381,6 +382,18 @@ def render_views(result: DemoResult, faces, renderer: HandRenderer, size: int = 
         a = r.alpha[0][..., None].numpy()
         panels.append(np.round((r.shaded[0].numpy() * a + (1 - a)) * 255).clip(0, 255).astype(np.uint8))
     return np.concatenate(panels, 1)
+
+# %% ../nbs/16_demo.ipynb #d4e3d2ea
+def paint_overlay(result: DemoResult, faces, faint: float = 0.4) -> np.ndarray:
+    """The live view's overlay: both hands painted over the input (`intaghand.render.paint_hands`: flat shading,
+    painter's order), a hand the detector did not confirm at `faint` opacity, as in `render_overlay`."""
+    hands = (result.left, result.right)
+    return paint_hands(result.image, [(h.verts3d, h.verts2d) for h in hands], faces,
+                       opacity=[1.0 if h.detected is not False else faint for h in hands])
+
+
+OVERLAYS = {"paint": lambda demo, res: paint_overlay(res, demo.faces),
+            "render": lambda demo, res: render_overlay(res, demo.faces, demo.renderer)}
 
 # %% ../nbs/16_demo.ipynb #8b3e2b3d
 def _r(x, nd: int):
@@ -747,12 +760,16 @@ def _track(demo: Demo, frame: np.ndarray, box, last_box, previous=None) -> DemoR
 
 
 def run_stream(demo: Demo, cap, writer=None, show: bool = False, max_frames: int | None = None, fixed_box=None,
-               mirror: bool = False, log=print, detect_every: int = 1, smoother=None, fps_in: float = 25.0) -> list:
+               mirror: bool = False, log=print, detect_every: int = 1, smoother=None, fps_in: float = 25.0,
+               overlay: str = "paint") -> list:
     """Reconstruct frames from `cap` until it ends (or ESC / `max_frames` / Ctrl-C); write and/or show them.
     `detect_every` N > 1: run the detector on every N-th frame and crop around the previous prediction in between.
-    `smoother`: a `ResultSmoother` (frame times from `fps_in`). Per-frame records with the time of each stage
+    `smoother`: a `ResultSmoother` (frame times from `fps_in`). `overlay`: 'paint' (`paint_overlay`, the default for
+    streams) or 'render' (the z-buffer `render_overlay` of the image demo). Per-frame records with the time of each stage
     (`STREAM_STAGES`, ms); `.interrupted` is True when Ctrl-C stopped it."""
     if detect_every < 1: raise ValueError(f"detect_every must be ≥ 1, got {detect_every}")
+    if overlay not in OVERLAYS: raise ValueError(f"overlay must be one of {sorted(OVERLAYS)}, got {overlay!r}")
+    draw = OVERLAYS[overlay]
     records, fps, i, last, previous = _Frames(), None, 0, None, None
     try:
         while max_frames is None or i < max_frames:
@@ -771,7 +788,7 @@ def run_stream(demo: Demo, cap, writer=None, show: bool = False, max_frames: int
                 t1 = time.perf_counter()
                 if smoother is not None: smoother(res, i / fps_in)
                 t2 = time.perf_counter()
-                out = render_overlay(res, demo.faces, demo.renderer)
+                out = draw(demo, res)
                 timing.update(smooth=t2 - t1, overlay=time.perf_counter() - t2)
                 previous = res
             except Exception as e:                      # a bad frame is reported and passed through
@@ -806,7 +823,7 @@ def stage_means_ms(frames: list) -> dict:
 
 
 def run_video(demo: Demo, video, save_path, max_frames: int | None = None, log=print, detect_every: int = 1,
-              smoother=None) -> dict:
+              smoother=None, overlay: str = "paint") -> dict:
     "Process the video file `video` into `save_path` (a video file, or a folder for NAME_output.mp4); returns a summary."
     video = Path(video)
     if not video.is_file(): raise VideoError(f"video file not found: {video}")
@@ -826,7 +843,7 @@ def run_video(demo: Demo, video, save_path, max_frames: int | None = None, log=p
     t0 = time.perf_counter()
     try:
         frames = run_stream(demo, cap, writer, max_frames=max_frames, log=log, detect_every=detect_every, smoother=smoother,
-                            fps_in=fps)
+                            fps_in=fps, overlay=overlay)
     except BaseException:
         writer.release(); cap.release(); tmp.unlink(missing_ok=True); raise
     writer.release(); cap.release()
@@ -840,13 +857,14 @@ def run_video(demo: Demo, video, save_path, max_frames: int | None = None, log=p
                "complete": not frames.interrupted and max_frames is None,
                "fps_in": fps, "time_s": round(dt, 3), "frames_per_s": round(len(frames) / dt, 3),
                "stage_ms": stage_means_ms(frames), "detect_every": detect_every, "smoothing": smoother is not None,
+               "overlay": overlay,
                "detector": demo.detector_status, "per_frame": list(frames)}
     atomic_write_json(out_path.with_suffix(".json"), summary)
     return summary
 
 
 def run_live(demo: Demo, camera: int = 0, save_path=None, max_frames: int | None = None, mirror: bool = False,
-             log=print, detect_every: int = 1, smoother=None) -> dict:
+             log=print, detect_every: int = 1, smoother=None, overlay: str = "paint") -> dict:
     "The webcam demo: show the overlay live (needs a GUI) and/or record it to `save_path`."
     show, why = gui_available()
     if not show and save_path is None: raise VideoError(f"--live_demo cannot show a window: {why}")
@@ -869,7 +887,7 @@ def run_live(demo: Demo, camera: int = 0, save_path=None, max_frames: int | None
     fixed = None if demo.detector is not None else centre_box
     try:
         frames = run_stream(demo, cap, writer, show=show, max_frames=max_frames, fixed_box=fixed, mirror=mirror, log=log,
-                            detect_every=detect_every, smoother=smoother, fps_in=15.0)
+                            detect_every=detect_every, smoother=smoother, fps_in=15.0, overlay=overlay)
     finally:
         cap.release()
         if writer is not None: writer.release()
@@ -905,6 +923,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "and crop around the previous frame's hands in between (default 1: every frame)")
     p.add_argument("--smooth", action="store_true", help="video/live: One-Euro smoothing of the meshes over time "
                    "(off by default; never for images)")
+    p.add_argument("--overlay", choices=sorted(OVERLAYS), default="paint", help="video/live: 'paint' (flat-shaded, "
+                   "a few times faster; default) or 'render' (the z-buffer renderer of the image outputs)")
     p.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda, cuda:N")
     p.add_argument("--formats", default=",".join(EXPORT_TYPES), help="mesh files to write: any of obj,ply,glb, or none")
     p.add_argument("--fill", type=float, default=0.8, help="share of the crop's side the detected hands cover (0-1]")
@@ -989,12 +1009,12 @@ def demo_main(argv=None) -> int:
         if a.live_demo or a.video: rec.build_after = 0     # a stream: the exact engine pays from the first frames on
         if a.live_demo:
             s = run_live(demo, a.camera, save, a.max_frames, a.mirror, detect_every=a.detect_every,
-                         smoother=ResultSmoother() if a.smooth else None)
+                         smoother=ResultSmoother() if a.smooth else None, overlay=a.overlay)
             print(f"live: {s['frames']} frames" + (f"; recorded to {s['output']}" if s["output"] else ""))
             return 0
         if a.video:
             s = run_video(demo, a.video, save, a.max_frames, detect_every=a.detect_every,
-                          smoother=ResultSmoother() if a.smooth else None)
+                          smoother=ResultSmoother() if a.smooth else None, overlay=a.overlay)
             print(f"video: {s['frames']} frames ({s['succeeded']} ok, {s['failed']} failed) at {s['frames_per_s']:.2f} frames/s")
             if s["interrupted"]:
                 of = f" of {s['frames_in_video']}" if s["frames_in_video"] else ""

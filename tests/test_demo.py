@@ -523,3 +523,29 @@ def test_smooth_and_detect_every_flags(ckpt, tmp_path, capsys):
     assert meta["smoothing"] is True and meta["frames"] == 3
     assert D.demo_main(["--video", str(src), "--save_path", str(out), "--model", str(ckpt), "--detect_every", "0"]) == 1
     assert "--detect_every must be ≥ 1" in capsys.readouterr().err
+
+
+def test_painted_overlay_covers_the_rendered_overlays_pixels(tmp_path):
+    "The live view's painter and the image demo's z-buffer renderer colour the same pixels (the embedded model)."
+    rec = Reconstructor.embedded()
+    demo = D.Demo(rec, None, formats=())
+    img = cv2.imread(str(sorted((D.PROJECT_ROOT / "data/synthetic_samples/test/img").glob("*.jpg"))[0]))
+    frame = np.zeros((300, 400, 3), np.uint8); frame[22:278, 72:328] = img
+    res = D.reconstruct(rec, frame, None)
+    painted = np.abs(D.paint_overlay(res, demo.faces).astype(int) - frame).sum(-1) > 0
+    rendered = np.abs(D.render_overlay(res, demo.faces, demo.renderer).astype(int) - frame).sum(-1) > 0
+    assert rendered.sum() > 1000
+    assert (painted & rendered).sum() / (painted | rendered).sum() > 0.9
+    change = lambda: np.abs(D.paint_overlay(res, demo.faces).astype(int) - frame).sum()
+    res.left.detected = None; solid = change()
+    res.left.detected = False; faint = change()       # a hand the detector did not confirm is drawn faint
+    assert faint < 0.9 * solid
+
+
+def test_video_overlay_choice(ckpt, tmp_path):
+    demo = D.Demo(Reconstructor.from_checkpoint(ckpt), formats=())
+    src = _clip(tmp_path / "clip.avi", 2, (96, 96))
+    s = D.run_video(demo, src, tmp_path / "r.avi", overlay="render")
+    assert s["overlay"] == "render" and s["succeeded"] == 2
+    with pytest.raises(ValueError, match="overlay"):
+        D.run_video(demo, src, tmp_path / "x.avi", overlay="raytrace")
