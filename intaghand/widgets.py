@@ -4,16 +4,17 @@
 
 # %% auto #0
 __all__ = ['SAMPLE_DIR', 'IMAGE_SUFFIXES', 'DISPLAY_SIZE', 'BAR_WIDTH', 'JOINT_OPTIONS', 'DIRECTIONS', 'OTHER',
-           'ATTENTION_SCALES', 'PART_DISPLAY', 'PROCESSED_SPLITS', 'load_default_reconstructor', 'sample_image_paths',
-           'demo_image', 'sample_images', 'read_rgb', 'network_image', 'ImageAnalysis', 'analyse_image', 'image_key',
-           'AnalysisCache', 'level_vertex_index', 'part_labels', 'level_vertex_parts', 'to_png', 'resize_to',
+           'ATTENTION_SCALES', 'PART_DISPLAY', 'TILE', 'PROCESSED_SPLITS', 'load_default_reconstructor',
+           'sample_image_paths', 'demo_image', 'sample_images', 'read_rgb', 'network_image', 'ImageAnalysis',
+           'analyse_image', 'image_key', 'AnalysisCache', 'part_labels', 'level_vertex_parts', 'to_png', 'resize_to',
            'colormap', 'heat_overlay', 'colour_bar', 'with_colour_bar', 'mask_picture', 'dense_picture',
            'draw_skeleton', 'hand_faces', 'mesh_overlay', 'hands_figure', 'trace_by_name', 'set_mesh_values',
            'mesh_values', 'set_mesh_verts', 'joint_heatmap', 'walk_widgets', 'count_widgets', 'sync_figures',
            'checkpoint_choices', 'detector_crop', 'ModelExplorer', 'model_explorer', 'image_row', 'cross_matrix',
-           'cross_row', 'scale_attention', 'AttentionExplorer', 'attention_explorer', 'processed_splits',
-           'find_processed_root', 'make_demo_data', 'DataBrowser', 'data_browser', 'find_runs', 'read_scalars', 'ema',
-           'make_demo_runs', 'RunViewer', 'run_viewer']
+           'cross_row', 'scale_attention', 'AttentionExplorer', 'attention_explorer', 'heads_picture', 'grouped_order',
+           'matrix_picture', 'levels_picture', 'processed_splits', 'find_processed_root', 'make_demo_data',
+           'DataBrowser', 'data_browser', 'find_runs', 'read_scalars', 'ema', 'make_demo_runs', 'RunViewer',
+           'run_viewer']
 
 # %% ../nbs/17_widgets.ipynb #10028af2
 import hashlib
@@ -35,7 +36,7 @@ from .config import (AssetNotFoundError, EMBEDDED_CHECKPOINT, get_config, graph_
 from .inference import Reconstructor, as_images, pad_to_square
 from .io import safe_load_pickle
 from .mano import FINGERTIP_VERTS, JOINT_NAMES, JOINT_PARENTS
-from .model import build_model, graph_upsample, mano_joint_regressors
+from .model import build_model, mano_joint_regressors
 from .render import HAND_RGB, HandRenderer, WeakPerspectiveCamera, hand_template, plot_hands
 
 # %% ../nbs/17_widgets.ipynb #f9ef91c1
@@ -205,15 +206,6 @@ class AnalysisCache:
     def __len__(self): return len(self._items)
 
 # %% ../nbs/17_widgets.ipynb #b9f07adb
-def level_vertex_index(model, side: str, n_level_verts: int) -> np.ndarray:
-    "For each of the 778 mesh vertices, the index of the graph vertex (of a level with `n_level_verts`) it belongs to."
-    dec = model.decoder
-    if dec.vNum_all % n_level_verts: raise ValueError(f"no graph level has {n_level_verts} vertices (finest: {dec.vNum_all})")
-    ids = torch.arange(n_level_verts, dtype=torch.float32).view(1, -1, 1)
-    up = graph_upsample(ids, dec.vNum_all // n_level_verts).to(dec.dense_coor.device)
-    return dec.GCN_to_vert(up, side)[0, :, 0].round().long().cpu().numpy()
-
-
 def part_labels(cfg=None) -> tuple:
     "(per-vertex part index (778,), part names) from the graph assets' `mano_seg`; one part 'hand' if it is missing."
     try:
@@ -690,6 +682,9 @@ class AttentionExplorer(_Explorer):
                                    marker=dict(size=6, color="#00e5ff", line=dict(color="black", width=1)))
         self.figure.add_trace(self.marker)
         self.marker = self.figure.data[-1]
+        self.heads_view = _image(TILE, width=TILE * 4)
+        self.levels_view = _image(TILE, width=TILE * 3 + BAR_WIDTH)
+        self.matrix_view = _image(DISPLAY_SIZE, width=DISPLAY_SIZE + BAR_WIDTH)
         self.parts_figure = go.FigureWidget(
             [go.Bar(name=f"{s} → {OTHER[s]}", x=self.part_names, y=[0.0] * len(self.part_names)) for s in ("left", "right")],
             layout=dict(height=260, width=460, barmode="group", margin=dict(l=40, r=10, t=30, b=40),
@@ -703,13 +698,18 @@ class AttentionExplorer(_Explorer):
             w.observe(lambda ch: self._timed(self._refresh_all), names="value")
         for w in (self.hand, self.direction, self.vertex, self.scale):
             w.observe(lambda ch: self._timed(self.update_selection), names="value")
+        self.hand.observe(lambda ch: self.analysis is not None and self.update_matrix(), names="value")
         controls = W.VBox([W.HBox([self.source, self.level, self.head]), W.HBox([self.hand, self.direction, self.scale]),
                            self.vertex, self.info, self.note, self.status])
         vertex_views = W.HBox([_titled("image attention of the selected vertex", self.image_view),
                                _titled("cross-hand attention (click a vertex)", self.figure)])
+        more_views = W.HBox([_titled("every head: image attention of the selected vertex", self.heads_view),
+                             _titled("across the levels: its cross attention on the other hand", self.levels_view)])
         overview = W.HBox([_titled("left hand: mean image attention", self.overview_left),
                            _titled("right hand: mean image attention", self.overview_right), self.parts_figure])
-        self.widget = W.VBox([controls, vertex_views, W.HTML("<b>Overview</b>"), overview])
+        matrix = W.HBox([_titled("the level's cross matrix: selected hand's rows, other hand's columns, by part",
+                                 self.matrix_view)])
+        self.widget = W.VBox([controls, vertex_views, more_views, W.HTML("<b>Overview</b>"), overview, matrix])
         if self.images: self.load(self.images[self.source.value], self.source.value)
 
     # --- data ---
@@ -783,6 +783,10 @@ class AttentionExplorer(_Explorer):
             set_mesh_values(self.figure, other, vals, cmin=cmin, cmax=cmax, showscale=True, title=title)
             set_mesh_values(self.figure, side, None)
             self.marker.update(x=[p[0]], y=[p[1]], z=[p[2]], name=f"{side} vertex {m}")
+        heads_pic, _ = heads_picture(an, level, side, q)
+        self.heads_view.width = heads_pic.shape[1]
+        self.heads_view.value = to_png(heads_pic)
+        self.levels_view.value = to_png(levels_picture(an, self.level_index, side, m, head, self.direction.value)[0])
         part = self.part_names[self.part[m]] if self.part[m] < len(self.part_names) else "?"
         self.info.value = (f"<b>{side}</b> mesh vertex {m} ({part}) → graph vertex {q} of level {level}; "
                            f"cross attention {self.direction.value} the {other} hand: max {cols.max():.3g} "
@@ -814,11 +818,94 @@ class AttentionExplorer(_Explorer):
         with self.parts_figure.batch_update():
             for tr, s in zip(self.parts_figure.data, ("left", "right")):
                 tr.y = ov["parts"][s] / np.maximum(ov["vertex_share"][s], 1e-12)
+        self.update_matrix()
+
+    def update_matrix(self):
+        "The level's whole cross matrix for the selected hand, grouped by part."
+        an, level, side = self.analysis, self.level.value, self.hand.value
+        M = cross_matrix(an, level, self.head.value, side)
+        parts = [level_vertex_parts(self.level_index(s, level), self.part, n, len(self.part_names))
+                 for s, n in ((side, M.shape[0]), (OTHER[side], M.shape[1]))]
+        self.matrix_view.value = to_png(matrix_picture(M, *parts)[0])
 
 
 def attention_explorer(rec: Reconstructor = None, images: dict = None, cache: AnalysisCache = None) -> AttentionExplorer:
     "Build the attention explorer (default model and sample images unless given)."
     return AttentionExplorer(rec, images, cache)
+
+# %% ../nbs/17_widgets.ipynb #ef4145bc
+TILE = 128   # px of the small pictures (one per head, one per level)
+
+
+def _label(img: np.ndarray, text: str) -> np.ndarray:
+    "`img` with `text` on a dark band at its top (ASCII: OpenCV's fonts)."
+    out = img.copy()
+    out[:14] = (out[:14] * 0.35).astype(np.uint8)
+    cv2.putText(out, text, (3, 10), cv2.FONT_HERSHEY_SIMPLEX, 0.33, (255, 255, 255), 1, cv2.LINE_AA)
+    return out
+
+
+def heads_picture(an: ImageAnalysis, level: int, side: str, q: int, size: int = TILE) -> tuple:
+    """(picture, [{head, image_peak, cross_peak}]): graph vertex `q`'s image attention for every head side by side
+    (each with its own colour range), labelled with how peaked it is: maximum ÷ mean over the image grid and over the
+    other hand's vertices (1 = uniform; the image part of a row does not sum to 1, it shares the softmax with the
+    vertices)."""
+    heads = an.image_attn[level][side].shape[0]
+    tiles, peaks = [], []
+    for h in range(heads):
+        att = image_row(an, level, h, side, q)
+        cross = cross_row(an, level, h, side, q)
+        peaks.append({"head": h, "image_peak": float(att.max() / max(att.mean(), 1e-12)),
+                      "cross_peak": float(cross.max() / max(cross.mean(), 1e-12))})
+        tile = heat_overlay(an.image, att, alpha=0.55, nearest=True, size=size)
+        tiles.append(_label(tile, f"head {h}: img x{peaks[-1]['image_peak']:.1f} hand x{peaks[-1]['cross_peak']:.1f}"))
+    return np.concatenate(tiles, 1), peaks
+
+
+def grouped_order(parts: np.ndarray) -> np.ndarray:
+    "Order of graph vertices grouped by part (stable within a part); vertices with part -1 (no mesh vertex) last."
+    key = np.where(parts < 0, parts.max() + 1, parts)
+    return np.argsort(key, kind="stable")
+
+
+def matrix_picture(matrix: np.ndarray, row_parts: np.ndarray, col_parts: np.ndarray, size: int = DISPLAY_SIZE) -> tuple:
+    """(picture with colour bar, rows order, columns order, vmax) of a cross matrix (rows sum to 1) × uniform, rows and
+    columns grouped by part with white lines between groups."""
+    ro, co = grouped_order(row_parts), grouped_order(col_parts)
+    m = matrix[ro][:, co] * matrix.shape[1]
+    vmax = max(float(m.max()), 1.0)
+    pic = resize_to(colormap(m, 0.0, vmax), size, nearest=True)
+    for parts, order, axis in ((row_parts, ro, 0), (col_parts, co, 1)):
+        p = parts[order]
+        for b in np.nonzero(p[1:] != p[:-1])[0] + 1:
+            x = int(round(b * size / len(p)))
+            if axis == 0: pic[max(x - 1, 0): x] = 255
+            else: pic[:, max(x - 1, 0): x] = 255
+    return with_colour_bar(pic, 0.0, vmax, "x uniform"), ro, co, vmax
+
+
+def levels_picture(an: ImageAnalysis, index, side: str, m: int, head, direction: str = "attends to",
+                   size: int = TILE) -> tuple:
+    """(picture, per-level values on the other hand's 778 mesh vertices, × uniform) of mesh vertex `m`'s cross-hand
+    attention at every level: dots on the other hand's projected vertices, one colour range for all levels.
+    `index(side, level)` maps mesh vertices to graph vertices (the explorer's `level_index`)."""
+    other = OTHER[side]
+    values = []
+    for level in range(an.num_levels):
+        row = cross_row(an, level, head, side, int(index(side, level)[m]), direction)
+        values.append(row[index(other, level)] * len(row))
+    vmax = max(max(float(v.max()) for v in values), 1.0)
+    k = size / an.img_size
+    uv = np.round(an.verts2d[other] * k).astype(int)
+    tiles = []
+    for level, v in enumerate(values):
+        tile = (resize_to(an.image, size) * 0.45).astype(np.uint8)
+        cols = colormap(v[None], 0.0, vmax)[0]
+        for (x, y), c in zip(uv[np.argsort(v)], cols[np.argsort(v)]):       # strongest drawn last, on top
+            if 0 <= x < size and 0 <= y < size: cv2.circle(tile, (int(x), int(y)), 2, tuple(int(t) for t in c), -1)
+        n = an.cross_attn[level]["r2l"].shape[-1]
+        tiles.append(_label(tile, f"level {level} ({n}): max x{v.max():.2f}"))
+    return with_colour_bar(np.concatenate(tiles, 1), 0.0, vmax, "x uniform"), values
 
 # %% ../nbs/17_widgets.ipynb #aace1b8f
 PROCESSED_SPLITS = ("train", "val", "test")

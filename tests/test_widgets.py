@@ -81,16 +81,15 @@ def test_cache_hits_and_lru(rec, demo):
     assert c.misses == 3                                  # evicted by the other image
 
 
-def test_level_vertex_index_is_the_networks_mapping(rec):
+def test_vertex_level_index_is_the_networks_mapping(rec):
+    "The explorers' mesh vertex → graph vertex map is the network's own path: upsample, then GCN_to_vert."
     dec = rec.model.decoder
-    for n in (dec.vNum_in, dec.vNum_in * 2, dec.vNum_out):
+    for level, n in enumerate((dec.vNum_in, dec.vNum_in * 2, dec.vNum_out)):
         for side in ("left", "right"):
             sig = torch.randn(1, n, 1)
             net = dec.GCN_to_vert(graph_upsample(sig, dec.vNum_all // n), side)[0, :, 0].numpy()
-            idx = wd.level_vertex_index(rec.model, side, n)
+            idx = rec.model.vertex_level_index(level, side).numpy()
             np.testing.assert_array_equal(net, sig[0, :, 0].numpy()[idx])
-    with pytest.raises(ValueError, match="no graph level"):
-        wd.level_vertex_index(rec.model, "left", dec.vNum_all + 1)
 
 
 def test_read_rgb_sources(tmp_path, demo):
@@ -212,11 +211,11 @@ def test_attention_colours_are_the_models_attention_rows(rec, cache, images, dem
                 ax.hand.value = side
                 for m in (0, 389, 777):
                     ax.vertex.value = m
-                    q = wd.level_vertex_index(model, side, an.cross_attn[level][key].shape[1])[m]
+                    q = model.vertex_level_index(level, side).numpy()[m]
                     A = an.cross_attn[level][key]
                     row = (A.mean(0) if head == "mean" else A[head])[q]
                     np.testing.assert_allclose(intensity(ax.figure, other),       # × uniform: weight × number of keys
-                                               row[wd.level_vertex_index(model, other, len(row))] * len(row), rtol=1e-6)
+                                               row[model.vertex_level_index(level, other).numpy()] * len(row), rtol=1e-6)
                     assert wd.mesh_values(ax.figure, side) is None
                     g = (an.image_attn[level][side].mean(0) if head == "mean" else an.image_attn[level][side][head])[q]
                     np.testing.assert_allclose(wd.image_row(an, level, head, side, q), g.reshape(an.grid_size, an.grid_size))
@@ -237,12 +236,12 @@ def test_attention_click_and_reverse_direction(rec, cache, images, demo):
     q = ax.selected()[2]
     ax.direction.value = "attended by"
     col = an.cross_attn[0]["l2r"][1][:, q]                # right vertices (rows) attending to left vertex q
-    np.testing.assert_allclose(intensity(ax.figure, "right"), col[wd.level_vertex_index(rec.model, "right", len(col))] * len(col))
+    np.testing.assert_allclose(intensity(ax.figure, "right"), col[rec.model.vertex_level_index(0, "right").numpy()] * len(col))
     pic = cv2.imdecode(np.frombuffer(ax.image_view.value, np.uint8), cv2.IMREAD_COLOR)
     assert pic.shape[:2] == (wd.DISPLAY_SIZE, wd.DISPLAY_SIZE + wd.BAR_WIDTH)   # image attention with its colour bar
     ax.scale.value = "row range"                          # the raw weights, colours stretched over their own range
     tr = wd.trace_by_name(ax.figure, "right hand")
-    np.testing.assert_allclose(intensity(ax.figure, "right"), col[wd.level_vertex_index(rec.model, "right", len(col))])
+    np.testing.assert_allclose(intensity(ax.figure, "right"), col[rec.model.vertex_level_index(0, "right").numpy()])
     assert tr.cmin == pytest.approx(float(col.min())) and tr.cmax == pytest.approx(float(col.max()))
     assert "min..max" in tr.colorbar.title.text
     Points.point_inds = []
@@ -273,6 +272,40 @@ def test_attention_overview(rec, cache, images, demo):
     before = ax.overview_left.value
     ax.level.value = 0
     assert ax.overview_left.value != before
+
+
+
+def _png(b):
+    return cv2.imdecode(np.frombuffer(b, np.uint8), cv2.IMREAD_COLOR)[..., ::-1]
+
+
+def test_attention_heads_levels_and_matrix_views_follow_the_selection(rec, cache, images, demo):
+    ax = wd.attention_explorer(rec, images, cache)
+    an = cache.get(demo)
+    heads = an.image_attn[0]["left"].shape[0]
+    ax.level.value, ax.head.value, ax.hand.value, ax.vertex.value = 1, "mean", "left", 444
+    q = ax.selected()[2]
+    tiles = _png(ax.heads_view.value)
+    assert tiles.shape[:2] == (wd.TILE, wd.TILE * heads)
+    for h in range(heads):                         # tile h is head h's image row over the picture (below the label band)
+        expected = wd.heat_overlay(an.image, wd.image_row(an, 1, h, "left", q), alpha=0.55, nearest=True, size=wd.TILE)
+        np.testing.assert_array_equal(tiles[20:, h * wd.TILE:(h + 1) * wd.TILE], expected[20:])
+    levels = _png(ax.levels_view.value)
+    assert levels.shape[:2] == (wd.TILE, wd.TILE * an.num_levels + wd.BAR_WIDTH)
+    _, values = wd.levels_picture(an, ax.level_index, "left", 444, "mean")
+    for level, v in enumerate(values):               # each level's row of the vertex's graph vertex at that level
+        row = an.cross_attn[level]["r2l"].mean(0)[ax.level_index("left", level)[444]]
+        np.testing.assert_allclose(v, row[ax.level_index("right", level)] * len(row), rtol=1e-6)
+    matrix = ax.matrix_view.value
+    ax.hand.value = "right"                          # the matrix is the selected hand's rows
+    assert ax.matrix_view.value != matrix
+    M = wd.cross_matrix(an, 1, "mean", "right")
+    rp = wd.level_vertex_parts(ax.level_index("right", 1), ax.part, M.shape[0], len(ax.part_names))
+    cp = wd.level_vertex_parts(ax.level_index("left", 1), ax.part, M.shape[1], len(ax.part_names))
+    pic, ro, co, vmax = wd.matrix_picture(M, rp, cp)
+    assert sorted(ro) == list(range(M.shape[0])) and (np.diff(np.where(rp[ro] < 0, 99, rp[ro])) >= 0).all()
+    assert vmax == pytest.approx(max(1.0, float(M.max() * M.shape[1])))
+    np.testing.assert_array_equal(_png(ax.matrix_view.value), pic)
 
 
 # --- data browser ---------------------------------------------------------------------------------
