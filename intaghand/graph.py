@@ -153,8 +153,12 @@ def largest_eigenvalue(L) -> np.float32:
     return np.float32(np.linalg.eigvalsh(L.toarray().astype(np.float64))[-1])
 
 
-def rescale_laplacian(L, lmax) -> sp.csr_matrix:
-    "The original's rescaling `L/(2·λmax) − I` (spectrum [−1, −½]; the textbook `2L/λmax − I` gives [−1, 1])."
+def rescale_laplacian(L, lmax, float64: bool = False) -> sp.csr_matrix:
+    """The original's rescaling `L/(2·λmax) − I` (spectrum [−1, −½]; the textbook `2L/λmax − I` gives [−1, 1]),
+    in float32 like the original; `float64=True`: in float64, rounded to float32 once (the synthetic test graphs)."""
+    if float64:
+        L = sp.csr_matrix(L, dtype=np.float32)
+        return (L / (2 * float(lmax)) - sp.identity(L.shape[0], dtype=np.float32)).tocsr().astype(np.float32)
     L = sp.csr_matrix(L, dtype=np.float32, copy=True)
     L.data *= np.float32(1.0 / float(np.float32(lmax) * np.float32(2)))
     return sp.csr_matrix(L - sp.identity(L.shape[0], dtype=np.float32, format="csr"), dtype=np.float32)

@@ -4,10 +4,10 @@
 
 # %% auto #0
 __all__ = ['SMOOTH_L1_BETA', 'PredictedHand', 'LossPrediction', 'HandTarget', 'LossTarget', 'HandMeshSpec', 'normalize_pixels',
-           'vert2d_loss', 'vert3d_loss', 'regress_joints', 'joint_loss', 'face_edges', 'normal_loss',
-           'edge_length_loss', 'edge_alpha', 'to_gcn_order', 'pool_vertices', 'gcn_pyramid', 'match_level',
-           'coarsen_losses', 'mask_loss', 'dense_loss', 'heatmap_loss', 'upsample_norm_loss', 'LossWeights',
-           'prepare_targets', 'hand_mesh_losses', 'LossBreakdown', 'compute_losses', 'StepLRWithWarmUp']
+           'vert2d_loss', 'vert3d_loss', 'joint_loss', 'face_edges', 'normal_loss', 'edge_length_loss', 'edge_alpha',
+           'to_gcn_order', 'pool_vertices', 'gcn_pyramid', 'match_level', 'coarsen_losses', 'mask_loss', 'dense_loss',
+           'heatmap_loss', 'upsample_norm_loss', 'LossWeights', 'prepare_targets', 'hand_mesh_losses', 'LossBreakdown',
+           'compute_losses', 'StepLRWithWarmUp']
 
 # %% ../nbs/11_losses.ipynb #12b10248
 from dataclasses import dataclass, field, replace
@@ -15,6 +15,8 @@ from dataclasses import dataclass, field, replace
 import torch
 import torch.nn.functional as F
 from torch.optim.lr_scheduler import LRScheduler
+
+from .mano import regress_joints
 
 # %% ../nbs/11_losses.ipynb #3d2d50c5
 @dataclass
@@ -126,14 +128,9 @@ def vert3d_loss(pred: torch.Tensor, gt: torch.Tensor) -> torch.Tensor:
     return F.l1_loss(pred, gt)
 
 
-def regress_joints(verts: torch.Tensor, regressor: torch.Tensor) -> torch.Tensor:
-    "B×V×C vertices → B×J×C joints with a J×V regressor (moved to the vertices' device/dtype)."
-    return torch.matmul(regressor.to(verts), verts)
-
-
 def joint_loss(pred_verts: torch.Tensor, gt_verts: torch.Tensor, regressor: torch.Tensor) -> torch.Tensor:
     "L1 of the B×21×3 joints regressed from predicted and GT B×V×3 vertices."
-    return F.l1_loss(regress_joints(pred_verts, regressor), regress_joints(gt_verts, regressor))
+    return F.l1_loss(regress_joints(regressor, pred_verts), regress_joints(regressor, gt_verts))
 
 # %% ../nbs/11_losses.ipynb #758dcd67
 def face_edges(verts: torch.Tensor, faces: torch.Tensor) -> torch.Tensor:

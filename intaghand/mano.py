@@ -7,7 +7,7 @@ __all__ = ['MANO_PARENTS', 'FINGERTIP_VERTS', 'NEW_ORDER', 'JOINT_PARENTS', 'JOI
            'ManoFormatError', 'check_mano_model', 'kintree_parents', 'load_mano_model', 'save_mano_npz',
            'save_mano_pkl', 'random_mano_model', 'mirror_mano_model', 'rodrigues', 'blend_shapes', 'pose_features',
            'regress_joints', 'depth_levels', 'chain_plan', 'kinematic_chain', 'skin_vmajor', 'skin', 'pca_to_axis',
-           'axis_to_pca', 'fix_left_shapedirs', 'ManoLayer', 'fix_shape', 'hand_figure']
+           'axis_to_pca', 'joint_regressor_21', 'fix_left_shapedirs', 'ManoLayer', 'fix_shape', 'hand_figure']
 
 # %% ../nbs/02_mano.ipynb #e916acdf
 import io
@@ -339,8 +339,8 @@ def pose_features(rotmats: torch.Tensor) -> torch.Tensor:
 
 
 def regress_joints(regressor: torch.Tensor, verts: torch.Tensor) -> torch.Tensor:
-    "Joints `B×J×3` as weighted sums of vertices `B×V×3` with a `J×V` regressor."
-    return torch.einsum("jv,bvc->bjc", regressor, verts)
+    "Joints `…×J×C` as weighted sums of vertices `…×V×C` with a `J×V` regressor (cast to the vertices' device/dtype)."
+    return torch.matmul(regressor.to(verts), verts)
 
 
 def depth_levels(parents) -> list:
@@ -422,6 +422,14 @@ def axis_to_pca(axis: torch.Tensor, components: torch.Tensor, ncomps: int | None
     if mean is not None: axis = axis - mean
     return axis @ torch.linalg.pinv(components[:k])
 
+# %% ../nbs/02_mano.ipynb #5e4e2193
+def joint_regressor_21(J_regressor) -> np.ndarray:
+    "21×V float32 regressor in `NEW_ORDER`: MANO's 16×V `J_regressor` (dense, sparse or torch) + fingertip one-hots."
+    J = _dense(J_regressor)
+    tips = np.zeros((len(FINGERTIP_VERTS), J.shape[1]), J.dtype)
+    tips[np.arange(len(FINGERTIP_VERTS)), FINGERTIP_VERTS] = 1
+    return np.concatenate([J, tips], 0)[list(NEW_ORDER)].astype(np.float32)
+
 # %% ../nbs/02_mano.ipynb #d9a86f72
 def fix_left_shapedirs(left_shapedirs, right_shapedirs):
     """The original's "fix_shape": the official MANO_LEFT.pkl's shapedirs have the x rows of the right hand
@@ -482,8 +490,7 @@ class ManoLayer(nn.Module):
         buf("hands_mean_file", f32(m["hands_mean"]))
         buf("faces", torch.as_tensor(m["f"], dtype=torch.long))
         buf("parents", torch.as_tensor(m["parents"], dtype=torch.long))
-        tips = np.zeros((len(FINGERTIP_VERTS), V)); tips[np.arange(len(FINGERTIP_VERTS)), FINGERTIP_VERTS] = 1
-        buf("joint_regressor", f32(np.concatenate([m["J_regressor"], tips])[list(NEW_ORDER)]))
+        buf("joint_regressor", f32(joint_regressor_21(m["J_regressor"])))
         self._cache_key, self._cache = None, None
 
     @classmethod

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from .io import atomic_write_bytes, atomic_write_json, atomic_write_text
-from .losses import regress_joints
+from .mano import regress_joints
 
 # %% ../nbs/13_metrics.ipynb #5c201826
 JOINT_NAMES = ["wrist", "thumb1", "thumb2", "thumb3", "thumb4", "index1", "index2", "index3", "index4",
@@ -55,7 +55,7 @@ def align_hand(pred_verts: torch.Tensor, gt_verts: torch.Tensor, regressor: torc
     "Aligned `(pred_joints, pred_verts, gt_joints, gt_verts)` (B×21×3, B×V×3) for one hand under `protocol`."
     p = PROTOCOLS[protocol] if isinstance(protocol, str) else protocol
     gt_verts = gt_verts.to(pred_verts)
-    pj, gj = regress_joints(pred_verts, regressor), regress_joints(gt_verts, regressor)
+    pj, gj = regress_joints(regressor, pred_verts), regress_joints(regressor, gt_verts)
     pr, gr = pj[:, p.root:p.root + 1], gj[:, p.root:p.root + 1]
     pj, pv, gj, gv = pj - pr, pred_verts - pr, gj - gr, gt_verts - gr
     if p.scale:
@@ -196,8 +196,8 @@ class EvalAccumulator:
                 l, r = per["left"][k], per["right"][k]
                 for h, v in (("left", l), ("right", r), ("all", (l + r) / 2)): self._add(self._cols, f"{name}_{m}_{h}", v)
         if shared_frame:
-            j = {h: regress_joints(pred[h], self.regressor[h]) for h in HANDS}
-            gj = {h: regress_joints(gt[h].to(pred[h]), self.regressor[h]) for h in HANDS}
+            j = {h: regress_joints(self.regressor[h], pred[h]) for h in HANDS}
+            gj = {h: regress_joints(self.regressor[h], gt[h].to(pred[h])) for h in HANDS}
             mr = _np(relative_root_error(j["left"], j["right"], gj["left"], gj["right"], self.mrrpe_root,
                                          self.mrrpe_scale, self.unit_to_mm))
         else:

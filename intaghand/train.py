@@ -32,8 +32,8 @@ from .dataset import Augmentation, HandDataset, collate_samples, draw_augmentati
 from .interhand import HANDS, mano_layers
 from .io import (CheckpointError, atomic_torch_save, atomic_write_text, extract_state_dict, load_checkpoint,
                           load_state_dict_checked, remove_stale_temps)
-from .losses import (HandMeshSpec, LossPrediction, LossTarget, LossWeights, StepLRWithWarmUp, compute_losses,
-                              regress_joints)
+from .losses import HandMeshSpec, LossPrediction, LossTarget, LossWeights, StepLRWithWarmUp, compute_losses
+from .mano import regress_joints
 from .model import build_model, load_graph_assets, load_weights
 from .render import HAND_BGR
 from .tensors import autocast_dtype, map_tensors, resolve_device
@@ -181,7 +181,7 @@ def original_protocol_errors(pred_verts: torch.Tensor, gt_verts: torch.Tensor, r
     both meshes, root = joint 9 subtracted, prediction scaled by the GT/predicted ‖J9 − J0‖. (The same numbers as
     `intaghand.metrics`' 'original' protocol; kept here so that training does not depend on the evaluation chapter.)"""
     gt_verts = gt_verts.to(pred_verts)
-    pj, gj = regress_joints(pred_verts, regressor), regress_joints(gt_verts, regressor)
+    pj, gj = regress_joints(regressor, pred_verts), regress_joints(regressor, gt_verts)
     pr, gr = pj[:, 9:10], gj[:, 9:10]
     pj, pv, gj, gv = pj - pr, pred_verts - pr, gj - gr, gt_verts - gr
     s = (torch.linalg.norm(gj[:, 9] - gj[:, 0], dim=-1) / torch.linalg.norm(pj[:, 9] - pj[:, 0], dim=-1).clamp_min(1e-12))

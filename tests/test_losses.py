@@ -8,8 +8,8 @@ from intaghand.config import get_config
 from intaghand.losses import (HandMeshSpec, PredictedHand, HandTarget, LossPrediction, LossTarget, LossWeights,
                               StepLRWithWarmUp, compute_losses, coarsen_losses, dense_loss, edge_alpha,
                               edge_length_loss, face_edges, gcn_pyramid, heatmap_loss, joint_loss, mask_loss,
-                              normal_loss, prepare_targets, regress_joints, upsample_norm_loss, vert2d_loss,
-                              vert3d_loss)
+                              normal_loss, prepare_targets, upsample_norm_loss, vert2d_loss, vert3d_loss)
+from intaghand.mano import regress_joints
 
 V, P = 778, 1008
 
@@ -89,7 +89,7 @@ def test_single_joint_regression_and_loss():
     reg[3] = torch.tensor([0.0, 0.5, 0.5, 0.0])
     v = torch.zeros(1, 4, 3)
     v[0, 1] = torch.tensor([2.0, 0, 0])
-    j = regress_joints(v, reg)
+    j = regress_joints(reg, v)
     assert j.shape == (1, 21, 3) and torch.allclose(j[0, 3], torch.tensor([1.0, 0, 0]))
     # moving vertex 2 by (0, 0, 0.6) moves joint 3 by (0, 0, 0.3): L1 over 21·3 values = 0.3 / 63
     v2 = v.clone()

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from intaghand.losses import regress_joints
+from intaghand.mano import regress_joints
 from intaghand.metrics import (JOINT_NAMES, PROTOCOLS, EvalAccumulator, align_hand, bone_length, hand_errors,
                                relative_root_error, write_eval_report)
 
@@ -51,7 +51,7 @@ def test_scale_zero_under_original_not_under_wrist(world):
     je, ve = hand_errors(pred, gt["left"], reg, "original")
     assert float(je.max()) < 1e-3 and float(ve.max()) < 1e-3
     je, ve = hand_errors(pred, gt["left"], reg, "wrist")
-    gj = regress_joints(gt["left"], reg)
+    gj = regress_joints(reg, gt["left"])
     # pred − pred wrist = 0.5 (gt − gt wrist) → error = 0.5 ‖gt − gt wrist‖
     assert torch.allclose(je, 0.5 * torch.linalg.norm(gj - gj[:, :1], dim=-1) * 1000, rtol=1e-4, atol=1e-3)
     assert float(je.mean()) > 10
@@ -93,10 +93,10 @@ def test_align_and_bone_length(world):
 
 def test_mrrpe(world):
     reg, gt = world
-    gjl, gjr = regress_joints(gt["left"], reg), regress_joints(gt["right"], reg)
+    gjl, gjr = regress_joints(reg, gt["left"]), regress_joints(reg, gt["right"])
     origin = gjl[:, 9:10]
     pl, pr = (gt["left"] - origin) * 2.0, (gt["right"] - origin) * 2.0      # IntagHand frame, other units
-    pjl, pjr = regress_joints(pl, reg), regress_joints(pr, reg)
+    pjl, pjr = regress_joints(reg, pl), regress_joints(reg, pr)
     assert float(relative_root_error(pjl, pjr, gjl, gjr).max()) < 1e-3
     none = relative_root_error(pjl, pjr, gjl, gjr, scale="none")
     rel = torch.linalg.norm(gjr[:, 0] - gjl[:, 0], dim=-1) * 1000           # error = |2·rel − rel| = |rel|
@@ -104,7 +104,7 @@ def test_mrrpe(world):
     # right hand 10 mm off (metric prediction, no scale): MRRPE = 10 exactly; root 9 variant too
     pr2 = gt["right"] + torch.tensor([0.0, 0.01, 0.0])
     for root in (0, 9):
-        e = relative_root_error(regress_joints(gt["left"], reg), regress_joints(pr2, reg), gjl, gjr, root=root,
+        e = relative_root_error(regress_joints(reg, gt["left"]), regress_joints(reg, pr2), gjl, gjr, root=root,
                                 scale="none")
         assert e.tolist() == pytest.approx([10.0] * 5, rel=1e-4)
     with pytest.raises(ValueError, match="scale"):
