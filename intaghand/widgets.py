@@ -9,16 +9,17 @@ __all__ = ['SAMPLE_DIR', 'IMAGE_SUFFIXES', 'DISPLAY_SIZE', 'BAR_WIDTH', 'JOINT_O
            'analyse_image', 'image_key', 'AnalysisCache', 'part_labels', 'level_vertex_parts', 'to_png', 'resize_to',
            'colormap', 'heat_overlay', 'colour_bar', 'with_colour_bar', 'mask_picture', 'dense_picture',
            'draw_skeleton', 'hand_faces', 'mesh_overlay', 'hands_figure', 'trace_by_name', 'set_mesh_values',
-           'mesh_values', 'set_mesh_verts', 'joint_heatmap', 'walk_widgets', 'count_widgets', 'sync_figures',
-           'checkpoint_choices', 'detector_crop', 'ModelExplorer', 'model_explorer', 'image_row', 'cross_matrix',
-           'cross_row', 'scale_attention', 'AttentionExplorer', 'attention_explorer', 'heads_picture', 'grouped_order',
-           'matrix_picture', 'levels_picture', 'processed_splits', 'find_processed_root', 'make_demo_data',
-           'DataBrowser', 'data_browser', 'find_runs', 'read_scalars', 'ema', 'make_demo_runs', 'RunViewer',
-           'run_viewer']
+           'mesh_values', 'set_mesh_verts', 'mesh_still', 'plot_still', 'still_picture', 'joint_heatmap',
+           'walk_widgets', 'count_widgets', 'sync_figures', 'checkpoint_choices', 'detector_crop', 'ModelExplorer',
+           'model_explorer', 'image_row', 'cross_matrix', 'cross_row', 'scale_attention', 'AttentionExplorer',
+           'attention_explorer', 'heads_picture', 'grouped_order', 'matrix_picture', 'levels_picture',
+           'processed_splits', 'find_processed_root', 'make_demo_data', 'DataBrowser', 'data_browser', 'find_runs',
+           'read_scalars', 'ema', 'make_demo_runs', 'RunViewer', 'run_viewer']
 
 # %% ../nbs/17_widgets.ipynb #10028af2
 import hashlib
 import html
+import re
 import tempfile
 import time
 from collections import OrderedDict
@@ -390,6 +391,134 @@ def set_mesh_verts(fig, side: str, verts: np.ndarray):
     v = np.asarray(verts, np.float64)
     trace_by_name(fig, f"{side} hand").update(x=v[:, 0], y=v[:, 1], z=v[:, 2])
 
+# %% ../nbs/17_widgets.ipynb #3d09fae6
+_ASCII = {"×": "x", "→": "->", "÷": "/", "–": "-", "—": "-", "²": "^2", "·": "."}
+
+
+def _ascii(text: str) -> str:
+    "`text` in the characters OpenCV's fonts have."
+    text = re.sub(r"<[^>]+>", "", html.unescape(str(text)))
+    return "".join(_ASCII.get(c, c) for c in text).encode("ascii", "replace").decode()
+
+
+def _rgb_of(color: str, default=(128, 128, 128)) -> tuple:
+    m = re.match(r"rgba?\((\d+),\s*(\d+),\s*(\d+)", str(color or ""))
+    return tuple(int(v) for v in m.groups()) if m else default
+
+
+def mesh_still(fig, size: int = 300) -> np.ndarray:
+    """The Mesh3d traces of `fig` seen from the hands' camera (x right, y down, nearer = smaller z), painted far to
+    near, each face in its colour (per-vertex `intensity` through the trace's range, else its plain colour), shaded by
+    how squarely it faces the camera: size×size RGB uint8 on white."""
+    meshes = [t for t in fig.data if t.type == "mesh3d" and t.x is not None and len(t.x)]
+    out = np.full((size, size, 3), 255, np.uint8)
+    if not meshes: return out
+    pts = np.concatenate([np.stack([t.x, t.y], 1) for t in meshes]).astype(np.float64)
+    lo, hi = pts.min(0), pts.max(0)
+    k = 0.9 * size / max(float((hi - lo).max()), 1e-9)
+    off = size / 2 - k * (lo + hi) / 2
+    polys, depth, cols = [], [], []
+    for t in meshes:
+        v = np.stack([t.x, t.y, t.z], 1).astype(np.float64)
+        f = np.stack([t.i, t.j, t.k], 1).astype(np.int64)
+        tri = v[f]
+        n = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
+        shade = 0.45 + 0.55 * np.abs(n[:, 2]) / (np.linalg.norm(n, axis=1) + 1e-20)
+        if t.intensity is not None and t.cmin is not None and t.cmax is not None and t.cmax > t.cmin and \
+                str(t.colorscale[0][1]) != str(t.colorscale[-1][1]):
+            face = np.asarray(t.intensity, np.float64)[f].mean(1)
+            c = colormap(face[None], float(t.cmin), float(t.cmax))[0].astype(np.float64)
+        else:
+            c = np.tile(np.asarray(_rgb_of(t.color), np.float64), (len(f), 1))
+        polys.append(tri[:, :, :2] * k + off); depth.append(tri[:, :, 2].mean(1)); cols.append(c * shade[:, None])
+    order = np.argsort(-np.concatenate(depth), kind="stable")
+    for p, c in zip(np.round(np.concatenate(polys)[order] * 16).astype(np.int32), np.concatenate(cols)[order].astype(int).tolist()):
+        cv2.fillConvexPoly(out, p, c, cv2.LINE_8, 4)
+    return out
+
+
+def plot_still(fig, width: int = 460, height: int = 260) -> np.ndarray:
+    "The 2D traces of `fig` (lines, markers, bars) drawn with matplotlib, one panel per y axis: RGB uint8."
+    from matplotlib.figure import Figure
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    traces = [t for t in fig.data if t.type in ("scatter", "bar")]
+    axes = list(dict.fromkeys((getattr(t, "yaxis", None) or "y") for t in traces)) or ["y"]
+    mf = Figure(figsize=(width / 100, max(height, 120 * len(axes)) / 100), dpi=100)
+    FigureCanvasAgg(mf)
+    subs = {a: mf.add_subplot(len(axes), 1, i + 1) for i, a in enumerate(axes)}
+    for t in traces:
+        ax = subs[getattr(t, "yaxis", None) or "y"]
+        x, y = (list(t.x) if t.x is not None else []), (list(t.y) if t.y is not None else [])
+        if t.type == "bar": ax.bar(np.arange(len(y)) + 0.4 * len([b for b in ax.patches]) / max(len(y), 1), y, 0.4, label=t.name, tick_label=x)
+        else: ax.plot(x, y, label=t.name, lw=1)
+    for a, ax in subs.items():
+        layout = fig.layout["yaxis" if a == "y" else f"yaxis{a[1:]}"]
+        if layout.title.text: ax.set_ylabel(_ascii(layout.title.text), fontsize=7)
+        if layout.type == "log": ax.set_yscale("log")
+        ax.tick_params(labelsize=6)
+        if traces: ax.legend(fontsize=6)
+    if fig.layout.title.text: mf.suptitle(_ascii(fig.layout.title.text), fontsize=8)
+    mf.subplots_adjust(left=0.12, right=0.98, bottom=0.14, top=0.88, hspace=0.35)
+    mf.canvas.draw()
+    return np.asarray(mf.canvas.buffer_rgba())[..., :3].copy()
+
+
+_PLOT_STILLS = {}     # id(figure) -> (its data, its picture): a plot is redrawn only when its data changed
+
+
+def _cached_plot_still(fig) -> np.ndarray:
+    key = repr([(t.type, t.name, t.x, t.y, getattr(t, "yaxis", None)) for t in fig.data]) + repr(fig.layout.to_plotly_json())
+    hit = _PLOT_STILLS.get(id(fig))
+    if hit is None or hit[0] != key:
+        hit = _PLOT_STILLS[id(fig)] = (key, plot_still(fig))
+    return hit[1]
+
+
+def _views(w, title: str = ""):
+    "(title, picture) of every picture, figure and 3D view under `w`, in display order."
+    titled = isinstance(w, W.VBox) and len(w.children) == 2 and isinstance(w.children[0], W.HTML)   # `_titled`
+    if titled: title = w.children[0].value
+    if isinstance(w, W.Image) and w.value:
+        pic = cv2.imdecode(np.frombuffer(w.value, np.uint8), cv2.IMREAD_COLOR)
+        if pic is not None: yield title, pic[..., ::-1]
+    elif isinstance(w, go.FigureWidget):
+        if any(t.type == "mesh3d" for t in w.data): yield title or "3D view", mesh_still(w)
+        elif any(t.type in ("scatter", "bar") for t in w.data): yield title, _cached_plot_still(w)
+    for c in (getattr(w, "children", ()) or ())[1 if titled else 0:]:
+        yield from _views(c, title)
+
+
+def still_picture(widget, width: int = 1000, row_height: int = 230, caption: str = "") -> np.ndarray:
+    """One RGB contact sheet of the pictures, plots and 3D views under `widget`, each under its title, rows at most
+    `width` wide; `caption` on top."""
+    tiles = []
+    for title, pic in _views(widget):
+        h = min(row_height, pic.shape[0])
+        pic = cv2.resize(pic, (max(1, round(pic.shape[1] * h / pic.shape[0])), h), interpolation=cv2.INTER_AREA)
+        pic = pic[:, :width]
+        per_line = max(8, pic.shape[1] // 6)
+        text = _ascii(title)
+        lines = [text[i: i + per_line] for i in range(0, min(len(text), 2 * per_line), per_line)] or [""]
+        band = np.full((4 + 12 * len(lines), pic.shape[1], 3), 255, np.uint8)
+        for i, line in enumerate(lines):
+            cv2.putText(band, line, (2, 12 + 12 * i), cv2.FONT_HERSHEY_SIMPLEX, 0.36, (0, 0, 0), 1, cv2.LINE_AA)
+        tiles.append(np.concatenate([band, pic], 0))
+    rows, row, used = [], [], 0
+    for t in tiles:
+        if row and used + t.shape[1] > width: rows.append(row); row, used = [], 0
+        row.append(t); used += t.shape[1] + 6
+    if row: rows.append(row)
+    H = sum(max(t.shape[0] for t in r) + 6 for r in rows) + 20
+    out = np.full((H, width, 3), 255, np.uint8)
+    cv2.putText(out, _ascii(caption)[: width // 6], (2, 13), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (90, 90, 90), 1, cv2.LINE_AA)
+    y = 20
+    for r in rows:
+        x = 0
+        for t in r:
+            out[y: y + t.shape[0], x: x + t.shape[1]] = t; x += t.shape[1] + 6
+        y += max(t.shape[0] for t in r) + 6
+    return out
+
 # %% ../nbs/17_widgets.ipynb #461dfd31
 def _note_html(text: str, warn: bool = False) -> str:
     col = "#a33" if warn else "#555"
@@ -439,17 +568,35 @@ def sync_figures(w):
 
 
 class _Explorer:
-    "Common parts: `.widget`, display in notebooks (with the figures' state synced), timing of updates."
+    """Common parts: `.widget`, display in notebooks (with the figures' state synced and a static picture of the last
+    view under it, kept in the saved notebook), timing of updates."""
     widget = None
+    _still = None
 
     def _repr_mimebundle_(self, **kw):
         sync_figures(self.widget)
         return self.widget._repr_mimebundle_(**kw)
 
+    def _ipython_display_(self):
+        from IPython.display import display
+        sync_figures(self.widget)
+        display(self.widget)
+        self._still = display(self.still(), display_id=True)    # every interaction (`_timed`) updates it in place
+
+    def still(self):
+        "An `IPython.display.Image` of the current view (`still_picture`), for saved notebooks."
+        from IPython.display import Image
+        cap = f"{type(self).__name__}: static copy of the last view (the live widget needs a running kernel)"
+        return Image(to_png(still_picture(self.widget, caption=cap)))
+
+    def _refresh_still(self):
+        if self._still is not None: self._still.update(self.still())
+
     def _timed(self, fn, *a, **kw):
         t0 = time.perf_counter()
         r = fn(*a, **kw)
         self.last_update_ms = (time.perf_counter() - t0) * 1e3
+        self._refresh_still()
         return r
 
     def _read(self, src, name: str = ""):
@@ -516,9 +663,9 @@ class ModelExplorer(_Explorer):
         self.analysis = None
         self.figure = hands_figure({s: np.zeros((778, 3)) for s in ("left", "right")}, self.faces)
         self._quiet = False
-        self.source.observe(lambda ch: None if self._quiet else self.load(self.images[ch["new"]], ch["new"]), names="value")
-        self.load_button.on_click(lambda _: self.load_file(self.path.value.strip()))
-        self.upload.observe(self._on_upload, names="value")
+        self.source.observe(lambda ch: None if self._quiet else self._timed(self.load, self.images[ch["new"]], ch["new"]), names="value")
+        self.load_button.on_click(lambda _: self._timed(self.load_file, self.path.value.strip()))
+        self.upload.observe(lambda ch: self._timed(self._on_upload, ch), names="value")
         self.joint.observe(lambda ch: self._timed(self.show_joint, ch["new"]), names="value")
         controls = W.VBox([W.HBox([self.checkpoint, self.source, self.upload]), W.HBox([self.path, self.load_button, self.crop]),
                            self.note, self.status])
@@ -693,12 +840,12 @@ class AttentionExplorer(_Explorer):
                         shapes=[dict(type="line", xref="paper", x0=0, x1=1, y0=1, y1=1, line=dict(dash="dot", color="grey"))]))
         self.analysis = None
         for tr in self.figure.data[:2]: tr.on_click(self.on_click)
-        self.source.observe(lambda ch: self.load(self.images[ch["new"]], ch["new"]), names="value")
+        self.source.observe(lambda ch: self._timed(self.load, self.images[ch["new"]], ch["new"]), names="value")
         for w in (self.level, self.head):
             w.observe(lambda ch: self._timed(self._refresh_all), names="value")
         for w in (self.hand, self.direction, self.vertex, self.scale):
             w.observe(lambda ch: self._timed(self.update_selection), names="value")
-        self.hand.observe(lambda ch: self.analysis is not None and self.update_matrix(), names="value")
+        self.hand.observe(lambda ch: self.analysis is not None and self._timed(self.update_matrix), names="value")
         controls = W.VBox([W.HBox([self.source, self.level, self.head]), W.HBox([self.hand, self.direction, self.scale]),
                            self.vertex, self.info, self.note, self.status])
         vertex_views = W.HBox([_titled("image attention of the selected vertex", self.image_view),
@@ -975,7 +1122,7 @@ class DataBrowser(_Explorer):
             self.regressors = {h: layer.joint_regressor for h, layer in mano_layers(self.model_cfg).items()}
             self.model.attach_joint_regressor(self.regressors["left"], self.regressors["right"])
         self.sample = None
-        self.split.observe(lambda ch: self._set_split(ch["new"]), names="value")
+        self.split.observe(lambda ch: self._timed(self._set_split, ch["new"]), names="value")
         self.index.observe(lambda ch: self._timed(self.show, ch["new"]), names="value")
         controls = W.VBox([W.HBox([self.split, self.index, self.play]), self.info, self.note])
         row1 = W.HBox([_titled("image + GT masks + joints", self.image_view), _titled("GT dense map", self.dense_view),

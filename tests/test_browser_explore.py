@@ -28,12 +28,13 @@ SELECTORS = {
     "toggles": ".jp-OutputArea-output .widget-toggle-buttons",
     "selects": ".jp-OutputArea-output .widget-select-multiple",
     "upload": ".jp-OutputArea-output .widget-upload",
+    "stills": ".jp-OutputArea-output img:not(.widget-image)",     # the static copy of the last view
 }
 EXPECTED = {                                  # at least this many of each, per notebook
-    "model_explorer": {"plotly": 1, "plotly_3d": 1, "images": 5, "dropdowns": 2, "upload": 1},
-    "attention_explorer": {"plotly": 2, "plotly_3d": 1, "images": 3, "sliders": 1, "dropdowns": 3, "toggles": 2},
-    "data_browser": {"plotly": 1, "plotly_3d": 1, "images": 4, "sliders": 1},
-    "run_viewer": {"plotly": 1, "sliders": 1, "selects": 2},
+    "model_explorer": {"plotly": 1, "plotly_3d": 1, "images": 5, "dropdowns": 2, "upload": 1, "stills": 1},
+    "attention_explorer": {"plotly": 2, "plotly_3d": 1, "images": 6, "sliders": 1, "dropdowns": 3, "toggles": 2, "stills": 1},
+    "data_browser": {"plotly": 1, "plotly_3d": 1, "images": 4, "sliders": 1, "stills": 1},
+    "run_viewer": {"plotly": 1, "sliders": 1, "selects": 2, "stills": 1},
 }
 
 

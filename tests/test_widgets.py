@@ -444,3 +444,25 @@ def test_scale_attention():
     assert (lo, hi) == (0.2, 0.5) and np.array_equal(v, row)
     with pytest.raises(ValueError):
         wd.scale_attention(row, 3, "log")
+
+
+def test_explorers_leave_a_static_picture_that_follows_the_view(rec, cache, images, demo):
+    "A saved notebook keeps a plain PNG of the last view: made from the live pictures, updated on each interaction."
+    ax = wd.attention_explorer(rec, images, cache)
+
+    class Handle:
+        shown = []
+        def update(self, obj): self.shown.append(obj)
+    ax._still = Handle()
+    ax.vertex.value = 10
+    ax.vertex.value = 600
+    assert len(Handle.shown) >= 2
+    sheet = cv2.imdecode(np.frombuffer(Handle.shown[-1].data, np.uint8), cv2.IMREAD_COLOR)
+    before = cv2.imdecode(np.frombuffer(Handle.shown[0].data, np.uint8), cv2.IMREAD_COLOR)
+    assert sheet.shape[1] == 1000 and sheet.shape[0] > 400 and not np.array_equal(sheet, before)
+    heads = _png(ax.heads_view.value)                   # the current heads strip is on the sheet, pixel for pixel
+    h, w = heads.shape[:2]
+    found = cv2.matchTemplate(sheet[..., ::-1].astype(np.float32), heads.astype(np.float32), cv2.TM_SQDIFF)
+    assert found.min() / (h * w) < 1.0
+    titles = [t for t, _ in wd._views(ax.widget)]
+    assert sum("every head" in t for t in titles) == 1 and sum("cross-hand attention" in t for t in titles) == 1
