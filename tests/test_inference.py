@@ -13,7 +13,8 @@ from intaghand.inference import (IMAGENET_MEAN, IMAGENET_STD, ConfigMismatchWarn
                                  as_images, pad_to_square, preprocess_image, to_image_space)
 from intaghand.engines import rel_diff
 from intaghand.io import CheckpointError, atomic_torch_save
-from intaghand.model import build_model, joint_regressor_21, make_synthetic_graph_assets
+from intaghand.mano import joint_regressor_21
+from intaghand.model import build_model, make_synthetic_graph_assets
 
 
 @pytest.fixture(scope="module")
