@@ -19,6 +19,7 @@ from torch.utils.data import DataLoader
 from .config import checkpoint_file, config_to_yaml, get_config
 from .dataset import HandDataset
 from .interhand import HANDS, mano_layers
+from .io import progress_bar
 from .metrics import EvalAccumulator, EvalResults, write_eval_report
 from .tensors import resolve_device
 from .train import EvalSamples, collate_eval
@@ -116,13 +117,12 @@ def mean_hand_meshes(layers: dict) -> dict:
 
 def evaluate(model_or_reconstructor, data_path, split: str = "test", batch_size: int = 32, cfg=None, device=None,
              out=None, protocols=("original", "wrist"), max_samples: int | None = None, num_workers: int = 0,
-             n_worst: int = 8, progress: bool = True, layers: dict | None = None, meta: dict | None = None) -> Evaluation:
+             n_worst: int = 8, progress: bool | str = True, layers: dict | None = None, meta: dict | None = None) -> Evaluation:
     """Run a model over the processed `split` of `data_path` with IntagHand's evaluation protocol (§8): every sample in
     index order, no augmentation, GT joints re-regressed from the GT meshes; errors under `protocols` (see
     `intaghand.metrics`) and MRRPE. `model_or_reconstructor`: a network, an `intaghand.inference.Reconstructor`, or a
     checkpoint path (`load_for_eval`). With `out`, writes summary.json, per_sample.csv and the plots there, the
     worst `n_worst` samples drawn with their predicted meshes."""
-    from tqdm.auto import tqdm
     m = model_or_reconstructor
     if isinstance(m, (str, Path)):
         meta = {"checkpoint": str(m), **(meta or {})}
@@ -142,7 +142,7 @@ def evaluate(model_or_reconstructor, data_path, split: str = "test", batch_size:
     const = mean_hand_meshes(layers)
     t0 = time.time()
     with torch.no_grad():
-        for batch, gt in tqdm(loader, desc=f"eval {split}", disable=not progress):
+        for batch, gt in progress_bar(progress, iterable=loader, desc=f"eval {split}"):
             o = model(batch.img.to(dev))
             acc.update(o.left.verts3d.float().cpu(), o.right.verts3d.float().cpu(), gt["left"], gt["right"],
                        shared_frame=True, sample_ids=batch.idx.tolist())

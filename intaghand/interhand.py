@@ -27,7 +27,7 @@ import cv2
 import numpy as np
 
 from .io import (ImageReadError, PickleReadError, UnsafePickleError, atomic_imwrite, atomic_pickle,
-                          atomic_write_json, read_image, remove_stale_temps, safe_load_pickle)
+                          atomic_write_json, progress_bar, read_image, remove_stale_temps, safe_load_pickle)
 
 # %% ../nbs/08_interhand.ipynb #6a077ea4
 IMG_SIZE = 256            # side of the processed crops
@@ -483,11 +483,10 @@ def run_parallel(fn, items: list, state: dict, workers: int = 1, desc: str = "",
     """Run `fn` over `items` in `workers` processes (in this one if ≤ 1) with a progress bar; results in completion
     order. `state` is handed to every worker (`_WORKER`); `count(result)` says how far one result moves the bar.
     Every item runs with `JOB_THREADS` torch/OpenCV threads, so the results do not depend on `workers`."""
-    from tqdm.auto import tqdm
     results = []
     step = count or (lambda r: 1)
-    with tqdm(total=len(items) if total is None else total, desc=desc, disable=not progress, unit=unit,
-              dynamic_ncols=True) as bar:
+    with progress_bar(progress, total=len(items) if total is None else total, desc=desc, unit=unit,
+                      dynamic_ncols=True) as bar:
         if workers <= 1 or len(items) <= 1:
             with fixed_threads(JOB_THREADS):                     # the pool workers' thread count: the same bytes
                 _init_worker(state, limit_threads=False)

@@ -7,7 +7,8 @@ __all__ = ['MAX_IMAGE_BYTES', 'MAX_IMAGE_PIXELS', 'JPEG_MAGIC', 'PNG_MAGIC', 'at
            'atomic_write_text', 'atomic_write_json', 'atomic_torch_save', 'atomic_pickle', 'atomic_imwrite',
            'remove_stale_temps', 'UnsafePickleError', 'PickleReadError', 'ChumpyArray', 'SafeUnpickler',
            'safe_load_pickle', 'CheckpointError', 'load_checkpoint', 'extract_state_dict', 'strip_prefix',
-           'state_dict_mismatch', 'load_state_dict_checked', 'ImageReadError', 'decode_image', 'read_image']
+           'state_dict_mismatch', 'load_state_dict_checked', 'ImageReadError', 'decode_image', 'read_image',
+           'progress_bar']
 
 # %% ../nbs/01_io.ipynb #83fd34fb
 import contextlib
@@ -368,3 +369,10 @@ def read_image(path, max_bytes: int = MAX_IMAGE_BYTES, max_pixels: int = MAX_IMA
     try: data = path.read_bytes()
     except OSError as e: raise ImageReadError(f"{path}: cannot read the file ({e.strerror or e})") from None
     return decode_image(data, str(path), max_pixels)
+
+# %% ../nbs/01_io.ipynb #73bbf81f
+def progress_bar(progress=True, **kw):
+    "A tqdm bar: True -> `tqdm.auto` (a widget in notebooks), 'text' -> the plain text bar, False -> disabled."
+    if progress == "text": from tqdm.std import tqdm
+    else: from tqdm.auto import tqdm
+    return tqdm(disable=not progress, **kw)

@@ -31,7 +31,7 @@ from .config import checkpoint_file, config_to_yaml, get_config, save_config, wi
 from .dataset import Augmentation, HandDataset, collate_samples, draw_augmentation
 from .interhand import HANDS, mano_layers
 from .io import (CheckpointError, atomic_torch_save, atomic_write_text, extract_state_dict, load_checkpoint,
-                          load_state_dict_checked, remove_stale_temps)
+                          load_state_dict_checked, progress_bar, remove_stale_temps)
 from .losses import HandMeshSpec, LossPrediction, LossTarget, LossWeights, StepLRWithWarmUp, compute_losses
 from .mano import regress_joints
 from .model import build_model, load_graph_assets, load_weights
@@ -402,7 +402,7 @@ class Trainer:
     def __init__(self, cfg=None, data_path=None, out=None, device=None, amp: bool = False, max_steps: int | None = None,
                  global_batch: bool = False, num_workers: int = 0, bn: str = "batch", val_split: str | None = "val",
                  val_samples: int | None = None, val_batch_size: int | None = None, save_steps: int = 0,
-                 progress: bool = True, tensorboard: bool = True, images: bool = True, layers: dict | None = None,
+                 progress: bool | str = True, tensorboard: bool = True, images: bool = True, layers: dict | None = None,
                  init_camera: bool = True, warmup_steps: int = 0, start_weights: bool = True):
         self.cfg = cfg = get_config() if cfg is None else cfg
         if bn not in BN_MODES: raise ValueError(f"bn must be one of {BN_MODES}, got {bn!r}")
@@ -595,12 +595,12 @@ class Trainer:
 
     def train_epoch(self) -> bool:
         "Run the rest of the current epoch; False when it stopped early (max_steps or a stop signal)."
-        from tqdm.auto import tqdm
         self._set_train_mode()
         self.sampler.set_epoch(self.epoch)
         self.sampler.set_start(self.batch_in_epoch * self.batch_size)
-        bar = tqdm(total=self.steps_per_epoch, initial=self.batch_in_epoch, desc=f"epoch {self.epoch + 1}/{self.epochs}",
-                   disable=not (self.progress and self.dist.is_main), dynamic_ncols=True, leave=True)
+        bar = progress_bar(self.progress if self.dist.is_main else False, total=self.steps_per_epoch,
+                           initial=self.batch_in_epoch, desc=f"epoch {self.epoch + 1}/{self.epochs}", dynamic_ncols=True,
+                           leave=True)
         try:
             for batch in self.loader:
                 if self._stop_requested(): return False
