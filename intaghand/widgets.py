@@ -32,10 +32,10 @@ import numpy as np
 import plotly.graph_objects as go
 import torch
 
-from .config import (AssetNotFoundError, EMBEDDED_CHECKPOINT, get_config, graph_asset, resolve_path,
+from .config import (AssetNotFoundError, EMBEDDED_CHECKPOINT, PROJECT_ROOT, get_config, graph_asset, resolve_path,
                               checkpoint_file)
 from .inference import Reconstructor, as_images, pad_to_square
-from .io import safe_load_pickle
+from .io import atomic_write_bytes, safe_load_pickle
 from .mano import FINGERTIP_VERTS, JOINT_NAMES, JOINT_PARENTS
 from .model import build_model, mano_joint_regressors
 from .render import HAND_RGB, HandRenderer, WeakPerspectiveCamera, hand_template, plot_hands
@@ -592,6 +592,38 @@ class _Explorer:
     def _refresh_still(self):
         if self._still is not None: self._still.update(self.still())
 
+    def arrays(self) -> dict:
+        "The numbers behind the current view (name -> array); each explorer says which."
+        return {}
+
+    def export_view(self, folder=None) -> Path:
+        """Write what is shown to `folder` (default `output/explore/<explorer>_<time>` in the project): `view.png` (the
+        whole view, as `still_picture`), one PNG per picture, plot and 3D view (numbered, named by its title) and
+        `arrays.npz` (`arrays()`). Every file is written atomically; returns the folder."""
+        import io as _io
+        name = f"{type(self).__name__.lower()}_{time.strftime('%Y%m%d-%H%M%S')}"
+        folder = Path(folder) if folder is not None else PROJECT_ROOT / "output" / "explore" / name
+        atomic_write_bytes(folder / "view.png", to_png(still_picture(self.widget, caption=type(self).__name__)))
+        for i, (title, pic) in enumerate(_views(self.widget)):
+            slug = re.sub(r"[^a-z0-9]+", "_", _ascii(title).lower()).strip("_")[:50] or "view"
+            atomic_write_bytes(folder / f"{i:02d}_{slug}.png", to_png(pic))
+        arrays = {k: np.asarray(v) for k, v in self.arrays().items() if v is not None}
+        if arrays:
+            buf = _io.BytesIO(); np.savez_compressed(buf, **arrays)
+            atomic_write_bytes(folder / "arrays.npz", buf.getvalue())
+        return folder
+
+    def _export_controls(self) -> "W.HBox":
+        "A button that runs `export_view` and a line saying where the files went."
+        self.export_button = W.Button(description="export view", icon="download", tooltip="PNGs of the view and its arrays")
+        self.export_status = W.HTML()
+
+        def run(_):
+            try: self.export_status.value = _note_html(f"written to {self.export_view()}")
+            except OSError as e: self.export_status.value = _note_html(f"export failed: {e}", warn=True)
+        self.export_button.on_click(run)
+        return W.HBox([self.export_button, self.export_status])
+
     def _timed(self, fn, *a, **kw):
         t0 = time.perf_counter()
         r = fn(*a, **kw)
@@ -668,13 +700,23 @@ class ModelExplorer(_Explorer):
         self.upload.observe(lambda ch: self._timed(self._on_upload, ch), names="value")
         self.joint.observe(lambda ch: self._timed(self.show_joint, ch["new"]), names="value")
         controls = W.VBox([W.HBox([self.checkpoint, self.source, self.upload]), W.HBox([self.path, self.load_button, self.crop]),
-                           self.note, self.status])
+                           self.note, self.status, self._export_controls()])
         pictures = W.HBox([_titled("input (network view)", self.input_image), _titled("meshes on the image", self.overlay),
                            W.VBox([self.joint, self.heatmap])])
         maps = W.HBox([_titled("predicted masks (left / right)", self.mask), _titled("dense maps", self.dense),
                        _titled("both hands in 3D", self.figure)])
         self.widget = W.VBox([controls, pictures, maps])
         if self.images: self.load(self.images[self.source.value], self.source.value)
+
+    def arrays(self) -> dict:
+        "The current image's outputs: input, both meshes (3D and 2D), 2D joints, scales, heatmaps, masks, dense maps."
+        an = self.analysis
+        if an is None: return {}
+        out = {"image": an.image, "hms": an.hms, "mask": an.mask, "dense": an.dense}
+        for s in ("left", "right"):
+            out.update({f"{s}_verts3d": an.verts3d[s], f"{s}_verts2d": an.verts2d[s], f"{s}_joints2d": an.joints2d[s],
+                        f"{s}_scale": an.scale[s], f"{s}_trans2d": an.trans2d[s]})
+        return out
 
     def _on_upload(self, ch):
         files = ch["new"]
@@ -847,7 +889,7 @@ class AttentionExplorer(_Explorer):
             w.observe(lambda ch: self._timed(self.update_selection), names="value")
         self.hand.observe(lambda ch: self.analysis is not None and self._timed(self.update_matrix), names="value")
         controls = W.VBox([W.HBox([self.source, self.level, self.head]), W.HBox([self.hand, self.direction, self.scale]),
-                           self.vertex, self.info, self.note, self.status])
+                           self.vertex, self.info, self.note, self.status, self._export_controls()])
         vertex_views = W.HBox([_titled("image attention of the selected vertex", self.image_view),
                                _titled("cross-hand attention (click a vertex)", self.figure)])
         more_views = W.HBox([_titled("every head: image attention of the selected vertex", self.heads_view),
@@ -870,6 +912,18 @@ class AttentionExplorer(_Explorer):
         "(side, mesh vertex, graph vertex of the current level)."
         side, m = self.hand.value, int(self.vertex.value)
         return side, m, int(self.level_index(side, self.level.value)[m])
+
+    def arrays(self) -> dict:
+        """The selection's attention: image row (G×G), cross row on the other hand's mesh vertices, the level's whole
+        cross matrix (rows: the selected hand), every head's image row, and the selection itself."""
+        if self.analysis is None: return {}
+        an, level, head = self.analysis, self.level.value, self.head.value
+        side, m, q = self.selected()
+        heads = an.image_attn[level][side].shape[0]
+        return {"image": an.image, "level": level, "mesh_vertex": m, "graph_vertex": q, "side": side,
+                "head": -1 if head == "mean" else int(head), "image_attention": image_row(an, level, head, side, q),
+                "cross_attention_on_other_mesh": self.vertex_colours(), "cross_matrix": cross_matrix(an, level, head, side),
+                "image_attention_per_head": np.stack([image_row(an, level, h, side, q) for h in range(heads)])}
 
     def vertex_colours(self) -> np.ndarray:
         "Per mesh vertex of the other hand: the selected vertex's cross attention (current level / head / direction)."

@@ -1,5 +1,8 @@
 """The explorers of `intaghand.widgets`, built in code: interactions change the views exactly as the model says."""
 import json
+import re
+import shutil
+from pathlib import Path
 
 import cv2
 import ipywidgets as W
@@ -466,3 +469,31 @@ def test_explorers_leave_a_static_picture_that_follows_the_view(rec, cache, imag
     assert found.min() / (h * w) < 1.0
     titles = [t for t, _ in wd._views(ax.widget)]
     assert sum("every head" in t for t in titles) == 1 and sum("cross-hand attention" in t for t in titles) == 1
+
+
+def test_export_view_writes_the_pictures_and_the_arrays_shown(rec, cache, images, demo, tmp_path):
+    mx = wd.model_explorer(rec, images, cache)
+    folder = mx.export_view(tmp_path / "mx")
+    names = sorted(p.name for p in folder.iterdir())
+    assert "view.png" in names and "arrays.npz" in names and sum(n.endswith(".png") for n in names) >= 7
+    assert not [n for n in names if n.startswith(".")]                  # no temporary files left
+    saved = np.load(folder / "arrays.npz")
+    an = mx.analysis
+    np.testing.assert_array_equal(saved["right_verts3d"], an.verts3d["right"])
+    np.testing.assert_array_equal(saved["hms"], an.hms)
+    overlay = next(n for n in names if "meshes_on_the_image" in n)
+    np.testing.assert_array_equal(cv2.imread(str(folder / overlay))[..., ::-1], _png(mx.overlay.value))
+    ax = wd.attention_explorer(rec, images, cache)
+    ax.level.value, ax.head.value, ax.hand.value, ax.vertex.value = 1, 0, "left", 200
+    ax.export_button.click()                                          # the button writes under the project's output/
+    where = ax.export_status.value
+    assert "written to" in where
+    out = Path(re.search(r"written to (.+?)<", where).group(1))
+    try:
+        a = np.load(out / "arrays.npz")
+        side, m, q = ax.selected()
+        np.testing.assert_allclose(a["image_attention"], wd.image_row(cache.get(demo), 1, 0, "left", q))
+        np.testing.assert_allclose(a["cross_attention_on_other_mesh"], ax.vertex_colours())
+        assert a["cross_matrix"].shape == wd.cross_matrix(cache.get(demo), 1, 0, "left").shape and int(a["mesh_vertex"]) == 200
+    finally:
+        shutil.rmtree(out)
