@@ -19,6 +19,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from .config import EMBEDDED_MANO_NAMES
+from .mano import rodrigues_np
 
 # %% ../nbs/03_handmodel.ipynb #9d480eba
 N_VERTS, N_FACES, N_JOINTS = 778, 1538, 16
@@ -408,18 +409,6 @@ def _skinning_weights(v):
     return np.clip(W, 0, 1)
 
 # %% ../nbs/03_handmodel.ipynb #b21fcd70
-def _rodrigues(aa):
-    "Rotation matrices n×3×3 from axis-angle vectors n×3."
-    aa = np.asarray(aa, float).reshape(-1, 3)
-    th = np.linalg.norm(aa, axis=1, keepdims=True)
-    k = aa / np.maximum(th, 1e-12)
-    K = np.zeros((len(aa), 3, 3))
-    K[:, 0, 1], K[:, 0, 2], K[:, 1, 2] = -k[:, 2], k[:, 1], -k[:, 0]
-    K = K - K.transpose(0, 2, 1)
-    s, c = np.sin(th)[:, :, None], np.cos(th)[:, :, None]
-    return np.eye(3) + s * K + (1 - c) * K @ K
-
-
 def _joint_frames():
     "Joint 1..15 -> (child bone direction, flexion axis, back-of-finger axis), rest pose, right hand."
     out = {}
@@ -519,7 +508,7 @@ def lbs_forward(model, pose=None, betas=None):
     betas = np.zeros(model["shapedirs"].shape[-1]) if betas is None else np.asarray(betas, float)
     v = model["v_template"] + model["shapedirs"] @ betas
     J = model["J_regressor"] @ v
-    R = _rodrigues(pose)
+    R = rodrigues_np(pose.reshape(-1, 3))
     v = v + model["posedirs"] @ (R[1:] - np.eye(3)).ravel()
     parents = np.asarray(model["kintree_table"][0]).astype(np.int64)
     G = np.zeros((N_JOINTS, 4, 4))
@@ -535,7 +524,7 @@ def skinning_quality(model, pose):
     F = np.asarray(model["f"]).astype(np.int64)
     v0, (v1, _) = model["v_template"], lbs_forward(model, pose)
     pose = np.asarray(pose, float).ravel()
-    R = _rodrigues(pose if pose.size == 48 else np.r_[np.zeros(3), pose])
+    R = rodrigues_np((pose if pose.size == 48 else np.r_[np.zeros(3), pose]).reshape(-1, 3))
     parents = np.asarray(model["kintree_table"][0]).astype(np.int64)
     G = np.zeros((N_JOINTS, 3, 3))
     for j in range(N_JOINTS): G[j] = R[j] if j == 0 else G[parents[j]] @ R[j]

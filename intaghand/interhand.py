@@ -8,11 +8,11 @@ __all__ = ['IMG_SIZE', 'HAND_BBOX_RATIO', 'HEATMAP_SIZE', 'HEATMAP_SIGMA', 'BONE
            'sample_complete', 'sample_indices', 'missing_indices', 'count_samples', 'gaussian_heatmaps',
            'heatmaps_to_images', 'images_to_heatmaps', 'mano_world', 'to_camera', 'project', 'hand_labels',
            'gt_background', 'write_sample', 'AnnotationError', 'read_anno', 'mano_layers', 'random_mano_layers',
-           'rodrigues', 'camera_from_interhand', 'crop_matrix', 'cut_img', 'pca_coefficients',
-           'mano_params_from_interhand', 'FrameTask', 'interhand_tasks', 'process_frame', 'painter_render',
-           'GTRenderer', 'gt_renderer', 'render_targets', 'fixed_threads', 'run_parallel', 'ProcessInputsError',
-           'hand_model_fingerprint', 'processing_inputs', 'render_inputs', 'input_differences', 'process_split',
-           'process_interhand', 'default_renderer', 'process_interhand_main', 'look_at', 'make_interhand_fixture']
+           'camera_from_interhand', 'crop_matrix', 'cut_img', 'pca_coefficients', 'mano_params_from_interhand',
+           'FrameTask', 'interhand_tasks', 'process_frame', 'painter_render', 'GTRenderer', 'gt_renderer',
+           'render_targets', 'fixed_threads', 'run_parallel', 'ProcessInputsError', 'hand_model_fingerprint',
+           'processing_inputs', 'render_inputs', 'input_differences', 'process_split', 'process_interhand',
+           'default_renderer', 'process_interhand_main', 'look_at', 'make_interhand_fixture']
 
 # %% ../nbs/08_interhand.ipynb #3726bb47
 import contextlib
@@ -228,15 +228,6 @@ def random_mano_layers(seed: int = 0) -> dict:
                             center_idx=None, fix_shape=False) for side in HANDS}
 
 # %% ../nbs/08_interhand.ipynb #53f9fb8c
-def rodrigues(axis_angle) -> np.ndarray:
-    "Rotation matrix (3×3) of an axis-angle vector, as the original (angle = ‖a‖ + 1e-8)."
-    a = np.asarray(axis_angle, np.float64).reshape(3)
-    angle = np.linalg.norm(a) + 1e-8
-    k = a / angle
-    K = np.array([[0, -k[2], k[1]], [k[2], 0, -k[0]], [-k[1], k[0], 0]])
-    return (np.eye(3) + np.sin(angle) * K + (1 - np.cos(angle)) * K @ K).astype(np.float32)
-
-
 def camera_from_interhand(cam: dict, cam_id: str) -> dict:
     "{'R', 't' (float32), 'K' (float64)} of camera `cam_id` from one capture's camera.json entry; `ValueError` if missing or invalid."
     try:
@@ -284,12 +275,14 @@ def pca_coefficients(layer, hand_pose) -> np.ndarray:
 
 def mano_params_from_interhand(entry: dict, layers: dict) -> dict:
     "{'left','right'}: {'R' 1×3×3, 'pose' 1×45 PCA, 'shape' 1×10, 'trans' 1×3} float32 from a NeuralAnnot frame entry."
+    from intaghand.mano import rodrigues_np
     out = {}
     for hand in HANDS:
         h = entry.get(hand) if isinstance(entry, dict) else None
         if h is None: raise KeyError(f"no MANO fit for the {hand} hand")
         pose = np.asarray(h["pose"], np.float32).reshape(48)
-        out[hand] = {"R": rodrigues(pose[:3])[None], "pose": pca_coefficients(layers[hand], pose[3:]),
+        out[hand] = {"R": rodrigues_np(pose[:3], eps=1e-8).astype(np.float32)[None],
+                     "pose": pca_coefficients(layers[hand], pose[3:]),
                      "shape": np.asarray(h["shape"], np.float32).reshape(1, 10),
                      "trans": np.asarray(h["trans"], np.float32).reshape(1, 3)}
     return out
@@ -727,6 +720,7 @@ def _shade_faces(v_cam, faces, base_bgr, ambient=0.35):
 def make_interhand_fixture(root, layers: dict = None, cfg=None, seed: int = 0, n_train: int = 4, n_test: int = 2,
                            width: int = 512, height: int = 334) -> dict:
     "Write a tiny InterHand2.6M v1.0-format tree under `root`; returns the truth: kept frames (with 2D joints), dropped and bad entries."
+    from intaghand.mano import rodrigues_np
     root = Path(root)
     layers = layers if layers is not None else mano_layers(cfg)
     faces = np.asarray(layers["right"].faces, np.int64)
@@ -757,7 +751,8 @@ def make_interhand_fixture(root, layers: dict = None, cfg=None, seed: int = 0, n
                 root_aa = rng.normal(0, 1, 3); root_aa *= rng.uniform(0, np.pi) / np.linalg.norm(root_aa)
                 a = rng.normal(0, 0.25, 45).astype(np.float32)
                 shape = rng.normal(0, 0.7, 10).astype(np.float32)
-                params = {"R": rodrigues(root_aa)[None], "pose": pca_coefficients(layers[hand], a), "shape": shape[None],
+                params = {"R": rodrigues_np(root_aa, eps=1e-8).astype(np.float32)[None],
+                          "pose": pca_coefficients(layers[hand], a), "shape": shape[None],
                           "trans": np.zeros((1, 3), np.float32)}
                 v0, _ = mano_world(layers[hand], params)
                 target = np.array([0.045 if hand == "right" else -0.045, rng.uniform(-.02, .02), rng.uniform(-.03, .03)])

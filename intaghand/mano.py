@@ -5,9 +5,10 @@
 # %% auto #0
 __all__ = ['MANO_PARENTS', 'FINGERTIP_VERTS', 'NEW_ORDER', 'JOINT_PARENTS', 'JOINT_NAMES', 'ROOT_JOINT', 'MANO_KEYS', 'NUM_BETAS',
            'ManoFormatError', 'check_mano_model', 'kintree_parents', 'load_mano_model', 'save_mano_npz',
-           'save_mano_pkl', 'random_mano_model', 'mirror_mano_model', 'rodrigues', 'blend_shapes', 'pose_features',
-           'regress_joints', 'depth_levels', 'chain_plan', 'kinematic_chain', 'skin_vmajor', 'skin', 'pca_to_axis',
-           'axis_to_pca', 'joint_regressor_21', 'fix_left_shapedirs', 'ManoLayer', 'fix_shape', 'hand_figure']
+           'save_mano_pkl', 'random_mano_model', 'mirror_mano_model', 'rodrigues', 'rodrigues_np', 'blend_shapes',
+           'pose_features', 'regress_joints', 'depth_levels', 'chain_plan', 'kinematic_chain', 'skin_vmajor', 'skin',
+           'pca_to_axis', 'axis_to_pca', 'joint_regressor_21', 'fix_left_shapedirs', 'ManoLayer', 'fix_shape',
+           'hand_figure']
 
 # %% ../nbs/02_mano.ipynb #e916acdf
 import io
@@ -325,6 +326,20 @@ def rodrigues(axis_angle: torch.Tensor) -> torch.Tensor:
     return torch.stack([d + c * x * x, xy - s * z, xz + s * y,
                         xy + s * z, d + c * y * y, yz - s * x,
                         xz - s * y, yz + s * x, d + c * z * z], -1).view(*angle.shape, 3, 3)
+
+
+def rodrigues_np(axis_angle, angle=None, eps: float = 0.0) -> np.ndarray:
+    """Rotation matrices `...×3×3` (float64 numpy) from axis-angle vectors `...×3`, or, with `angle` (radians,
+    shape `...`), by `angle` about the axes `axis_angle`. `eps` is added to ‖a‖ (1e-8: the original's rule)."""
+    a = np.asarray(axis_angle, np.float64)
+    th = np.linalg.norm(a, axis=None if a.ndim == 1 else -1, keepdims=True) + eps   # one vector: norm's dot path
+    k = a / np.maximum(th, 1e-12)
+    if angle is not None: th = np.asarray(angle, np.float64)[..., None]
+    K = np.zeros(a.shape + (3,))
+    K[..., 0, 1], K[..., 0, 2], K[..., 1, 2] = -k[..., 2], k[..., 1], -k[..., 0]
+    K = K - np.swapaxes(K, -1, -2)
+    s, c = np.sin(th)[..., None], np.cos(th)[..., None]
+    return np.eye(3) + s * K + (1 - c) * K @ K
 
 
 def blend_shapes(coeffs: torch.Tensor, dirs: torch.Tensor) -> torch.Tensor:
