@@ -154,6 +154,9 @@ def export_onnx(model: torch.nn.Module, path, img_size: int, tol: float = 1e-4, 
     """Write `model` as ONNX to `path` (input `image` B×3×S×S, outputs named by `tensor_names`) after checking ONNX
     Runtime's outputs against the module on a random batch of `check_batch` images. Returns a report
     {path, inputs, outputs, max_rel_diff, check_batch}; raises `OnnxCheckError` (nothing written) above `tol`."""
+    p = next(model.parameters(), None)
+    if p is not None and p.device.type != "cpu":
+        raise ValueError(f"export_onnx takes a network on the CPU (this one is on {p.device}); move it with .cpu() first")
     g = torch.Generator().manual_seed(seed)
     data, names, _ = onnx_bytes(optimize_for_inference(model), torch.randn(1, 3, img_size, img_size, generator=g))
     x = torch.randn(check_batch, 3, img_size, img_size, generator=g)
