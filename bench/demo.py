@@ -15,10 +15,12 @@ each counts. The last line printed is one JSON object: `images_per_s` (end to en
 `images_per_s_detect` (detector on) and `ratio` = detector on over off (below 1: what detection costs).
 
 Video mode (always run; `--video_frames`): a 640×480 clip with a sample crop moving across it goes through
-`intaghand.demo.run_video` (read, detect, crop + network, overlay, write; no views, no mesh files), once with
-the detector on every frame (the baseline) and once detecting every 5th frame and tracking in between. `fps` is
-the tracked run's frames/s end to end, `fps_baseline` the baseline's, `fps_ratio` their ratio; `video_stage_ms`
-splits each frame into capture, detect, model, smooth, overlay and write.
+`intaghand.demo.run_video` (read, detect, crop + network, overlay, write; no views, no mesh files), after an
+untimed 3-frame warm-up that builds the inference engine: once with the detector on every frame and the z-buffer
+overlay (the baseline, the demo's first video path), once detecting every 5th frame and tracking in between with
+the z-buffer overlay (`fps_render_overlay`) and once the same with the painted overlay (the default). `fps` is the
+last run's frames/s end to end, `fps_baseline` the baseline's, `fps_ratio` their ratio; `video_stage_ms` splits
+each frame into capture, detect, model, smooth, overlay and write.
 """
 import argparse
 import json
