@@ -18,8 +18,9 @@ from torch.utils.data import DataLoader
 
 from .config import checkpoint_file, config_to_yaml, get_config
 from .dataset import HandDataset
-from .interhand import HANDS, mano_layers
+from .interhand import mano_layers
 from .io import progress_bar
+from .mano import HANDS
 from .metrics import EvalAccumulator, EvalResults, write_eval_report
 from .tensors import resolve_device
 from .train import EvalSamples, collate_eval

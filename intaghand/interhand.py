@@ -4,7 +4,7 @@
 
 # %% auto #0
 __all__ = ['IMG_SIZE', 'HAND_BBOX_RATIO', 'HEATMAP_SIZE', 'HEATMAP_SIGMA', 'BONE_LENGTH', 'IMAGENET_MEAN', 'IMAGENET_STD',
-           'HANDS', 'SPLITS', 'ROOT_JOINT', 'HM_GROUPS', 'GT_BACKGROUND', 'JOB_THREADS', 'SampleFiles', 'sample_files',
+           'SPLITS', 'ROOT_JOINT', 'HM_GROUPS', 'GT_BACKGROUND', 'JOB_THREADS', 'SampleFiles', 'sample_files',
            'sample_complete', 'sample_indices', 'missing_indices', 'count_samples', 'gaussian_heatmaps',
            'heatmaps_to_images', 'images_to_heatmaps', 'mano_world', 'to_camera', 'project', 'hand_labels',
            'gt_background', 'write_sample', 'AnnotationError', 'read_anno', 'mano_layers', 'random_mano_layers',
@@ -28,6 +28,7 @@ import numpy as np
 
 from .io import (ImageReadError, PickleReadError, UnsafePickleError, atomic_imwrite, atomic_pickle,
                           atomic_write_json, progress_bar, read_image, remove_stale_temps, safe_load_pickle)
+from .mano import HANDS
 
 # %% ../nbs/08_interhand.ipynb #6a077ea4
 IMG_SIZE = 256            # side of the processed crops
@@ -37,7 +38,6 @@ HEATMAP_SIGMA = 2         # Gaussian sigma in heatmap pixels
 BONE_LENGTH = 0.095       # mean wrist -> middle MCP length of normalised 3D labels (metres)
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-HANDS = ("left", "right")
 SPLITS = ("train", "test", "val")
 ROOT_JOINT = 9            # middle-finger MCP: the root of each hand
 HM_GROUPS = 7             # 21 heatmaps stored as 7 three-channel images per hand

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch.optim.lr_scheduler import LRScheduler
 
-from .mano import regress_joints
+from .mano import HANDS, regress_joints
 
 # %% ../nbs/11_losses.ipynb #3d2d50c5
 @dataclass
@@ -291,7 +291,7 @@ def compute_losses(pred: LossPrediction, target: LossTarget, specs: dict, weight
     elif not isinstance(weights, LossWeights): weights = LossWeights.from_config(weights)
     if shift_right: target = prepare_targets(target)
     per_hand, coarse = {}, {}
-    for h in ("left", "right"):
+    for h in HANDS:
         p, g, s = getattr(pred, h), getattr(target, h), specs[h]
         per_hand[h] = hand_mesh_losses(p, g, s, img_size)
         if p.levels3d or p.levels2d:

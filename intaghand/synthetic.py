@@ -17,10 +17,10 @@ import cv2
 import numpy as np
 import torch
 
-from .interhand import (HAND_BBOX_RATIO, HANDS, HEATMAP_SIZE, IMG_SIZE, ROOT_JOINT, crop_matrix, gaussian_heatmaps,
+from .interhand import (HAND_BBOX_RATIO, HEATMAP_SIZE, IMG_SIZE, ROOT_JOINT, crop_matrix, gaussian_heatmaps,
                                  count_samples, project, run_parallel, sample_complete, write_sample, _WORKER)
 from .io import atomic_write_json
-from .mano import rodrigues_np
+from .mano import HANDS, rodrigues_np
 
 # %% ../nbs/09_synthetic.ipynb #d9f8b343
 def canonical_rotation(layer, side: str) -> np.ndarray:

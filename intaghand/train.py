@@ -29,11 +29,11 @@ from torch.utils.data.distributed import DistributedSampler
 
 from .config import checkpoint_file, config_to_yaml, get_config, save_config, without_encoder_pretrain
 from .dataset import Augmentation, HandDataset, collate_samples, draw_augmentation
-from .interhand import HANDS, mano_layers
+from .interhand import mano_layers
 from .io import (CheckpointError, atomic_torch_save, atomic_write_text, extract_state_dict, load_checkpoint,
                           load_state_dict_checked, progress_bar, remove_stale_temps)
 from .losses import HandMeshSpec, LossPrediction, LossTarget, LossWeights, StepLRWithWarmUp, compute_losses
-from .mano import regress_joints
+from .mano import HANDS, regress_joints
 from .model import build_model, load_graph_assets, load_weights
 from .render import HAND_BGR
 from .tensors import autocast_dtype, map_tensors, resolve_device

@@ -36,7 +36,7 @@ from .config import (AssetNotFoundError, EMBEDDED_CHECKPOINT, PROJECT_ROOT, get_
                               checkpoint_file)
 from .inference import Reconstructor, as_images, pad_to_square
 from .io import atomic_write_bytes, safe_load_pickle
-from .mano import FINGERTIP_VERTS, JOINT_NAMES, JOINT_PARENTS
+from .mano import FINGERTIP_VERTS, HANDS, JOINT_NAMES, JOINT_PARENTS
 from .model import build_model, mano_joint_regressors
 from .render import HAND_RGB, HandRenderer, WeakPerspectiveCamera, hand_template, plot_hands
 
@@ -162,7 +162,7 @@ def analyse_image(rec: Reconstructor, img: np.ndarray, attention: bool = True) -
     t0 = time.perf_counter()
     out = rec(img, rgb=True, return_attention=attention, space="network")
     dt = time.perf_counter() - t0
-    H = ("left", "right")
+    H = HANDS
     a = ImageAnalysis(network_image(img, rec.img_size),
                       {h: _np(out[h].verts3d[0]) for h in H}, {h: _np(out[h].verts2d[0]) for h in H},
                       {h: None if out[h].joints2d is None else _np(out[h].joints2d[0]) for h in H},
@@ -326,12 +326,12 @@ def mesh_overlay(an: ImageAnalysis, faces: np.ndarray, size: int = DISPLAY_SIZE,
     k = size / an.img_size
     if min(an.scale.values()) <= 0:
         out = base.copy()
-        for side in ("left", "right"):
+        for side in HANDS:
             for u, v in np.round(an.verts2d[side] * k).astype(int)[::2]:
                 if 0 <= u < size and 0 <= v < size: cv2.circle(out, (int(u), int(v)), 1, tuple(int(c) for c in HAND_RGB[side]), -1)
         return out, "a weak-perspective scale ≤ 0 (as random or barely trained weights give) cannot be rendered: showing the projected vertices as dots"
     cams = [WeakPerspectiveCamera(torch.tensor([an.scale[s]]), torch.as_tensor(an.trans2d[s])[None], size)
-            for s in ("left", "right")]
+            for s in HANDS]
     t = lambda s: torch.as_tensor(an.verts3d[s])[None]
     r = HandRenderer(backend="fast")(t("left"), t("right"), faces, cams[0], cams[1], modes=("mask", "shaded"))
     img = r.overlay(torch.as_tensor(base, dtype=torch.float32)[None] / 255, opacity=opacity)[0].numpy()
@@ -533,14 +533,14 @@ def _image(size: int = DISPLAY_SIZE, width: int = None) -> "W.Image":
     return W.Image(format="png", width=width or size, height=size)
 
 
-JOINT_OPTIONS = ([(f"{side}: max over joints", side) for side in ("left", "right")]
-                 + [(f"{side} {name}", h * 21 + k) for h, side in enumerate(("left", "right")) for k, name in enumerate(JOINT_NAMES)])
+JOINT_OPTIONS = ([(f"{side}: max over joints", side) for side in HANDS]
+                 + [(f"{side} {name}", h * 21 + k) for h, side in enumerate(HANDS) for k, name in enumerate(JOINT_NAMES)])
 
 
 def joint_heatmap(hms: np.ndarray, k) -> np.ndarray:
     "Heatmap `k` of the 42 (0–20 left, 21–41 right), 'left' / 'right': the maximum over that hand's joints, 'both': over all."
     if k == "both": return hms.max(0)
-    if k in ("left", "right"): return hms[:21].max(0) if k == "left" else hms[21:].max(0)
+    if k in HANDS: return hms[:21].max(0) if k == "left" else hms[21:].max(0)
     return hms[int(k)]
 
 
@@ -693,7 +693,7 @@ class ModelExplorer(_Explorer):
         self.input_image, self.overlay, self.mask, self.dense = (_image() for _ in range(4))
         self.heatmap = _image(width=DISPLAY_SIZE + BAR_WIDTH)
         self.analysis = None
-        self.figure = hands_figure({s: np.zeros((778, 3)) for s in ("left", "right")}, self.faces)
+        self.figure = hands_figure({s: np.zeros((778, 3)) for s in HANDS}, self.faces)
         self._quiet = False
         self.source.observe(lambda ch: None if self._quiet else self._timed(self.load, self.images[ch["new"]], ch["new"]), names="value")
         self.load_button.on_click(lambda _: self._timed(self.load_file, self.path.value.strip()))
@@ -713,7 +713,7 @@ class ModelExplorer(_Explorer):
         an = self.analysis
         if an is None: return {}
         out = {"image": an.image, "hms": an.hms, "mask": an.mask, "dense": an.dense}
-        for s in ("left", "right"):
+        for s in HANDS:
             out.update({f"{s}_verts3d": an.verts3d[s], f"{s}_verts2d": an.verts2d[s], f"{s}_joints2d": an.joints2d[s],
                         f"{s}_scale": an.scale[s], f"{s}_trans2d": an.trans2d[s]})
         return out
@@ -782,7 +782,7 @@ class ModelExplorer(_Explorer):
         self.mask.value = to_png(mask_picture(an.mask))
         self.dense.value = to_png(dense_picture(an.dense, an.mask))
         with self.figure.batch_update():
-            for s in ("left", "right"): set_mesh_verts(self.figure, s, an.placed_verts(s))
+            for s in HANDS: set_mesh_verts(self.figure, s, an.placed_verts(s))
         self.show_joint(self.joint.value)
         self.shown = name
         ran = "model run" if self.cache.misses > misses else "cached"
@@ -866,7 +866,7 @@ class AttentionExplorer(_Explorer):
         self.info, self.status = W.HTML(), W.HTML()
         self.image_view = _image(width=DISPLAY_SIZE + BAR_WIDTH)
         self.overview_left, self.overview_right = _image(200), _image(200)
-        self.figure = hands_figure({s: np.zeros((778, 3)) for s in ("left", "right")}, self.faces)
+        self.figure = hands_figure({s: np.zeros((778, 3)) for s in HANDS}, self.faces)
         self.marker = go.Scatter3d(x=[0], y=[0], z=[0], mode="markers", name="selected vertex",
                                    marker=dict(size=6, color="#00e5ff", line=dict(color="black", width=1)))
         self.figure.add_trace(self.marker)
@@ -875,7 +875,7 @@ class AttentionExplorer(_Explorer):
         self.levels_view = _image(TILE, width=TILE * 3 + BAR_WIDTH)
         self.matrix_view = _image(DISPLAY_SIZE, width=DISPLAY_SIZE + BAR_WIDTH)
         self.parts_figure = go.FigureWidget(
-            [go.Bar(name=f"{s} → {OTHER[s]}", x=self.part_names, y=[0.0] * len(self.part_names)) for s in ("left", "right")],
+            [go.Bar(name=f"{s} → {OTHER[s]}", x=self.part_names, y=[0.0] * len(self.part_names)) for s in HANDS],
             layout=dict(height=260, width=460, barmode="group", margin=dict(l=40, r=10, t=30, b=40),
                         title=dict(text="cross attention per part of the other hand, against uniform", font=dict(size=12)),
                         yaxis=dict(title="share ÷ vertex share (1 = uniform)"),
@@ -946,7 +946,7 @@ class AttentionExplorer(_Explorer):
         if [o[1] for o in self.level.options] != [o[1] for o in levels]: self.level.options = levels
         if list(self.head.options) != ["mean", *range(heads)]: self.head.options = ["mean", *range(heads)]
         with self.figure.batch_update():
-            for s in ("left", "right"): set_mesh_verts(self.figure, s, an.placed_verts(s))
+            for s in HANDS: set_mesh_verts(self.figure, s, an.placed_verts(s))
         self._refresh_all()
         self.status.value = _note_html(f"{name}: attention of {an.num_levels} levels × {heads} heads, grid "
                                        f"{an.grid_size}×{an.grid_size}; {ran}.")
@@ -998,7 +998,7 @@ class AttentionExplorer(_Explorer):
         an, level, head = self.analysis, self.level.value, self.head.value
         out = {"image": {}, "parts": {}}
         n_parts = len(self.part_names)
-        for side in ("left", "right"):
+        for side in HANDS:
             out["image"][side] = _head(an.image_attn[level][side], head).mean(0).reshape(an.grid_size, an.grid_size)
             mean_row = cross_matrix(an, level, head, side).mean(0)               # over the other hand's graph vertices
             other = OTHER[side]
@@ -1012,12 +1012,12 @@ class AttentionExplorer(_Explorer):
     def update_overview(self):
         if self.analysis is None: return
         ov = self.overview()
-        vmax = max(float(ov["image"][s].max()) for s in ("left", "right"))
+        vmax = max(float(ov["image"][s].max()) for s in HANDS)
         for s, w in (("left", self.overview_left), ("right", self.overview_right)):
             w.value = to_png(heat_overlay(self.analysis.image, ov["image"][s], alpha=0.55, nearest=True, size=200,
                                           vmin=0.0, vmax=vmax))
         with self.parts_figure.batch_update():
-            for tr, s in zip(self.parts_figure.data, ("left", "right")):
+            for tr, s in zip(self.parts_figure.data, HANDS):
                 tr.y = ov["parts"][s] / np.maximum(ov["vertex_share"][s], 1e-12)
         self.update_matrix()
 
@@ -1162,7 +1162,7 @@ class DataBrowser(_Explorer):
         self.joint = W.Dropdown(options=[("both hands: max over joints", "both")] + JOINT_OPTIONS, value="both",
                                 description="heatmap")
         self.joint.observe(lambda ch: self._timed(self.show_heatmap), names="value")
-        self.figure = hands_figure({s: np.zeros((778, 3)) for s in ("left", "right")}, self.faces)
+        self.figure = hands_figure({s: np.zeros((778, 3)) for s in HANDS}, self.faces)
         # room for the axes: no clipped bottom, fewer ticks so their labels do not run into each other
         axis = dict(nticks=4, tickfont=dict(size=9), title=dict(font=dict(size=10)))
         self.figure.update_layout(margin=dict(l=0, r=0, t=30, b=0),
@@ -1224,19 +1224,19 @@ class DataBrowser(_Explorer):
                 pic = pic * (1 - a) + np.array(HAND_RGB[side], np.float32) * a
             gt = np.stack([s.mask[..., 1], s.mask[..., 0], s.mask[..., 2]]).astype(np.float32) / 255   # right, -, left
             self.mask_view.value = to_png(mask_picture(np.stack([gt[0], gt[2]]), DISPLAY_SIZE))
-        pic = draw_skeleton(pic.round().astype(np.uint8), {h: s.hands[h]["joints2d"] for h in ("left", "right")}, k)
+        pic = draw_skeleton(pic.round().astype(np.uint8), {h: s.hands[h]["joints2d"] for h in HANDS}, k)
         self.image_view.value = to_png(pic)
         if s.dense is not None: self.dense_view.value = to_png(resize_to(s.dense[..., ::-1]))
         self.show_heatmap()
         with self.figure.batch_update():
-            for h in ("left", "right"): set_mesh_verts(self.figure, h, s.hands[h]["verts3d"])
+            for h in HANDS: set_mesh_verts(self.figure, h, s.hands[h]["verts3d"])
         err = ""
         if self.model is not None:
             pic, self.errors = self.prediction(split, int(idx), img)
             self.pred_view.value = to_png(pic)
-            err = "; prediction MPJPE " + ", ".join(f"{h} {self.errors[h]:.1f}" for h in ("left", "right")) + " mm (original protocol)"
+            err = "; prediction MPJPE " + ", ".join(f"{h} {self.errors[h]:.1f}" for h in HANDS) + " mm (original protocol)"
         self.info.value = (f"{self.root.name}/{split} sample {idx} of {len(self.dataset(split))}: {size}×{size} px; "
-                           + ", ".join(f"{h}: {len(s.hands[h]['verts3d'])} vertices" for h in ("left", "right")) + err)
+                           + ", ".join(f"{h}: {len(s.hands[h]['verts3d'])} vertices" for h in HANDS) + err)
 
     def show_heatmap(self):
         "The GT heatmap chosen in the joint menu (one joint, a hand's maximum, or both hands'), with its colour bar."
@@ -1258,10 +1258,10 @@ class DataBrowser(_Explorer):
         acc = EvalAccumulator(self.regressors, protocols=("original",))
         acc.update(out.left.verts3d, out.right.verts3d, gt["left"], gt["right"], shared_frame=True)
         ps = acc.results().per_sample
-        errors = {h: float(ps[f"original_mpjpe_{h}"][0]) for h in ("left", "right")}
+        errors = {h: float(ps[f"original_mpjpe_{h}"][0]) for h in HANDS}
         k = DISPLAY_SIZE / out.img_size
-        pic = draw_skeleton(resize_to(img), {h: self.sample.hands[h]["joints2d"] for h in ("left", "right")}, DISPLAY_SIZE / img.shape[0])
-        for h in ("left", "right"):
+        pic = draw_skeleton(resize_to(img), {h: self.sample.hands[h]["joints2d"] for h in HANDS}, DISPLAY_SIZE / img.shape[0])
+        for h in HANDS:
             for u, v in np.asarray(out[h].joints2d[0], np.float64) * k:
                 cv2.circle(pic, (int(round(u)), int(round(v))), 3, (255, 255, 255), -1)
                 cv2.circle(pic, (int(round(u)), int(round(v))), 2, tuple(int(c) for c in HAND_RGB[h]), -1)

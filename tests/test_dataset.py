@@ -9,7 +9,8 @@ import torch
 from intaghand.config import get_config
 from intaghand.dataset import (Augmentation, DataProvider, HandDataset, HandSample, InterHandDataset, augmentation_matrix,
                                apply_affine, collate_samples, make_loader, normalise_3d)
-from intaghand.interhand import HANDS, gaussian_heatmaps, hand_labels, sample_files, write_sample
+from intaghand.interhand import gaussian_heatmaps, hand_labels, sample_files, write_sample
+from intaghand.mano import HANDS
 
 
 class BlobHand(torch.nn.Module):

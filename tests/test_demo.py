@@ -11,6 +11,7 @@ import torch
 from intaghand import demo as D
 from intaghand.detect import Detection, HandBox
 from intaghand.inference import Reconstructor
+from intaghand.mano import HANDS
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -504,7 +505,7 @@ def test_smoothing_keeps_2d_and_3d_consistent_and_damps_jitter(ckpt):
     shifts = []
     for k in range(60):
         r = copy.deepcopy(base)
-        for s in D.SIDES:
+        for s in HANDS:
             h = r.hand(s)
             h.verts3d = h.verts3d + rng.normal(0, 0.01, h.verts3d.shape)            # per-frame jitter
             h.affine = (h.affine[0], np.asarray(h.affine[1]) + rng.normal(0, 3, 2))

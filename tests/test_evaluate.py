@@ -10,8 +10,9 @@ from torch.utils.data import DataLoader
 
 from intaghand.config import get_config
 from intaghand.dataset import HandDataset
-from intaghand.interhand import HANDS, mano_layers
+from intaghand.interhand import mano_layers
 from intaghand.io import CheckpointError
+from intaghand.mano import HANDS
 from intaghand.evaluate import checkpoint_config, eval_main, evaluate, load_for_eval
 from intaghand.train import EvalSamples, Trainer, collate_eval, export_weights, validation_errors
 

@@ -9,9 +9,10 @@ import numpy as np
 import pytest
 
 import intaghand.interhand as ih
-from intaghand.interhand import (HANDS, camera_from_interhand, count_samples, gt_renderer, hand_labels,
-                                 make_interhand_fixture, process_interhand, random_mano_layers, read_anno, sample_complete,
+from intaghand.interhand import (camera_from_interhand, count_samples, gt_renderer, hand_labels, make_interhand_fixture,
+                                 process_interhand, random_mano_layers, read_anno, sample_complete,
                                  sample_files)
+from intaghand.mano import HANDS
 
 
 @pytest.fixture(scope="module")

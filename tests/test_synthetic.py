@@ -10,7 +10,8 @@ import torch
 import intaghand.synthetic as syn
 from intaghand.config import get_config
 from intaghand.dataset import HandDataset, InterHandDataset
-from intaghand.interhand import HANDS, count_samples, random_mano_layers, sample_complete, sample_files
+from intaghand.interhand import count_samples, random_mano_layers, sample_complete, sample_files
+from intaghand.mano import HANDS
 from intaghand.synthetic import (MODES, SyntheticGenerator, canonical_rotation, make_synthetic, make_synthetic_main,
                                  min_distance, split_counts)
 
