@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from intaghand.mano import regress_joints
-from intaghand.metrics import (JOINT_NAMES, PROTOCOLS, EvalAccumulator, align_hand, bone_length, hand_errors,
+from intaghand.mano import JOINT_NAMES, regress_joints
+from intaghand.metrics import (PROTOCOLS, EvalAccumulator, align_hand, bone_length, hand_errors,
                                relative_root_error, write_eval_report)
 
 V = 778
