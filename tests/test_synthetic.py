@@ -12,8 +12,8 @@ from intaghand.config import get_config
 from intaghand.dataset import HandDataset, InterHandDataset
 from intaghand.interhand import count_samples, random_mano_layers, sample_complete, sample_files
 from intaghand.mano import HANDS
-from intaghand.synthetic import (MODES, SyntheticGenerator, canonical_rotation, make_synthetic, make_synthetic_main,
-                                 min_distance, split_counts)
+from intaghand.synthetic import (INTERACTION_MODES, SyntheticGenerator, canonical_rotation, make_synthetic,
+                                 make_synthetic_main, min_distance, split_counts)
 
 
 @pytest.fixture(scope="module")
@@ -68,7 +68,7 @@ def test_scenes_interact(layers, v_color):
         pts = np.concatenate([g[h][0] for h in HANDS]) @ g["K"].T
         uv = pts[:, :2] / pts[:, 2:]
         assert (uv > 0).all() and (uv < 256).all() and (pts[:, 2] > 0.2).all(), "both hands in the crop, in front"
-    assert modes == set(MODES) and close >= 12
+    assert modes == set(INTERACTION_MODES) and close >= 12
 
 
 def test_dataset_reads_synthetic_and_labels_match_masks(made, layers):
