@@ -317,6 +317,11 @@ def hand_faces(cfg) -> tuple:
     return torch.as_tensor(m["f"], dtype=torch.long), int(m["v_template"].shape[0]), path
 
 
+def _opacities(result: DemoResult, faint: float) -> list:
+    "Overlay opacity of (left, right): 1, or `faint` for a hand the detector did not confirm."
+    return [1.0 if h.detected is not False else faint for h in (result.left, result.right)]
+
+
 def _window(uv: np.ndarray, hw) -> tuple | None:
     "Integer window (x0, y0, x1, y1) of the input covering the points `uv` (N×2), clipped; None if it is empty."
     H, W = hw
@@ -337,7 +342,7 @@ def _render_window(result: DemoResult, faces, renderer: HandRenderer, win, sides
                         (y1 - y0, x1 - x0)) for s, h in zip(HANDS, hands)]
     v = [torch.as_tensor(h.verts3d, dtype=torch.float32)[None] for h in hands]
     r = renderer(v[0], v[1], faces, cams[0], cams[1], modes=("mask", "shaded"))
-    op = [1.0 if h.detected is not False else faint for h in hands]
+    op = _opacities(result, faint)
     alpha = (r.mask_left[0].float() * op[0] + r.mask_right[0].float() * op[1]).clamp(max=1)[..., None].numpy()
     bg = out[y0:y1, x0:x1].astype(np.float32) / 255.0
     out[y0:y1, x0:x1] = np.round((r.shaded[0].numpy() * alpha + bg * (1 - alpha)) * 255).clip(0, 255).astype(np.uint8)
@@ -384,9 +389,8 @@ def render_views(result: DemoResult, faces, renderer: HandRenderer, size: int = 
 def paint_overlay(result: DemoResult, faces, faint: float = 0.4) -> np.ndarray:
     """The live view's overlay: both hands painted over the input (`intaghand.render.paint_hands`: flat shading,
     painter's order), a hand the detector did not confirm at `faint` opacity, as in `render_overlay`."""
-    hands = (result.left, result.right)
-    return paint_hands(result.image, [(h.verts3d, h.verts2d) for h in hands], faces,
-                       opacity=[1.0 if h.detected is not False else faint for h in hands])
+    return paint_hands(result.image, [(h.verts3d, h.verts2d) for h in (result.left, result.right)], faces,
+                       opacity=_opacities(result, faint))
 
 
 OVERLAYS = {"paint": lambda demo, res: paint_overlay(res, demo.faces),

@@ -135,10 +135,9 @@ class OnnxNetwork(LazyEngine):
     def __call__(self, x: torch.Tensor) -> HandOutput:
         if x.device.type != "cpu" or x.dtype != torch.float32:
             raise ValueError(f"ONNX Runtime's CPU engine takes float32 CPU batches, got {x.dtype} on {x.device}")
-        x = x.contiguous(memory_format=torch.channels_last)
         if self._data is None:                                  # one export serves every batch size
-            if not self._due(None): return self._plain(x, None)
-            self._build(x)
+            if not self._due(None): return self._plain(x.contiguous(memory_format=torch.channels_last), None)
+            self._build(x.contiguous(memory_format=torch.channels_last))
         if self._session is None or self._threads != torch.get_num_threads():
             self._threads = torch.get_num_threads()
             self._session = onnx_session(self._data, self._threads)

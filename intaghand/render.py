@@ -9,7 +9,8 @@ __all__ = ['LEFT_COLOR', 'RIGHT_COLOR', 'HAND_BGR', 'HAND_RGB', 'MASK_CHANNELS',
            'rasterize_pytorch3d', 'resolve_backend', 'Rasterizer', 'interpolate_vertex_attributes', 'vertex_normals',
            'hand_vertex_colors', 'default_vertex_colors', 'MaskShader', 'DenseShader', 'DepthShader', 'Lights',
            'PhongShader', 'composite', 'RenderOutput', 'HandRenderer', 'toy_hand_mesh', 'hand_template',
-           'mirror_to_left', 'paint_hands', 'hands_to_trimesh', 'export_hands', 'load_mesh', 'plot_hands']
+           'mirror_to_left', 'face_normals', 'paint_triangles', 'paint_hands', 'hands_to_trimesh', 'export_hands',
+           'load_mesh', 'plot_hands']
 
 # %% ../nbs/05_render.ipynb #34e6993f
 import math
@@ -654,7 +655,7 @@ def mirror_to_left(verts, faces):
     return v * v.new_tensor([-1.0, 1.0, 1.0]), flip_winding(faces)
 
 # %% ../nbs/05_render.ipynb #ca349e01
-def _front_faces(verts3d: np.ndarray, faces: np.ndarray) -> tuple:
+def face_normals(verts3d: np.ndarray, faces: np.ndarray) -> tuple:
     "(unit normals F×3 pointing out of the mesh, whether each face looks towards a camera looking along +z)."
     tri = verts3d[faces]
     n = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
@@ -663,33 +664,38 @@ def _front_faces(verts3d: np.ndarray, faces: np.ndarray) -> tuple:
     return n, n[:, 2] < 0
 
 
+def paint_triangles(canvas: np.ndarray, tri2d: np.ndarray, depth: np.ndarray, values) -> np.ndarray:
+    """Fill triangles (F×3×2 pixel corners) into `canvas` in place, far (large `depth`) to near, each with its value (a
+    colour row or a number per triangle, in the canvas's type), at 1/16-pixel precision; returns `canvas`."""
+    import cv2
+    order = np.argsort(-np.asarray(depth), kind="stable")
+    pts = np.round(np.clip(tri2d, -1e5, 1e5)[order] * 16).astype(np.int32)   # 4 fractional bits (shift=4)
+    for p, v in zip(pts, np.asarray(values)[order].tolist()): cv2.fillConvexPoly(canvas, p, v, cv2.LINE_8, 4)
+    return canvas
+
+
 def paint_hands(image: np.ndarray, hands, faces, colors=None, opacity=None, ambient: float = 0.35) -> np.ndarray:
     """A copy of `image` (H×W×3 uint8, BGR) with each hand of `hands` — (verts3d V×3 in camera axes, verts2d V×2 in
     the image's pixels) — painted flat-shaded, far faces first, faces turned away left out. `colors`: per hand
     (0–255 in the image's channel order; default `HAND_BGR` left, right); `opacity`: per hand (default 1)."""
-    import cv2
     faces = np.asarray(faces, dtype=np.int64)
     colors = colors or (HAND_BGR["left"], HAND_BGR["right"])
     opacity = opacity or [1.0] * len(hands)
     polys, depth, shade, alpha = [], [], [], []
     for (v3, uv), col, op in zip(hands, colors, opacity):
         v3, uv = np.asarray(v3, np.float64), np.asarray(uv, np.float64)
-        n, front = _front_faces(v3, faces)
+        n, front = face_normals(v3, faces)
         front &= np.isfinite(uv[faces]).all((1, 2)) & np.isfinite(v3[faces]).all((1, 2))
         f = faces[front]
-        polys.append(np.clip(uv[f], -1e5, 1e5)); depth.append(v3[f, 2].mean(1))
+        polys.append(uv[f]); depth.append(v3[f, 2].mean(1))
         shade.append((ambient + (1 - ambient) * np.abs(n[front, 2]))[:, None] * np.asarray(col, np.float64))
         alpha.append(np.full(len(f), float(op)))
     if not polys: return image.copy()
-    order = np.argsort(-np.concatenate(depth), kind="stable")
-    pts = np.round(np.concatenate(polys)[order] * 16).astype(np.int32)   # 4 fractional bits (shift=4)
-    cols = np.concatenate(shade)[order].round().clip(0, 255).astype(int).tolist()
-    out = image.copy()
-    for p, c in zip(pts, cols): cv2.fillConvexPoly(out, p, c, cv2.LINE_8, 4)
-    a = np.concatenate(alpha)[order]
+    tri, depth = np.concatenate(polys), np.concatenate(depth)
+    out = paint_triangles(image.copy(), tri, depth, np.concatenate(shade).round().clip(0, 255).astype(int))
+    a = np.concatenate(alpha)
     if (a < 1).any():                                    # a faint hand: paint each face's opacity, then blend
-        amap = np.zeros(image.shape[:2], np.float32)
-        for p, v in zip(pts, a.tolist()): cv2.fillConvexPoly(amap, p, v, cv2.LINE_8, 4)
+        amap = paint_triangles(np.zeros(image.shape[:2], np.float32), tri, depth, a)
         out = np.round(out * amap[..., None] + image * (1 - amap[..., None])).astype(np.uint8)
     return out
 

@@ -38,7 +38,8 @@ from .inference import Reconstructor, as_images, pad_to_square
 from .io import IMAGE_SUFFIXES, atomic_write_bytes, safe_load_pickle
 from .mano import FINGERTIP_VERTS, HANDS, JOINT_NAMES, JOINT_PARENTS
 from .model import build_model, mano_joint_regressors
-from .render import HAND_RGB, HandRenderer, WeakPerspectiveCamera, hand_template, plot_hands
+from .render import (HAND_RGB, HandRenderer, WeakPerspectiveCamera, face_normals, hand_template, paint_triangles,
+                              plot_hands)
 
 # %% ../nbs/17_widgets.ipynb #f9ef91c1
 _DEFAULT_RECONSTRUCTORS = {}
@@ -421,8 +422,7 @@ def mesh_still(fig, size: int = 300) -> np.ndarray:
         v = np.stack([t.x, t.y, t.z], 1).astype(np.float64)
         f = np.stack([t.i, t.j, t.k], 1).astype(np.int64)
         tri = v[f]
-        n = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
-        shade = 0.45 + 0.55 * np.abs(n[:, 2]) / (np.linalg.norm(n, axis=1) + 1e-20)
+        shade = 0.45 + 0.55 * np.abs(face_normals(v, f)[0][:, 2])
         if t.intensity is not None and t.cmin is not None and t.cmax is not None and t.cmax > t.cmin and \
                 str(t.colorscale[0][1]) != str(t.colorscale[-1][1]):
             face = np.asarray(t.intensity, np.float64)[f].mean(1)
@@ -430,10 +430,7 @@ def mesh_still(fig, size: int = 300) -> np.ndarray:
         else:
             c = np.tile(np.asarray(_rgb_of(t.color), np.float64), (len(f), 1))
         polys.append(tri[:, :, :2] * k + off); depth.append(tri[:, :, 2].mean(1)); cols.append(c * shade[:, None])
-    order = np.argsort(-np.concatenate(depth), kind="stable")
-    for p, c in zip(np.round(np.concatenate(polys)[order] * 16).astype(np.int32), np.concatenate(cols)[order].astype(int).tolist()):
-        cv2.fillConvexPoly(out, p, c, cv2.LINE_8, 4)
-    return out
+    return paint_triangles(out, np.concatenate(polys), np.concatenate(depth), np.concatenate(cols).astype(int))
 
 
 def plot_still(fig, width: int = 460, height: int = 260) -> np.ndarray:
@@ -487,11 +484,11 @@ def _views(w, title: str = ""):
         yield from _views(c, title)
 
 
-def still_picture(widget, width: int = 1000, row_height: int = 230, caption: str = "") -> np.ndarray:
-    """One RGB contact sheet of the pictures, plots and 3D views under `widget`, each under its title, rows at most
-    `width` wide; `caption` on top."""
+def still_picture(widget, width: int = 1000, row_height: int = 230, caption: str = "", views=None) -> np.ndarray:
+    """One RGB contact sheet of the pictures, plots and 3D views under `widget` (or the (title, picture) pairs `views`
+    already taken from it), each under its title, rows at most `width` wide; `caption` on top."""
     tiles = []
-    for title, pic in _views(widget):
+    for title, pic in (_views(widget) if views is None else views):
         h = min(row_height, pic.shape[0])
         pic = cv2.resize(pic, (max(1, round(pic.shape[1] * h / pic.shape[0])), h), interpolation=cv2.INTER_AREA)
         pic = pic[:, :width]
@@ -602,8 +599,9 @@ class _Explorer:
         import io as _io
         name = f"{type(self).__name__.lower()}_{time.strftime('%Y%m%d-%H%M%S')}"
         folder = Path(folder) if folder is not None else PROJECT_ROOT / "output" / "explore" / name
-        atomic_write_bytes(folder / "view.png", to_png(still_picture(self.widget, caption=type(self).__name__)))
-        for i, (title, pic) in enumerate(_views(self.widget)):
+        views = list(_views(self.widget))
+        atomic_write_bytes(folder / "view.png", to_png(still_picture(self.widget, caption=type(self).__name__, views=views)))
+        for i, (title, pic) in enumerate(views):
             slug = re.sub(r"[^a-z0-9]+", "_", _ascii(title).lower()).strip("_")[:50] or "view"
             atomic_write_bytes(folder / f"{i:02d}_{slug}.png", to_png(pic))
         arrays = {k: np.asarray(v) for k, v in self.arrays().items() if v is not None}
@@ -884,9 +882,9 @@ class AttentionExplorer(_Explorer):
         self.source.observe(lambda ch: self._timed(self.load, self.images[ch["new"]], ch["new"]), names="value")
         for w in (self.level, self.head):
             w.observe(lambda ch: self._timed(self._refresh_all), names="value")
-        for w in (self.hand, self.direction, self.vertex, self.scale):
+        for w in (self.direction, self.vertex, self.scale):
             w.observe(lambda ch: self._timed(self.update_selection), names="value")
-        self.hand.observe(lambda ch: self.analysis is not None and self._timed(self.update_matrix), names="value")
+        self.hand.observe(lambda ch: self._timed(self._on_hand), names="value")
         controls = W.VBox([W.HBox([self.source, self.level, self.head]), W.HBox([self.hand, self.direction, self.scale]),
                            self.vertex, self.info, self.note, self.status, self._export_controls()])
         vertex_views = W.HBox([_titled("image attention of the selected vertex", self.image_view),
@@ -961,6 +959,11 @@ class AttentionExplorer(_Explorer):
     def _refresh_all(self):
         self.update_overview()
         self.update_selection()
+
+    def _on_hand(self):
+        "Another hand selected: its vertex's views and its rows of the cross matrix."
+        self.update_selection()
+        if self.analysis is not None: self.update_matrix()
 
     def update_selection(self):
         "Redraw the selected vertex's image attention and cross-hand colours (no model run)."
@@ -1100,8 +1103,8 @@ def levels_picture(an: ImageAnalysis, index, side: str, m: int, head, direction:
     tiles = []
     for level, v in enumerate(values):
         tile = (resize_to(an.image, size) * 0.45).astype(np.uint8)
-        cols = colormap(v[None], 0.0, vmax)[0]
-        for (x, y), c in zip(uv[np.argsort(v)], cols[np.argsort(v)]):       # strongest drawn last, on top
+        cols, order = colormap(v[None], 0.0, vmax)[0], np.argsort(v)
+        for (x, y), c in zip(uv[order], cols[order]):                       # strongest drawn last, on top
             if 0 <= x < size and 0 <= y < size: cv2.circle(tile, (int(x), int(y)), 2, tuple(int(t) for t in c), -1)
         n = an.cross_attn[level]["r2l"].shape[-1]
         tiles.append(_label(tile, f"level {level} ({n}): max x{v.max():.2f}"))
