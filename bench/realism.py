@@ -36,7 +36,7 @@ def main(argv=None):
     import torch
     torch.set_num_threads(1)
     from intaghand.detect import load_detector
-    from intaghand.interhand import mano_layers
+    from intaghand.mano import mano_layers
     from intaghand.synthetic import SyntheticGenerator, default_v_color
     layers = mano_layers()
     v_color = default_v_color(None, layers)

@@ -29,7 +29,7 @@ def main(argv=None):
     nc = 16 if a.quick else 32
     import torch
     from intaghand.config import AssetNotFoundError
-    from intaghand.interhand import mano_layers, random_mano_layers
+    from intaghand.mano import mano_layers, random_mano_layers
     from intaghand.synthetic import SyntheticGenerator, default_v_color, make_synthetic
     try: layers, model = mano_layers(), "config (embedded or MANO)"
     except AssetNotFoundError: layers, model = random_mano_layers(0), "random MANO-format fixture"
@@ -45,7 +45,7 @@ def main(argv=None):
         main_s = time.perf_counter() - t
         # CPU cost of one sample (fast renderer, batch 8, writes included) in this process: what an idle core gives
         torch.set_num_threads(1)
-        from intaghand.interhand import write_sample
+        from intaghand.layout import write_sample
         fast = SyntheticGenerator(layers, v_color, 256, backend="fast", seed=0)
         fast.make("train", [0])
         c = time.process_time()

@@ -19,9 +19,9 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from .interhand import (BONE_LENGTH, HEATMAP_SIGMA, HEATMAP_SIZE, HM_GROUPS, IMAGENET_MEAN, IMAGENET_STD,
-                                 ROOT_JOINT, gaussian_heatmaps, hand_labels, images_to_heatmaps, missing_indices,
-                                 read_anno, sample_files, sample_indices)
+from .layout import (BONE_LENGTH, HEATMAP_SIGMA, HEATMAP_SIZE, HM_GROUPS, IMAGENET_MEAN, IMAGENET_STD,
+                              ROOT_JOINT, gaussian_heatmaps, hand_labels, images_to_heatmaps, missing_indices,
+                              read_anno, sample_files, sample_indices)
 from .io import ImageReadError, read_image
 from .mano import HANDS
 from .tensors import map_tensors
@@ -76,7 +76,7 @@ class InterHandDataset(Dataset):
     def layers(self) -> dict:
         "The MANO layers (built from the config on first use)."
         if self._layers is None:
-            from intaghand.interhand import mano_layers
+            from intaghand.mano import mano_layers
             self._layers = mano_layers(self._cfg)
         return self._layers
 

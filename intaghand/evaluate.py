@@ -18,7 +18,7 @@ from torch.utils.data import DataLoader
 
 from .config import checkpoint_file, config_to_yaml, get_config
 from .dataset import HandDataset
-from .interhand import mano_layers
+from .mano import mano_layers
 from .io import progress_bar
 from .mano import HANDS
 from .metrics import EvalAccumulator, EvalResults, write_eval_report

@@ -8,7 +8,7 @@ __all__ = ['MANO_PARENTS', 'FINGERTIP_VERTS', 'NEW_ORDER', 'JOINT_PARENTS', 'JOI
            'save_mano_pkl', 'random_mano_model', 'mirror_mano_model', 'rodrigues', 'rodrigues_np', 'blend_shapes',
            'pose_features', 'regress_joints', 'depth_levels', 'chain_plan', 'kinematic_chain', 'skin_vmajor', 'skin',
            'pca_to_axis', 'axis_to_pca', 'joint_regressor_21', 'fix_left_shapedirs', 'ManoLayer', 'fix_shape',
-           'hand_figure']
+           'mano_layers', 'random_mano_layers', 'hand_figure']
 
 # %% ../nbs/02_mano.ipynb #e916acdf
 import io
@@ -633,6 +633,20 @@ def fix_shape(left: ManoLayer, right: ManoLayer) -> bool:
         with torch.no_grad(): left.shapedirs.copy_(torch.as_tensor(fixed))
         left.shape_flipped = True
     return flipped
+
+# %% ../nbs/02_mano.ipynb #81ec42d8
+def mano_layers(cfg=None, device="cpu") -> dict:
+    "{'left', 'right'} MANO PCA layers (45 components, no centring) of the config's hand model, left fix_shape applied."
+    from intaghand.config import get_config
+    cfg = cfg if cfg is not None else get_config()
+    return {side: ManoLayer.from_config(cfg, side, use_pca=True, ncomps=45, flat_hand_mean=False, center_idx=None).to(device)
+            for side in HANDS}
+
+
+def random_mano_layers(seed: int = 0) -> dict:
+    "{'left', 'right'} PCA layers from `random_mano_model(seed, side)` (fixtures and tests)."
+    return {side: ManoLayer(random_mano_model(seed, side), side, use_pca=True, ncomps=45, flat_hand_mean=False,
+                            center_idx=None, fix_shape=False) for side in HANDS}
 
 # %% ../nbs/02_mano.ipynb #0468e023
 def hand_figure(hands, title: str = "", show_joints: bool = True):

@@ -17,8 +17,9 @@ import cv2
 import numpy as np
 import torch
 
-from .interhand import (HAND_BBOX_RATIO, HEATMAP_SIZE, IMG_SIZE, ROOT_JOINT, crop_matrix, gaussian_heatmaps,
-                                 count_samples, project, run_parallel, sample_complete, write_sample, _WORKER)
+from .layout import (HAND_BBOX_RATIO, HEATMAP_SIZE, IMG_SIZE, ROOT_JOINT, count_samples, crop_matrix,
+                              gaussian_heatmaps, project, sample_complete, write_sample)
+from .pool import WORKER, run_parallel
 from .io import atomic_write_json
 from .mano import HANDS, rodrigues_np
 
@@ -404,7 +405,7 @@ def split_counts(n: int, splits=("train", "val", "test"), fracs=None) -> dict:
 
 def _synth_job(item):
     out, split, idxs = item
-    for s in _WORKER["gen"].make(split, idxs):
+    for s in WORKER["gen"].make(split, idxs):
         write_sample(out, split, s["idx"], img=s["img"], mask=s["mask"], dense=s["dense"], hms=s["hms"])
         write_sample(out, split, s["idx"], anno=s["anno"])                 # last: the sample is complete
     return len(idxs)
@@ -425,7 +426,7 @@ def make_synthetic(out, n: int, seed: int = 0, splits=("train", "val", "test"), 
                    workers: int = 1, cfg=None, layers: dict = None, v_color=None, backend: str = "auto",
                    batch: int = 8, progress: bool = True) -> dict:
     "Write `n` synthetic samples in the processed layout under `out`; returns {split: samples made in this run}."
-    from intaghand.interhand import mano_layers
+    from intaghand.mano import mano_layers
     out = Path(out)
     counts = split_counts(n, splits, fracs)
     meta_path = out / "synthetic.json"

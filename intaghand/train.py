@@ -29,7 +29,7 @@ from torch.utils.data.distributed import DistributedSampler
 
 from .config import checkpoint_file, config_to_yaml, get_config, save_config, without_encoder_pretrain
 from .dataset import Augmentation, HandDataset, collate_samples, draw_augmentation
-from .interhand import mano_layers
+from .mano import mano_layers
 from .io import (CheckpointError, atomic_torch_save, atomic_write_text, extract_state_dict, load_checkpoint,
                           load_state_dict_checked, progress_bar, remove_stale_temps)
 from .losses import HandMeshSpec, LossPrediction, LossTarget, LossWeights, StepLRWithWarmUp, compute_losses

@@ -1116,7 +1116,7 @@ PROCESSED_SPLITS = ("train", "val", "test")
 
 def processed_splits(root) -> list:
     "Splits under `root` that hold processed samples."
-    from intaghand.interhand import count_samples
+    from intaghand.layout import count_samples
     root = Path(root)
     return [s for s in PROCESSED_SPLITS if count_samples(root, s) > 0]
 
@@ -1173,7 +1173,7 @@ class DataBrowser(_Explorer):
         self.model = self.model_cfg = None
         if checkpoint is not None:                       # prediction beside the ground truth, with its error
             from intaghand.inference import load_network
-            from intaghand.interhand import mano_layers
+            from intaghand.mano import mano_layers
             self.model, self.model_cfg, _ = load_network(checkpoint)
             self.regressors = {h: layer.joint_regressor for h, layer in mano_layers(self.model_cfg).items()}
             self.model.attach_joint_regressor(self.regressors["left"], self.regressors["right"])

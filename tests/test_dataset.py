@@ -9,7 +9,7 @@ import torch
 from intaghand.config import get_config
 from intaghand.dataset import (Augmentation, DataProvider, HandDataset, HandSample, InterHandDataset, augmentation_matrix,
                                apply_affine, collate_samples, make_loader, normalise_3d)
-from intaghand.interhand import gaussian_heatmaps, hand_labels, sample_files, write_sample
+from intaghand.layout import gaussian_heatmaps, hand_labels, sample_files, write_sample
 from intaghand.mano import HANDS
 
 
@@ -246,7 +246,7 @@ def test_truncated_images_are_errors_naming_the_file(blob, tmp_path):
 
 def test_background_value_one_keeps_the_targets(blob, tmp_path):
     "Masks / dense maps stored with the original's background 1 give the mask targets and masked dense targets of 0."
-    from intaghand.interhand import read_anno
+    from intaghand.layout import read_anno
     from intaghand.io import atomic_imwrite
     root, layers = blob
     yy, xx = np.mgrid[:256, :256]

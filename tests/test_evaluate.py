@@ -10,7 +10,7 @@ from torch.utils.data import DataLoader
 
 from intaghand.config import get_config
 from intaghand.dataset import HandDataset
-from intaghand.interhand import mano_layers
+from intaghand.mano import mano_layers
 from intaghand.io import CheckpointError
 from intaghand.mano import HANDS
 from intaghand.evaluate import checkpoint_config, eval_main, evaluate, load_for_eval

@@ -9,10 +9,11 @@ import numpy as np
 import pytest
 
 import intaghand.interhand as ih
-from intaghand.interhand import (camera_from_interhand, count_samples, gt_renderer, hand_labels, make_interhand_fixture,
-                                 process_interhand, random_mano_layers, read_anno, sample_complete,
-                                 sample_files)
-from intaghand.mano import HANDS
+import intaghand.layout as lay
+import intaghand.pool as pool
+from intaghand.interhand import camera_from_interhand, gt_renderer, make_interhand_fixture, process_interhand
+from intaghand.layout import count_samples, hand_labels, read_anno, sample_complete, sample_files
+from intaghand.mano import HANDS, random_mano_layers
 
 
 @pytest.fixture(scope="module")
@@ -228,11 +229,11 @@ def two_threads():
 def test_in_process_jobs_run_on_the_workers_thread_count(two_threads):
     import torch
     cv_before = cv2.getNumThreads()
-    seen = ih.run_parallel(_threads_seen, [0, 1, 2], {}, workers=1, progress=False)
-    assert seen == [(ih.JOB_THREADS, ih.JOB_THREADS)] * 3        # as in a pool worker (`_init_worker`)
+    seen = pool.run_parallel(_threads_seen, [0, 1, 2], {}, workers=1, progress=False)
+    assert seen == [(pool.JOB_THREADS, pool.JOB_THREADS)] * 3        # as in a pool worker (`_init_worker`)
     assert torch.get_num_threads() == 2 and cv2.getNumThreads() == cv_before, "thread counts restored afterwards"
     with pytest.raises(ZeroDivisionError):
-        ih.run_parallel(lambda i: 1 / 0, [0], {}, workers=1, progress=False)
+        pool.run_parallel(lambda i: 1 / 0, [0], {}, workers=1, progress=False)
     assert torch.get_num_threads() == 2, "restored after an error too"
 
 
@@ -252,7 +253,7 @@ def test_gap_in_the_numbering_is_indexed_and_reported(tmp_path, processed, layer
     out = tmp_path / "out"
     shutil.copytree(ref, out)
     sample_files(out, "train", 1).anno.unlink()
-    assert ih.sample_indices(out, "train") == [0, 2, 3] and ih.missing_indices([0, 2, 3]) == [1]
+    assert lay.sample_indices(out, "train") == [0, 2, 3] and lay.missing_indices([0, 2, 3]) == [1]
     assert count_samples(out, "train") == 3                          # was 1: counting stopped at the gap
     sample_files(out, "train", 3).mask.unlink()
     r = process_interhand(fixture[0], out, splits=["train"], layers=layers, renderer=renderer, workers=1, progress=False)["train"]
@@ -355,13 +356,13 @@ def test_malicious_and_garbage_annotations_are_one_line_errors(tmp_path, process
     with pytest.raises(UnsafePickleError) as e: read_anno(out, "test", 0)
     msg = str(e.value)
     assert str(sample_files(out, "test", 0).anno) in msg and "'posix.system'" in msg and "\n" not in msg
-    with pytest.raises(ih.AnnotationError) as e: read_anno(out, "test", 1)
+    with pytest.raises(lay.AnnotationError) as e: read_anno(out, "test", 1)
     assert isinstance(e.value, ValueError) and str(sample_files(out, "test", 1).anno) in str(e.value)
     atomic_pickle(["not", "a", "dict"], sample_files(out, "test", 1).anno)
-    with pytest.raises(ih.AnnotationError, match="holds a list, expected a dict"): read_anno(out, "test", 1)
+    with pytest.raises(lay.AnnotationError, match="holds a list, expected a dict"): read_anno(out, "test", 1)
     anno = read_anno(ref, "test", 1); del anno["camera"]["camera"]
     atomic_pickle(anno, sample_files(out, "test", 1).anno)
-    with pytest.raises(ih.AnnotationError, match="intrinsics"): read_anno(out, "test", 1)
+    with pytest.raises(lay.AnnotationError, match="intrinsics"): read_anno(out, "test", 1)
     # the render pass lists them as failures with that one line
     for i in (0, 1): sample_files(out, "test", i).mask.unlink()
     r = process_interhand(fixture[0], out, splits=["test"], layers=layers, renderer=renderer, workers=1, progress=False)["test"]
@@ -390,14 +391,14 @@ def test_stored_like_the_original(processed, tmp_path):
         im = cv2.imread(str(getattr(sample_files(out, "train", 0), kind)))
         m = cv2.imread(str(sample_files(out, "train", 0).mask))
         far = cv2.erode(((m[..., 1] < 128) & (m[..., 2] < 128)).astype(np.uint8), np.ones((9, 9), np.uint8)) > 0
-        assert far.mean() > 0.2 and np.median(im[far]) == ih.GT_BACKGROUND, kind   # PyTorch3D's white (1.0) over 255
-        assert (np.abs(im[far].astype(int) - ih.GT_BACKGROUND) <= 1).mean() > 0.95, kind   # (JPEG ringing near the hands)
+        assert far.mean() > 0.2 and np.median(im[far]) == lay.GT_BACKGROUND, kind   # PyTorch3D's white (1.0) over 255
+        assert (np.abs(im[far].astype(int) - lay.GT_BACKGROUND) <= 1).mean() > 0.95, kind   # (JPEG ringing near the hands)
     # write_sample gives any writer (processing, synthetic) that background, without changing the caller's arrays
     mask = np.zeros((64, 64, 3), np.uint8); mask[10:30, 10:30, 2] = 255; mask[30:50, 30:50, 1] = 255
     dense = np.zeros((64, 64, 3), np.uint8); dense[mask[..., 1:].any(-1)] = 200
-    ih.write_sample(tmp_path, "s", 0, mask=mask, dense=dense)
+    lay.write_sample(tmp_path, "s", 0, mask=mask, dense=dense)
     assert mask[0, 0].tolist() == [0, 0, 0] and dense[0, 0].tolist() == [0, 0, 0]
     m2, d2 = cv2.imread(str(sample_files(tmp_path, "s", 0).mask)), cv2.imread(str(sample_files(tmp_path, "s", 0).dense))
     for im in (m2, d2): assert np.abs(im[56:, :16].astype(int) - 1).max() <= 1      # (a JPEG block away from the hands)
     assert m2[20, 20, 2] > 240 and m2[20, 20, 1] < 15 and m2[40, 40, 1] > 240 and abs(int(d2[40, 40, 0]) - 200) < 6
-    with pytest.raises(ValueError, match="with its mask"): ih.write_sample(tmp_path, "s", 1, dense=dense)
+    with pytest.raises(ValueError, match="with its mask"): lay.write_sample(tmp_path, "s", 1, dense=dense)

@@ -10,7 +10,8 @@ import torch
 import intaghand.synthetic as syn
 from intaghand.config import get_config
 from intaghand.dataset import HandDataset, InterHandDataset
-from intaghand.interhand import count_samples, random_mano_layers, sample_complete, sample_files
+from intaghand.layout import count_samples, sample_complete, sample_files
+from intaghand.mano import random_mano_layers
 from intaghand.mano import HANDS
 from intaghand.synthetic import (INTERACTION_MODES, SyntheticGenerator, canonical_rotation, make_synthetic,
                                  make_synthetic_main, min_distance, split_counts)
@@ -133,7 +134,7 @@ def test_resumes_partial_folder(made, tmp_path, layers, v_color, monkeypatch):
 
 
 def test_cli(tmp_path, layers, v_color, monkeypatch, capsys):
-    monkeypatch.setattr("intaghand.interhand.mano_layers", lambda cfg=None, device="cpu": layers)
+    monkeypatch.setattr("intaghand.mano.mano_layers", lambda cfg=None, device="cpu": layers)
     assert make_synthetic_main(["--out", str(tmp_path / "s"), "--n", "3", "--seed", "1", "--splits", "test",
                                 "--workers", "1", "--quiet"]) == 0
     assert "test: 3 samples (3 made now)" in capsys.readouterr().out

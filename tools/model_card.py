@@ -84,7 +84,7 @@ def main(argv=None):
     from pathlib import Path
     from intaghand.dataset import HandDataset, collate_samples
     from intaghand.evaluate import evaluate, load_for_eval
-    from intaghand.interhand import mano_layers
+    from intaghand.mano import mano_layers
     from intaghand.mano import HANDS
     from intaghand.render import HandRenderer, WeakPerspectiveCamera
     from intaghand.train import fit_weak_perspective
