@@ -15,7 +15,7 @@ each counts. The last line printed is one JSON object: `images_per_s` (end to en
 `images_per_s_detect` (detector on) and `ratio` = detector on over off (below 1: what detection costs).
 
 Video mode (always run; `--video_frames`): a 640×480 clip with a sample crop moving across it goes through
-`intaghand.demo.run_video` (read, detect, crop + network, overlay, write; no views, no mesh files), after an
+`intaghand.video.run_video` (read, detect, crop + network, overlay, write; no views, no mesh files), after an
 untimed 3-frame warm-up that builds the inference engine: once with the detector on every frame and the z-buffer
 overlay (the baseline, the demo's first video path), once detecting every 5th frame and tracking in between with
 the z-buffer overlay (`fps_render_overlay`) and once the same with the painted overlay (the default). `fps` is the
@@ -74,7 +74,7 @@ def make_clip(path: Path, n: int, seed: int = 0) -> Path:
 
 
 def run_video_once(demo, clip: Path, out: Path, detect_every: int, overlay: str = "paint") -> dict:
-    from intaghand.demo import run_video
+    from intaghand.video import run_video
     s = run_video(demo, clip, out, detect_every=detect_every, log=lambda *a: None, overlay=overlay)
     if s["failed"]: raise SystemExit(f"bench/demo.py: {s['failed']} video frames failed")
     return {"frames": s["frames"], "frames_per_s": s["frames_per_s"], "stage_ms": s["stage_ms"]}

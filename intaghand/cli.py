@@ -20,7 +20,7 @@ SUBCOMMANDS = {
     "pretrain-encoder": ("intaghand.pretrain", "pretrain_encoder_main", "pretrain the ResNet encoder (the offline stand-in for ImageNet weights)"),
     "train": ("intaghand.train", "train_main", "train a model (also under torchrun for several GPUs/processes)"),
     "eval": ("intaghand.evaluate", "eval_main", "evaluate a checkpoint with the paper's protocol (MPJPE/MPVPE)"),
-    "demo": ("intaghand.demo", "demo_main", "reconstruct hands in images, a video or a webcam stream"),
+    "demo": ("intaghand.demo_cli", "demo_main", "reconstruct hands in images, a video or a webcam stream"),
     "export-onnx": ("intaghand.inference", "export_onnx_main", "write a checkpoint's network as ONNX, checked against PyTorch"),
 }
 

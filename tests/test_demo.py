@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from intaghand import demo as D
+from intaghand import demo as D, demo_cli as C, demo_output as O, demo_result as R, video as V
 from intaghand.detect import Detection, HandBox
 from intaghand.inference import Reconstructor
 from intaghand.mano import HANDS
@@ -58,7 +58,7 @@ def inputs(tmp_path_factory):
 @pytest.fixture(scope="module")
 def run(inputs, ckpt, tmp_path_factory):
     out = tmp_path_factory.mktemp("out")
-    rc = D.demo_main(["--img_path", str(inputs), "--save_path", str(out), "--model", str(ckpt), "--no-detect",
+    rc = C.demo_main(["--img_path", str(inputs), "--save_path", str(out), "--model", str(ckpt), "--no-detect",
                       "--render_size", "96"])
     return rc, out, json.loads((out / "summary.json").read_text())
 
@@ -161,7 +161,7 @@ def test_video_round_trip(ckpt, tmp_path):
     for k in range(4): w.write(_scene(96, 128, k))
     w.release()
     out = tmp_path / "out"
-    rc = D.demo_main(["--video", str(src), "--save_path", str(out), "--model", str(ckpt), "--no-detect"])
+    rc = C.demo_main(["--video", str(src), "--save_path", str(out), "--model", str(ckpt), "--no-detect"])
     assert rc == 0
     res = out / "clip_output.mp4"
     cap = cv2.VideoCapture(str(res))
@@ -181,23 +181,23 @@ def test_video_round_trip(ckpt, tmp_path):
 def test_video_errors(ckpt, tmp_path, capsys):
     bad = tmp_path / "bad.mp4"
     bad.write_text("not a video")
-    assert D.demo_main(["--video", str(bad), "--save_path", str(tmp_path), "--model", str(ckpt), "--no-detect"]) == 1
+    assert C.demo_main(["--video", str(bad), "--save_path", str(tmp_path), "--model", str(ckpt), "--no-detect"]) == 1
     err = capsys.readouterr().err
     assert "bad.mp4" in err and ("cannot open" in err or "no readable frames" in err)
-    assert D.demo_main(["--video", str(tmp_path / "missing.mp4"), "--model", str(ckpt), "--no-detect"]) == 1
+    assert C.demo_main(["--video", str(tmp_path / "missing.mp4"), "--model", str(ckpt), "--no-detect"]) == 1
     assert "video file not found" in capsys.readouterr().err
 
 
 def test_missing_camera(ckpt, tmp_path, capsys):
-    rc = D.demo_main(["--live_demo", "--camera", "97", "--save_path", str(tmp_path / "live.mp4"), "--model", str(ckpt),
+    rc = C.demo_main(["--live_demo", "--camera", "97", "--save_path", str(tmp_path / "live.mp4"), "--model", str(ckpt),
                       "--no-detect"])
     assert rc == 1 and "no camera at index 97" in capsys.readouterr().err
     assert not (tmp_path / "live.mp4").exists()
 
 
 def test_live_without_window_says_why(ckpt, monkeypatch, capsys):
-    monkeypatch.setattr(D, "gui_available", lambda: (False, "this OpenCV has no window support: record with --save_path"))
-    assert D.demo_main(["--live_demo", "--model", str(ckpt), "--no-detect"]) == 1
+    monkeypatch.setattr(V, "gui_available", lambda: (False, "this OpenCV has no window support: record with --save_path"))
+    assert C.demo_main(["--live_demo", "--model", str(ckpt), "--no-detect"]) == 1
     assert "cannot show a window" in capsys.readouterr().err
 
 
@@ -212,23 +212,23 @@ def test_live_records_frames(ckpt, tmp_path, monkeypatch):
             return (self.n <= 6), _scene(90, 120, self.n)
         def release(self): pass
     monkeypatch.setattr(D.cv2, "VideoCapture", FakeCam)
-    monkeypatch.setattr(D, "gui_available", lambda: (False, "headless"))
+    monkeypatch.setattr(V, "gui_available", lambda: (False, "headless"))
     out = tmp_path / "live.avi"
-    assert D.demo_main(["--live_demo", "--save_path", str(out), "--model", str(ckpt), "--no-detect", "--max_frames", "3"]) == 0
+    assert C.demo_main(["--live_demo", "--save_path", str(out), "--model", str(ckpt), "--no-detect", "--max_frames", "3"]) == 0
     monkeypatch.undo()
     cap = cv2.VideoCapture(str(out)); n = int(cap.get(cv2.CAP_PROP_FRAME_COUNT)); cap.release()
     assert n == 3
 
 
 def test_bad_arguments(ckpt, tmp_path, capsys):
-    assert D.demo_main(["--img_path", str(tmp_path / "nothing"), "--model", str(ckpt), "--no-detect"]) == 1
+    assert C.demo_main(["--img_path", str(tmp_path / "nothing"), "--model", str(ckpt), "--no-detect"]) == 1
     assert "does not exist" in capsys.readouterr().err
-    assert D.demo_main(["--img_path", str(tmp_path), "--model", str(tmp_path / "none.pth")]) == 1
+    assert C.demo_main(["--img_path", str(tmp_path), "--model", str(tmp_path / "none.pth")]) == 1
     assert "not found" in capsys.readouterr().err
-    assert D.demo_main(["--img_path", str(tmp_path), "--model", str(ckpt), "--formats", "stl"]) == 1
+    assert C.demo_main(["--img_path", str(tmp_path), "--model", str(ckpt), "--formats", "stl"]) == 1
     assert "unknown" in capsys.readouterr().err
     (tmp_path / "empty").mkdir()
-    assert D.demo_main(["--img_path", str(tmp_path / "empty"), "--model", str(ckpt), "--no-detect"]) == 1
+    assert C.demo_main(["--img_path", str(tmp_path / "empty"), "--model", str(ckpt), "--no-detect"]) == 1
     assert "no images found" in capsys.readouterr().err
 
 
@@ -243,12 +243,12 @@ def test_detector_unavailable_falls_back(ckpt, tmp_path, monkeypatch, capsys):
     import intaghand.detect as det
     monkeypatch.setattr(det, "detector_dirs", lambda: [tmp_path / "no_models"])
     cv2.imwrite(str(tmp_path / "a.png"), _scene(64, 64))
-    rc = D.demo_main(["--img_path", str(tmp_path / "a.png"), "--save_path", str(tmp_path / "o"), "--model", str(ckpt),
+    rc = C.demo_main(["--img_path", str(tmp_path / "a.png"), "--save_path", str(tmp_path / "o"), "--model", str(ckpt),
                       "--formats", "none"])
     assert rc == 0 and "hand detection off" in capsys.readouterr().out
     d = json.loads((tmp_path / "o" / "a.json").read_text())
     assert d["detection"]["status"] == "unavailable" and "not installed" in d["detection"]["reason"]
-    rc = D.demo_main(["--img_path", str(tmp_path / "a.png"), "--save_path", str(tmp_path / "o"), "--model", str(ckpt),
+    rc = C.demo_main(["--img_path", str(tmp_path / "a.png"), "--save_path", str(tmp_path / "o"), "--model", str(ckpt),
                       "--detect"])
     assert rc == 1 and "install_detector_models" in capsys.readouterr().err
 
@@ -262,7 +262,7 @@ def test_video_keeps_previous_crop_when_hands_are_lost(ckpt, tmp_path):
         hands = [HandBox((40, 20, 90, 70), 0.9, "right", 0.9)] if len(calls) == 1 else []
         return Detection(hands, image.shape[:2], "fake")
     demo = D.Demo(Reconstructor.from_checkpoint(ckpt), first_only, formats=())
-    s = D.run_video(demo, src, tmp_path / "out.avi")
+    s = V.run_video(demo, src, tmp_path / "out.avi")
     frames = s["per_frame"]
     assert [f["crop_source"] for f in frames] == ["detector", "previous_frame", "previous_frame"]
     assert [f["detection"] for f in frames] == ["one_hand", "no_hands", "no_hands"]
@@ -293,7 +293,7 @@ def test_missing_mano_files_is_an_error_not_a_toy_mesh(ckpt, tmp_path, capsys):
     (tmp_path / "empty").mkdir()
     cfg = _cfg_file(tmp_path, ckpt, **{"MISC.MANO_PATH": str(tmp_path / "empty")})
     img = _one_image(tmp_path / "in")
-    rc = D.demo_main(["--img_path", str(img), "--save_path", str(tmp_path / "out"), "--model", str(ckpt), "--cfg", str(cfg),
+    rc = C.demo_main(["--img_path", str(img), "--save_path", str(tmp_path / "out"), "--model", str(ckpt), "--cfg", str(cfg),
                       "--no-detect", "--formats", "none"])
     err = capsys.readouterr().err
     assert rc == 1
@@ -309,7 +309,7 @@ def test_recursive_folder_keeps_sub_paths(ckpt, tmp_path):
     src = tmp_path / "in"
     _one_image(src / "a" / "img", "0.jpg", seed=1); _one_image(src / "b" / "img", "0.jpg", seed=2)
     out = tmp_path / "out"
-    assert D.demo_main(["--img_path", str(src), "--save_path", str(out), "--model", str(ckpt), "--no-detect",
+    assert C.demo_main(["--img_path", str(src), "--save_path", str(out), "--model", str(ckpt), "--no-detect",
                         "--formats", "none", "--render_size", "32"]) == 0
     s = json.loads((out / "summary.json").read_text())
     assert [r["name"] for r in s["results"]] == ["a/img/0", "b/img/0"]
@@ -326,9 +326,9 @@ def test_cfg_cannot_change_the_checkpoint_network(ckpt, tmp_path, capsys):
     img = _one_image(tmp_path / "in")
     cfg = _cfg_file(tmp_path, ckpt, **{"MODEL.NUM_HEADS": 2})
     base = ["--img_path", str(img), "--model", str(ckpt), "--no-detect", "--formats", "none", "--render_size", "32"]
-    assert D.demo_main(base + ["--save_path", str(tmp_path / "plain")]) == 0
+    assert C.demo_main(base + ["--save_path", str(tmp_path / "plain")]) == 0
     capsys.readouterr()
-    assert D.demo_main(base + ["--save_path", str(tmp_path / "cfg"), "--cfg", str(cfg)]) == 0
+    assert C.demo_main(base + ["--save_path", str(tmp_path / "cfg"), "--cfg", str(cfg)]) == 0
     io = capsys.readouterr()
     msg = (f"config differs from {Path(ckpt).with_suffix('.yaml')} in MODEL.NUM_HEADS: checkpoint 4, given 2; using the "
            "checkpoint's values (--force_cfg / force_cfg=True uses the given ones)")
@@ -336,7 +336,7 @@ def test_cfg_cannot_change_the_checkpoint_network(ckpt, tmp_path, capsys):
     assert json.loads((tmp_path / "cfg" / "summary.json").read_text())["config_warnings"] == [msg]
     v = lambda d: json.loads((tmp_path / d / "a.json").read_text())["left"]["verts3d"]
     assert v("cfg") == v("plain")
-    assert D.demo_main(base + ["--save_path", str(tmp_path / "forced"), "--cfg", str(cfg), "--force_cfg"]) == 0
+    assert C.demo_main(base + ["--save_path", str(tmp_path / "forced"), "--cfg", str(cfg), "--force_cfg"]) == 0
     assert "using the given values (forced)" in capsys.readouterr().err and v("forced") != v("plain")
 
 
@@ -357,15 +357,15 @@ def test_save_path_errors_are_one_line(ckpt, tmp_path, capsys):
     cases = [(f, f"--save_path {f}: it is a file, not a folder"),
              (f / "out", f"--save_path {f / 'out'}: {f} is a file, not a folder, so no folder can be made under it")]
     for save, msg in cases:
-        assert D.demo_main(base + ["--save_path", str(save)]) == 1
+        assert C.demo_main(base + ["--save_path", str(save)]) == 1
         assert capsys.readouterr().err == f"intaghand demo: error: {msg}\n"
     vid = tmp_path / "v.avi"; vid.write_bytes(b"")
-    assert D.demo_main(["--video", str(vid), "--save_path", str(f / "x.mp4"), "--model", str(ckpt), "--no-detect"]) == 1
+    assert C.demo_main(["--video", str(vid), "--save_path", str(f / "x.mp4"), "--model", str(ckpt), "--no-detect"]) == 1
     assert capsys.readouterr().err == f"intaghand demo: error: --save_path {f}: it is a file, not a folder\n"
     ro = tmp_path / "ro"; ro.mkdir()
     if not _immutable(ro): pytest.skip("cannot make a read-only folder here")
     try:
-        assert D.demo_main(base + ["--save_path", str(ro)]) == 1
+        assert C.demo_main(base + ["--save_path", str(ro)]) == 1
         err = capsys.readouterr().err
         assert err.startswith(f"intaghand demo: error: --save_path {ro}: the folder is not writable (") and err.count("\n") == 1
     finally:
@@ -375,7 +375,7 @@ def test_save_path_errors_are_one_line(ckpt, tmp_path, capsys):
 def test_sizes_are_checked_before_allocating(ckpt, tmp_path, capsys):
     import struct, zlib
     img = _one_image(tmp_path / "in", "good.png")
-    assert D.demo_main(["--img_path", str(img), "--render_size", "100000", "--model", str(ckpt), "--no-detect"]) == 1
+    assert C.demo_main(["--img_path", str(img), "--render_size", "100000", "--model", str(ckpt), "--no-detect"]) == 1
     assert capsys.readouterr().err == ("intaghand demo: error: --render_size 100000: the side of each views panel must "
                                        "be 16..4096 px (the views image is 2 panels wide)\n")
     with open(tmp_path / "in" / "huge_file.jpg", "wb") as fh: fh.truncate(40 << 30)     # 40 GB, sparse: never read
@@ -383,7 +383,7 @@ def test_sizes_are_checked_before_allocating(ckpt, tmp_path, capsys):
     (tmp_path / "in" / "huge_pixels.png").write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(
         ">IIBBBBB", 50000, 50000, 8, 2, 0, 0, 0)) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b""))
     out = tmp_path / "out"
-    rc = D.demo_main(["--img_path", str(tmp_path / "in"), "--save_path", str(out), "--model", str(ckpt), "--no-detect",
+    rc = C.demo_main(["--img_path", str(tmp_path / "in"), "--save_path", str(out), "--model", str(ckpt), "--no-detect",
                       "--formats", "none", "--render_size", "32"])
     assert rc == 1
     s = json.loads((out / "summary.json").read_text())                                  # the summary is still written
@@ -400,7 +400,7 @@ def test_skipped_inputs_are_named(ckpt, tmp_path, capsys):
     _one_image(src, "a.png"); _one_image(src, "._a.png"); _one_image(src, "old_output.jpg")
     (src / "gone.jpg").symlink_to(src / "deleted.jpg"); (src / "loop.jpg").symlink_to(src / "loop.jpg")
     out = tmp_path / "out"
-    assert D.demo_main(["--img_path", str(src), "--save_path", str(out), "--model", str(ckpt), "--no-detect",
+    assert C.demo_main(["--img_path", str(src), "--save_path", str(out), "--model", str(ckpt), "--no-detect",
                         "--formats", "none", "--render_size", "32"]) == 0
     s = json.loads((out / "summary.json").read_text())
     assert s["images"] == 1 and [(Path(r["input"]).name, r["reason"]) for r in s["skipped"]] == [
@@ -426,7 +426,7 @@ def test_stale_partials_and_temps_are_removed(ckpt, tmp_path):
         (out / name).write_bytes(b"left by a killed run"); os.utime(out / name, (old, old))
     (out / ".busy_output.partial.mp4").write_bytes(b"being written right now")
     logs = []
-    D.run_video(D.Demo(Reconstructor.from_checkpoint(ckpt), formats=()), _clip(tmp_path / "clip.avi"), out, log=logs.append)
+    V.run_video(D.Demo(Reconstructor.from_checkpoint(ckpt), formats=()), _clip(tmp_path / "clip.avi"), out, log=logs.append)
     assert not (out / ".clip_output.partial.mp4").exists() and not (out / ".other_output.partial.avi").exists()
     assert (out / ".busy_output.partial.mp4").exists() and (out / "clip_output.mp4").is_file()
     assert any(".other_output.partial.avi" in m for m in logs)
@@ -436,14 +436,14 @@ def test_stale_partials_and_temps_are_removed(ckpt, tmp_path):
 
 
 def test_interrupted_video_exits_130_and_says_partial(ckpt, tmp_path, monkeypatch, capsys):
-    calls, real = [], D._track
+    calls, real = [], V._track
     def track(*a, **k):
         calls.append(1)
         if len(calls) == 3: raise KeyboardInterrupt
         return real(*a, **k)
-    monkeypatch.setattr(D, "_track", track)
+    monkeypatch.setattr(V, "_track", track)
     out = tmp_path / "out.avi"
-    rc = D.demo_main(["--video", str(_clip(tmp_path / "clip.avi", 6)), "--save_path", str(out), "--model", str(ckpt),
+    rc = C.demo_main(["--video", str(_clip(tmp_path / "clip.avi", 6)), "--save_path", str(out), "--model", str(ckpt),
                       "--no-detect"])
     err = capsys.readouterr().err
     assert rc == 130
@@ -463,7 +463,7 @@ def test_interrupted_images_exit_130_with_summary(ckpt, tmp_path, monkeypatch, c
         return real(self, *a, **k)
     monkeypatch.setattr(D.Demo, "run_file", run_file)
     out = tmp_path / "out"
-    rc = D.demo_main(["--img_path", str(src), "--save_path", str(out), "--model", str(ckpt), "--no-detect",
+    rc = C.demo_main(["--img_path", str(src), "--save_path", str(out), "--model", str(ckpt), "--no-detect",
                       "--formats", "none", "--render_size", "32"])
     assert rc == 130 and "interrupted after 1 image(s); 2 not processed" in capsys.readouterr().err
     s = json.loads((out / "summary.json").read_text())
@@ -481,26 +481,26 @@ def test_video_tracks_between_detections_and_times_each_stage(ckpt, tmp_path):
         return Detection([HandBox((20, 20, 60, 70), 0.9, "left", 0.9), HandBox((60, 20, 100, 70), 0.9, "right", 0.9)],
                          image.shape[:2], "fake")
     demo = D.Demo(Reconstructor.from_checkpoint(ckpt), two, formats=())
-    s = D.run_video(demo, src, tmp_path / "out.avi", detect_every=3)
+    s = V.run_video(demo, src, tmp_path / "out.avi", detect_every=3)
     frames = s["per_frame"]
     assert len(calls) == 2 and [f["crop_source"] for f in frames] == ["detector", "tracked", "tracked", "detector", "tracked"]
     assert all(f["detection"] == "two_hands" for f in frames)
     for f in frames:
-        assert set(f["timing_ms"]) == set(D.STREAM_STAGES) and f["timing_ms"]["model"] > 0
+        assert set(f["timing_ms"]) == set(V.STREAM_STAGES) and f["timing_ms"]["model"] > 0
     assert frames[0]["timing_ms"]["detect"] > 0 and frames[1]["timing_ms"]["detect"] == 0
     st = s["stage_ms"]
-    assert st["total"] == pytest.approx(sum(st[k] for k in D.STREAM_STAGES), abs=0.05) and s["detect_every"] == 3
+    assert st["total"] == pytest.approx(sum(st[k] for k in V.STREAM_STAGES), abs=0.05) and s["detect_every"] == 3
     # a tracked frame crops around the previous frame's predicted hands, as a detection of them would
-    box = D.tracked_box(D.reconstruct(demo.rec, _scene(96, 128, 0), two), (96, 128), demo.fill)
+    box = V.tracked_box(R.reconstruct(demo.rec, _scene(96, 128, 0), two), (96, 128), demo.fill)
     assert box[2] - box[0] == box[3] - box[1] > 0
     with pytest.raises(ValueError, match="detect_every"):
-        D.run_video(demo, src, tmp_path / "out2.avi", detect_every=0)
+        V.run_video(demo, src, tmp_path / "out2.avi", detect_every=0)
 
 
 def test_smoothing_keeps_2d_and_3d_consistent_and_damps_jitter(ckpt):
     rec = Reconstructor.from_checkpoint(ckpt)
-    base = D.reconstruct(rec, _scene(96, 128, 0), box=(0, -16, 128, 112))
-    sm = D.ResultSmoother(min_cutoff=1.0, beta_3d=0.0, beta_px=0.0)
+    base = R.reconstruct(rec, _scene(96, 128, 0), box=(0, -16, 128, 112))
+    sm = V.ResultSmoother(min_cutoff=1.0, beta_3d=0.0, beta_px=0.0)
     rng = np.random.default_rng(0)
     shifts = []
     for k in range(60):
@@ -519,10 +519,10 @@ def test_smoothing_keeps_2d_and_3d_consistent_and_damps_jitter(ckpt):
 def test_smooth_and_detect_every_flags(ckpt, tmp_path, capsys):
     src = _clip(tmp_path / "clip.avi", 3)
     out = tmp_path / "out.avi"
-    assert D.demo_main(["--video", str(src), "--save_path", str(out), "--model", str(ckpt), "--no-detect", "--smooth"]) == 0
+    assert C.demo_main(["--video", str(src), "--save_path", str(out), "--model", str(ckpt), "--no-detect", "--smooth"]) == 0
     meta = json.loads(out.with_suffix(".json").read_text())
     assert meta["smoothing"] is True and meta["frames"] == 3
-    assert D.demo_main(["--video", str(src), "--save_path", str(out), "--model", str(ckpt), "--detect_every", "0"]) == 1
+    assert C.demo_main(["--video", str(src), "--save_path", str(out), "--model", str(ckpt), "--detect_every", "0"]) == 1
     assert "--detect_every must be ≥ 1" in capsys.readouterr().err
 
 
@@ -532,12 +532,12 @@ def test_painted_overlay_covers_the_rendered_overlays_pixels(tmp_path):
     demo = D.Demo(rec, None, formats=())
     img = cv2.imread(str(sorted((D.PROJECT_ROOT / "data/synthetic_samples/test/img").glob("*.jpg"))[0]))
     frame = np.zeros((300, 400, 3), np.uint8); frame[22:278, 72:328] = img
-    res = D.reconstruct(rec, frame, None)
-    painted = np.abs(D.paint_overlay(res, demo.faces).astype(int) - frame).sum(-1) > 0
-    rendered = np.abs(D.render_overlay(res, demo.faces, demo.renderer).astype(int) - frame).sum(-1) > 0
+    res = R.reconstruct(rec, frame, None)
+    painted = np.abs(O.paint_overlay(res, demo.faces).astype(int) - frame).sum(-1) > 0
+    rendered = np.abs(O.render_overlay(res, demo.faces, demo.renderer).astype(int) - frame).sum(-1) > 0
     assert rendered.sum() > 1000
     assert (painted & rendered).sum() / (painted | rendered).sum() > 0.9
-    change = lambda: np.abs(D.paint_overlay(res, demo.faces).astype(int) - frame).sum()
+    change = lambda: np.abs(O.paint_overlay(res, demo.faces).astype(int) - frame).sum()
     res.left.detected = None; solid = change()
     res.left.detected = False; faint = change()       # a hand the detector did not confirm is drawn faint
     assert faint < 0.9 * solid
@@ -546,7 +546,7 @@ def test_painted_overlay_covers_the_rendered_overlays_pixels(tmp_path):
 def test_video_overlay_choice(ckpt, tmp_path):
     demo = D.Demo(Reconstructor.from_checkpoint(ckpt), formats=())
     src = _clip(tmp_path / "clip.avi", 2, (96, 96))
-    s = D.run_video(demo, src, tmp_path / "r.avi", overlay="render")
+    s = V.run_video(demo, src, tmp_path / "r.avi", overlay="render")
     assert s["overlay"] == "render" and s["succeeded"] == 2
     with pytest.raises(ValueError, match="overlay"):
-        D.run_video(demo, src, tmp_path / "x.avi", overlay="raytrace")
+        V.run_video(demo, src, tmp_path / "x.avi", overlay="raytrace")

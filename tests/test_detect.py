@@ -130,7 +130,7 @@ def test_nothing_in_a_blank_image_and_json():
 
 def test_demo_with_detector_crops_around_hands(tmp_path):
     _detector_or_skip()
-    from intaghand.demo import demo_main, small_checkpoint
+    from intaghand.demo import small_checkpoint; from intaghand.demo_cli import demo_main
     ckpt = small_checkpoint(tmp_path)
     (tmp_path / "in").mkdir()
     for n in ("wild_1.jpg", "wild_9.jpg"): (tmp_path / "in" / n).write_bytes((ROOT / "data" / "demo" / n).read_bytes())
