@@ -5,7 +5,8 @@
 # %% auto #0
 __all__ = ['ProcessedSample', 'MissingSamplesWarning', 'InterHandDataset', 'HandLabels', 'HandSample', 'collate_samples',
            'Augmentation', 'draw_augmentation', 'rotation_2d', 'augmentation_matrix', 'apply_affine', 'warp',
-           'photometric', 'aux_size', 'normalise_3d', 'HandDataset', 'make_loader', 'DataProvider', 'draw_sample']
+           'photometric', 'aux_size', 'normalise_3d', 'HandDataset', 'make_loader', 'DataProvider', 'EvalSamples',
+           'collate_eval', 'draw_sample']
 
 # %% ../nbs/10_dataset.ipynb #30679469
 import math
@@ -328,6 +329,25 @@ class DataProvider:
     def _start(self):
         if hasattr(self.loader.sampler, "set_epoch"): self.loader.sampler.set_epoch(self.epoch)
         self._it = iter(self.loader)
+
+# %% ../nbs/10_dataset.ipynb #41091884
+class EvalSamples(Dataset):
+    """Evaluation items in index order, no augmentation: `(HandSample, {'left'|'right': GT camera-space vertices
+    778×3})`. The GT vertices are the processed annotation's MANO meshes (metres), not the normalised labels."""
+    def __init__(self, ds: HandDataset, limit: int | None = None):
+        self.ds, self.n = ds, len(ds) if limit is None else min(int(limit), len(ds))
+
+    def __len__(self): return self.n
+
+    def __getitem__(self, idx):
+        raw = self.ds.data.load(int(idx), hms=self.ds.hms_source == "files")
+        gt = {h: torch.as_tensor(np.asarray(raw.hands[h]["verts3d"], np.float32)) for h in HANDS}
+        return self.ds.make_sample(raw, Augmentation()), gt
+
+
+def collate_eval(items):
+    "Batch `EvalSamples` items: (HandSample batch, {'left'|'right': B×778×3})."
+    return collate_samples([s for s, _ in items]), {h: torch.stack([g[h] for _, g in items]) for h in HANDS}
 
 # %% ../nbs/10_dataset.ipynb #b59140e0
 def draw_sample(sample: HandSample, parents=None) -> np.ndarray:

@@ -17,13 +17,12 @@ import torch
 from torch.utils.data import DataLoader
 
 from .config import checkpoint_file, config_to_yaml, get_config
-from .dataset import HandDataset
+from .dataset import EvalSamples, HandDataset, collate_eval
 from .mano import mano_layers
 from .io import progress_bar
 from .mano import HANDS
 from .metrics import EvalAccumulator, EvalResults, write_eval_report
 from .tensors import resolve_device
-from .train import EvalSamples, collate_eval
 
 # %% ../nbs/14_evaluate.ipynb #a4bc4915
 def checkpoint_config(path, cfg=None, ck=None):

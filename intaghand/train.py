@@ -4,10 +4,10 @@
 
 # %% auto #0
 __all__ = ['LEFT_BGR', 'RIGHT_BGR', 'STD_FLOOR', 'CHECKPOINT_FORMAT', 'BN_MODES', 'seed_everything', 'rng_state', 'set_rng_state',
-           'EpochSampler', 'SeededSamples', 'EvalSamples', 'collate_eval', 'DistInfo', 'init_distributed', 'unwrap',
-           'mesh_specs', 'original_protocol_errors', 'validation_errors', 'draw_points', 'training_images',
-           'fit_weak_perspective', 'init_camera_head', 'init_mean_hand', 'dataset_img_size', 'read_log',
-           'TrainingDiverged', 'Trainer', 'export_weights', 'train_main']
+           'EpochSampler', 'SeededSamples', 'DistInfo', 'init_distributed', 'unwrap', 'mesh_specs',
+           'original_protocol_errors', 'validation_errors', 'draw_points', 'training_images', 'fit_weak_perspective',
+           'init_camera_head', 'init_mean_hand', 'dataset_img_size', 'read_log', 'TrainingDiverged', 'Trainer',
+           'export_weights', 'train_main']
 
 # %% ../nbs/12_train.ipynb #3427be6d
 import json
@@ -28,7 +28,7 @@ from torch.utils.data import DataLoader, Dataset
 from torch.utils.data.distributed import DistributedSampler
 
 from .config import checkpoint_file, config_to_yaml, get_config, save_config, without_encoder_pretrain
-from .dataset import Augmentation, HandDataset, collate_samples, draw_augmentation
+from .dataset import Augmentation, EvalSamples, HandDataset, collate_eval, collate_samples, draw_augmentation
 from .mano import mano_layers
 from .io import (CheckpointError, atomic_torch_save, atomic_write_text, extract_state_dict, load_checkpoint,
                           load_state_dict_checked, progress_bar, remove_stale_temps)
@@ -102,25 +102,6 @@ class SeededSamples(Dataset):
         epoch, idx = key if isinstance(key, tuple) else (0, key)
         raw = self.ds.data.load(int(idx), hms=self.ds.hms_source == "files")
         return self.ds.make_sample(raw, self.augmentation(epoch, idx))
-
-
-class EvalSamples(Dataset):
-    """Evaluation items in index order, no augmentation: `(HandSample, {'left'|'right': GT camera-space vertices
-    778×3})`. The GT vertices are the processed annotation's MANO meshes (metres), not the normalised labels."""
-    def __init__(self, ds: HandDataset, limit: int | None = None):
-        self.ds, self.n = ds, len(ds) if limit is None else min(int(limit), len(ds))
-
-    def __len__(self): return self.n
-
-    def __getitem__(self, idx):
-        raw = self.ds.data.load(int(idx), hms=self.ds.hms_source == "files")
-        gt = {h: torch.as_tensor(np.asarray(raw.hands[h]["verts3d"], np.float32)) for h in HANDS}
-        return self.ds.make_sample(raw, Augmentation()), gt
-
-
-def collate_eval(items):
-    "Batch `EvalSamples` items: (HandSample batch, {'left'|'right': B×778×3})."
-    return collate_samples([s for s, _ in items]), {h: torch.stack([g[h] for _, g in items]) for h in HANDS}
 
 # %% ../nbs/12_train.ipynb #9da864bc
 @dataclass

@@ -9,12 +9,12 @@ import torch
 from torch.utils.data import DataLoader
 
 from intaghand.config import get_config
-from intaghand.dataset import HandDataset
+from intaghand.dataset import EvalSamples, HandDataset, collate_eval
 from intaghand.mano import mano_layers
 from intaghand.io import CheckpointError
 from intaghand.mano import HANDS
 from intaghand.evaluate import checkpoint_config, eval_main, evaluate, load_for_eval
-from intaghand.train import EvalSamples, Trainer, collate_eval, export_weights, validation_errors
+from intaghand.train import Trainer, export_weights, validation_errors
 
 TINY = ["MODEL.IMG_SIZE", "64", "TRAIN.BATCH_SIZE", "4", "TRAIN.EPOCHS", "1"]
 

@@ -61,7 +61,8 @@ def root_of(v: torch.Tensor, J: torch.Tensor) -> torch.Tensor:
 
 def best_constant_mpjpe(ds, n, layers) -> float:
     "MPJPE (mm, original protocol, mean of both hands) of predicting the test set's mean root-aligned GT mesh everywhere."
-    from intaghand.train import EvalSamples, original_protocol_errors
+    from intaghand.dataset import EvalSamples
+    from intaghand.train import original_protocol_errors
     items = EvalSamples(ds, limit=n)
     gts = [items[i][1] for i in range(len(items))]                  # each sample read once, both hands
     errs = []
