@@ -88,8 +88,10 @@ class LossTarget:
 
     @classmethod
     def from_sample(cls, sample):
-        "Build from a batch object with the original order in `sample.as_tuple()` (e.g. the data chapter's `HandSample`)."
-        return cls.from_original_batch(sample.as_tuple())
+        """Build from a batch with named fields (the data chapter's `HandSample`): `left`/`right` with `verts3d`,
+        `verts2d`, `joints3d`, `joints2d`, and `root_rel`, `mask`, `dense`, `hms`."""
+        hand = lambda h: HandTarget(h.verts3d, h.verts2d, getattr(h, "joints3d", None), getattr(h, "joints2d", None))
+        return cls(hand(sample.left), hand(sample.right), sample.root_rel, sample.mask, sample.dense, sample.hms)
 
 
 @dataclass

@@ -169,6 +169,12 @@ def test_loader_workers_and_collate(blob):
     assert b.idx.shape == (3,) and b.img.dtype == torch.float32
     assert set(torch.unique(b.mask).tolist()) <= {0.0, 1.0}
     assert len(b.as_tuple()) == 14 and b.to("cpu").img.shape == b.img.shape
+    from dataclasses import fields
+    from intaghand.losses import LossTarget
+    named, original = LossTarget.from_sample(b), LossTarget.from_original_batch(b.as_tuple())   # the two doors agree
+    flat = lambda t: [getattr(h, f.name) for h in (t.left, t.right) for f in fields(h)]
+    assert len(flat(named)) == 8 and all(x is y for x, y in zip(flat(named), flat(original)))
+    assert named.root_rel is b.root_rel and named.mask is b.mask and named.dense is b.dense and named.hms is b.hms
 
 
 def test_workers_draw_different_augmentations(blob):

@@ -233,9 +233,13 @@ def test_adapter_from_structured_output(world):
     q = LossPrediction.from_output(out)
     assert q.right.levels3d[0] is p.right.levels3d[0] and q.dense is p.dense
     t = target
-    sample = NS(as_tuple=lambda: (None, None, t.mask, t.dense, t.hms, t.left.v2d, None, t.right.v2d, None, t.left.v3d,
-                                  None, t.right.v3d, None, t.root_rel))
-    assert float(compute_losses(q, LossTarget.from_sample(sample), specs).total) < 1e-4
+    labels = lambda h: NS(verts3d=h.v3d, verts2d=h.v2d, joints3d=h.j3d, joints2d=h.j2d)
+    sample = NS(left=labels(t.left), right=labels(t.right), root_rel=t.root_rel, mask=t.mask, dense=t.dense, hms=t.hms)
+    named = LossTarget.from_sample(sample)
+    assert named.left.v3d is t.left.v3d and named.right.v2d is t.right.v2d and named.hms is t.hms
+    assert float(compute_losses(q, named, specs).total) < 1e-4
+    swapped = NS(**{**vars(sample), "left": sample.right, "right": sample.left})    # a field read from the wrong place shows
+    assert float(compute_losses(q, LossTarget.from_sample(swapped), specs).total) > 1e-2
 
 
 def _lr_sequence(cfg, n, start_epoch=None):
