@@ -19,7 +19,11 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from intaghand import widgets as wd  # noqa: E402
+from intaghand.analysis import AnalysisCache, demo_image, load_default_reconstructor  # noqa: E402
+from intaghand.explore_attention import attention_explorer  # noqa: E402
+from intaghand.explore_data import data_browser, make_demo_data  # noqa: E402
+from intaghand.explore_model import model_explorer  # noqa: E402
+from intaghand.explore_runs import run_viewer  # noqa: E402
 
 
 def timed(fn, reps):
@@ -40,10 +44,10 @@ def main(argv=None):
     torch.set_num_threads(max(1, torch.get_num_threads()))
 
     t0 = time.perf_counter()
-    rec = wd.load_default_reconstructor()
-    img = wd.demo_image()
-    cache = wd.AnalysisCache(rec)
-    ax = wd.attention_explorer(rec, {"demo": img}, cache)
+    rec = load_default_reconstructor()
+    img = demo_image()
+    cache = AnalysisCache(rec)
+    ax = attention_explorer(rec, {"demo": img}, cache)
     build_s = time.perf_counter() - t0
     rng = np.random.default_rng(0)
     verts = rng.integers(0, 778, reps + 1)
@@ -63,14 +67,14 @@ def main(argv=None):
     heads = list(ax.head.options)
     head_ms = timed(lambda i: setattr(ax.head, "value", heads[(heads.index(ax.head.value) + 1) % len(heads)]), max(reps // 4, 3))
 
-    mx = wd.model_explorer(rec, {"demo": img}, cache)
+    mx = model_explorer(rec, {"demo": img}, cache)
     joint_ms = timed(lambda i: setattr(mx.joint, "value", (mx.joint.value + 1) % 42), reps)
 
-    db = wd.data_browser(wd.make_demo_data(n=3))
+    db = data_browser(make_demo_data(n=3))
     for i in range(3): db.index.value = i                 # load each sample once
     data_ms = timed(lambda i: setattr(db.index, "value", (db.index.value + 1) % 3), reps)
 
-    rv = wd.run_viewer()
+    rv = run_viewer()
     smooth_ms = timed(lambda i: setattr(rv.smoothing, "value", round(0.1 + 0.8 * ((i * 7) % 10) / 10, 2)
                                          if round(0.1 + 0.8 * ((i * 7) % 10) / 10, 2) != rv.smoothing.value else 0.0), reps)
 
