@@ -34,7 +34,8 @@ def main(argv=None):
     args = ap.parse_args(argv)
     if args.threads: torch.set_num_threads(args.threads)
     import smplx
-    from intaghand.mano import ManoLayer, random_mano_model, save_mano_pkl
+    from intaghand.fixtures import random_mano_model
+    from intaghand.mano import ManoLayer, save_mano_pkl
 
     tmp = Path(tempfile.mkdtemp())
     pkl = save_mano_pkl(random_mano_model(0), tmp / "MANO_RIGHT.pkl")

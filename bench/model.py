@@ -39,7 +39,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from intaghand.config import get_config  # noqa: E402
 from intaghand.engines import OnnxNetwork, TracedNetwork, onnxruntime_available, rel_diff as _rel  # noqa: E402
-from intaghand.model import _fuse_resnet_bn, build_model, make_synthetic_graph_assets  # noqa: E402
+from intaghand.fixtures import make_synthetic_graph_assets  # noqa: E402
+from intaghand.model import _fuse_resnet_bn, build_model  # noqa: E402
 from intaghand.tensors import cpu_has_bf16  # noqa: E402
 
 

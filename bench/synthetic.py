@@ -29,7 +29,8 @@ def main(argv=None):
     nc = 16 if a.quick else 32
     import torch
     from intaghand.config import AssetNotFoundError
-    from intaghand.mano import mano_layers, random_mano_layers
+    from intaghand.fixtures import random_mano_layers
+    from intaghand.mano import mano_layers
     from intaghand.synthetic import SyntheticGenerator, default_v_color, make_synthetic
     try: layers, model = mano_layers(), "config (embedded or MANO)"
     except AssetNotFoundError: layers, model = random_mano_layers(0), "random MANO-format fixture"

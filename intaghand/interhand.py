@@ -6,7 +6,7 @@
 __all__ = ['camera_from_interhand', 'cut_img', 'pca_coefficients', 'mano_params_from_interhand', 'FrameTask', 'interhand_tasks',
            'process_frame', 'painter_render', 'GTRenderer', 'gt_renderer', 'render_targets', 'ProcessInputsError',
            'hand_model_fingerprint', 'processing_inputs', 'render_inputs', 'input_differences', 'process_split',
-           'process_interhand', 'default_renderer', 'process_interhand_main', 'look_at', 'make_interhand_fixture']
+           'process_interhand', 'default_renderer', 'process_interhand_main']
 
 # %% ../nbs/08_interhand.ipynb #3726bb47
 import contextlib
@@ -440,93 +440,3 @@ def process_interhand_main(argv=None) -> int:
               + (f"; missing annotation files {len(r['missing_indices'])}" if r.get("missing_indices") else ""))
     print(f"reports (each dropped-for-a-reason and bad frame listed): {Path(a.save_path).resolve()}/process_report_<split>.json")
     return 0
-
-# %% ../nbs/08_interhand.ipynb #365e69be
-def look_at(campos_mm, target=(0., 0., 0.), down=(0., 1., 0.)) -> np.ndarray:
-    "camrot (3×3, rows = camera axes in world) of a camera at `campos_mm` looking at `target` (image y along `down`)."
-    z = np.asarray(target, np.float64) - np.asarray(campos_mm, np.float64) / 1000
-    z /= np.linalg.norm(z)
-    x = np.cross(down, z); x /= np.linalg.norm(x)
-    return np.stack([x, np.cross(z, x), z])
-
-
-def _shade_faces(v_cam, faces, base_bgr, ambient=0.35):
-    n = np.cross(v_cam[faces[:, 1]] - v_cam[faces[:, 0]], v_cam[faces[:, 2]] - v_cam[faces[:, 0]])
-    n /= np.linalg.norm(n, axis=1, keepdims=True) + 1e-12
-    return np.clip(np.asarray(base_bgr, np.float64)[None] * (ambient + (1 - ambient) * np.abs(n[:, 2:3])), 0, 255)
-
-
-def make_interhand_fixture(root, layers: dict = None, cfg=None, seed: int = 0, n_train: int = 4, n_test: int = 2,
-                           width: int = 512, height: int = 334) -> dict:
-    "Write a tiny InterHand2.6M v1.0-format tree under `root`; returns the truth: kept frames (with 2D joints), dropped and bad entries."
-    from intaghand.mano import rodrigues_np
-    root = Path(root)
-    layers = layers if layers is not None else mano_layers(cfg)
-    faces = np.asarray(layers["right"].faces, np.int64)
-    rng = np.random.default_rng(seed)
-    truth = {"kept": {}, "bad": {}, "dropped": {}}
-    colors = {"left": (70, 190, 70), "right": (70, 70, 200)}
-    for split, n_good in (("train", n_train), ("test", n_test)):
-        plan = ["good"] * n_good
-        if split == "train":
-            plan += ["single_hand", "dark", "one_mano_missing", "missing_image", "corrupt_image", "missing_mano", "invalid_camera"]
-            order = rng.permutation(len(plan)); plan = [plan[i] for i in order]
-        images, annotations, cams, manos, joints = [], [], {}, {}, {}
-        truth["kept"][split], truth["bad"][split], truth["dropped"][split] = [], [], []
-        for i, kind in enumerate(plan):
-            capture, frame, cam_id = i % 2, 1000 + i, str(400262 + i)
-            name = f"Capture{capture}/0000_interacting/cam{cam_id}/image{frame}.jpg"
-            campos = np.array([rng.uniform(-150, 150), rng.uniform(-150, 150), -rng.uniform(650, 850)])
-            camrot = look_at(campos, target=rng.uniform(-0.02, 0.02, 3))
-            focal, princpt = rng.uniform(600, 700, 2), np.array([width / 2, height / 2]) + rng.uniform(-10, 10, 2)
-            cam = cams.setdefault(str(capture), {"campos": {}, "camrot": {}, "focal": {}, "princpt": {}})
-            cam["campos"][cam_id], cam["focal"][cam_id], cam["princpt"][cam_id] = campos.tolist(), focal.tolist(), princpt.tolist()
-            cam["camrot"][cam_id] = camrot.tolist() if kind != "invalid_camera" else np.zeros((3, 3)).tolist()
-            K = np.array([[focal[0], 0, princpt[0]], [0, focal[1], princpt[1]], [0, 0, 1]])
-            R, t = camrot, -camrot @ campos / 1000
-            fit, img = {}, (rng.integers(25, 90, (height, width, 3))).astype(np.uint8)
-            v_all, z_all, col_all, j2d = [], [], [], {}
-            for h, hand in enumerate(HANDS):
-                root_aa = rng.normal(0, 1, 3); root_aa *= rng.uniform(0, np.pi) / np.linalg.norm(root_aa)
-                a = rng.normal(0, 0.25, 45).astype(np.float32)
-                shape = rng.normal(0, 0.7, 10).astype(np.float32)
-                params = {"R": rodrigues_np(root_aa, eps=1e-8).astype(np.float32)[None],
-                          "pose": pca_coefficients(layers[hand], a), "shape": shape[None],
-                          "trans": np.zeros((1, 3), np.float32)}
-                v0, _ = mano_world(layers[hand], params)
-                target = np.array([0.045 if hand == "right" else -0.045, rng.uniform(-.02, .02), rng.uniform(-.03, .03)])
-                trans = (target - v0.mean(0)).astype(np.float32)
-                params["trans"] = trans[None]
-                v, j = mano_world(layers[hand], params)
-                vc, jc = to_camera(v, R, t), to_camera(j, R, t)
-                j2d[hand] = project(jc, K)
-                v_all.append(project(vc, K)); z_all.append(vc[:, 2]); col_all.append(_shade_faces(vc, faces, colors[hand]))
-                fit[hand] = {"pose": np.concatenate([root_aa, a]).tolist(), "shape": shape.tolist(), "trans": trans.tolist()}
-            allf = np.concatenate([faces, faces + 778])
-            hands_img = painter_render(np.concatenate(v_all), np.concatenate(z_all), allf, np.concatenate(col_all), max(width, height))
-            hands_img = hands_img[:height, :width]
-            on = hands_img.any(-1)
-            img[on] = hands_img[on]
-            if kind == "dark": img = (img // 20).astype(np.uint8)
-            if kind == "one_mano_missing": fit["left"] = None
-            if kind != "missing_mano": manos.setdefault(str(capture), {})[str(frame)] = fit
-            joints.setdefault(str(capture), {})[str(frame)] = {
-                "world_coord": np.zeros((42, 3)).tolist(), "joint_valid": [1] * 42, "hand_type": "interacting", "hand_type_valid": True}
-            images.append({"id": i, "file_name": name, "width": width, "height": height, "capture": capture,
-                           "subject": 0, "seq_name": "0000_interacting", "camera": cam_id, "frame_idx": frame})
-            annotations.append({"id": i, "image_id": i, "bbox": [0, 0, width, height], "joint_valid": [[1]] * 42,
-                                "hand_type": "right" if kind == "single_hand" else "interacting", "hand_type_valid": 1})
-            path = root / "images" / split / name
-            if kind == "corrupt_image": atomic_write_json(path, {"this is": "not a jpeg"})
-            elif kind != "missing_image": atomic_imwrite(path, img)
-            if kind == "good": truth["kept"][split].append({"file_name": name, "joints2d": {h: j2d[h].tolist() for h in HANDS}})
-            elif kind in ("single_hand", "dark", "one_mano_missing"): truth["dropped"][split].append({"file_name": name, "kind": kind})
-            else:
-                reason = {"missing_mano": "missing_annotation"}.get(kind, kind)
-                truth["bad"][split].append({"file_name": name, "reason": reason})
-        d = root / "annotations" / split
-        atomic_write_json(d / f"InterHand2.6M_{split}_data.json", {"images": images, "annotations": annotations}, indent=None)
-        atomic_write_json(d / f"InterHand2.6M_{split}_camera.json", cams, indent=None)
-        atomic_write_json(d / f"InterHand2.6M_{split}_MANO_NeuralAnnot.json", manos, indent=None)
-        atomic_write_json(d / f"InterHand2.6M_{split}_joint_3d.json", joints, indent=None)
-    return truth

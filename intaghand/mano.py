@@ -5,10 +5,10 @@
 # %% auto #0
 __all__ = ['MANO_PARENTS', 'FINGERTIP_VERTS', 'NEW_ORDER', 'JOINT_PARENTS', 'JOINT_NAMES', 'ROOT_JOINT', 'HANDS', 'MANO_KEYS',
            'NUM_BETAS', 'ManoFormatError', 'check_mano_model', 'kintree_parents', 'load_mano_model', 'save_mano_npz',
-           'save_mano_pkl', 'random_mano_model', 'mirror_mano_model', 'rodrigues', 'rodrigues_np', 'blend_shapes',
-           'pose_features', 'regress_joints', 'depth_levels', 'chain_plan', 'kinematic_chain', 'skin_vmajor', 'skin',
-           'pca_to_axis', 'axis_to_pca', 'joint_regressor_21', 'fix_left_shapedirs', 'ManoLayer', 'fix_shape',
-           'mano_layers', 'random_mano_layers', 'hand_figure']
+           'save_mano_pkl', 'mirror_mano_model', 'rodrigues', 'rodrigues_np', 'blend_shapes', 'pose_features',
+           'regress_joints', 'depth_levels', 'chain_plan', 'kinematic_chain', 'skin_vmajor', 'skin', 'pca_to_axis',
+           'axis_to_pca', 'joint_regressor_21', 'fix_left_shapedirs', 'ManoLayer', 'fix_shape', 'mano_layers',
+           'hand_figure']
 
 # %% ../nbs/02_mano.ipynb #e916acdf
 import io
@@ -164,137 +164,6 @@ def save_mano_pkl(model: dict, path, extra: dict | None = None) -> Path:
     m["f"] = m["f"].astype(np.uint32)
     m.update({"bs_style": "lbs", "bs_type": "lrotmin"}, **(extra or {}))
     return atomic_pickle(m, path, protocol=2)
-
-# %% ../nbs/02_mano.ipynb #df1fced7
-def _bone_frame(d):
-    "Unit vector `d` and two unit vectors orthogonal to it and to each other."
-    d = d / np.linalg.norm(d)
-    a = np.array([0.0, 1.0, 0.0]) if abs(d[1]) < 0.9 else np.array([1.0, 0.0, 0.0])
-    u = np.cross(d, a); u /= np.linalg.norm(u)
-    return d, u, np.cross(d, u)
-
-
-def _seg_dist(p, a, b):
-    "Distance of points `p` (N×3) to the segment a–b."
-    ab = b - a
-    t = np.clip(((p - a) @ ab) / (ab @ ab), 0, 1)
-    return np.linalg.norm(p - (a + t[:, None] * ab), axis=1)
-
-
-def random_mano_model(seed: int = 0, side: str = "right", n_verts: int = 778, n_faces: int = 1538,
-                      n_shape: int = 10, fingertips=FINGERTIP_VERTS, sparse_regressor: bool = True) -> dict:
-    "A random but hand-like MANO-format model dict (MANO's keys, sizes and kinematic tree), deterministic for `seed`."
-    from scipy.spatial import ConvexHull, cKDTree
-    import scipy.sparse as sp
-    rng = np.random.default_rng(seed)
-    n_seg_pts = 40
-    if n_verts < 15 * n_seg_pts + 60: raise ValueError(f"n_verts must be at least {15 * n_seg_pts + 60}")
-    # skeleton (metres): fingers along +x, palm facing -y, thumb towards +z
-    mcp = {"index": (0.090, 0.0, 0.025), "middle": (0.095, 0.0, 0.004), "little": (0.076, 0.0, -0.034),
-           "ring": (0.089, 0.0, -0.016), "thumb": (0.022, -0.010, 0.030)}
-    lengths = {"index": (0.040, 0.025, 0.020), "middle": (0.045, 0.028, 0.022), "little": (0.032, 0.020, 0.018),
-               "ring": (0.042, 0.026, 0.020), "thumb": (0.035, 0.030, 0.026)}
-    radius = {"index": 0.0085, "middle": 0.009, "little": 0.0075, "ring": 0.0085, "thumb": 0.0105}
-    J = np.zeros((16, 3)); tips = {}
-    for f_i, name in enumerate(["index", "middle", "little", "ring", "thumb"]):
-        d = np.array([1.0, -0.15, 1.0]) if name == "thumb" else np.array([1.0, 0.0, 0.1 * (2 - f_i)])
-        p = np.array(mcp[name]) + rng.normal(0, 0.002, 3)
-        for k in range(3):
-            J[1 + 3 * f_i + k] = p
-            dk = d + rng.normal(0, 0.05, 3)
-            p = p + lengths[name][k] * (1 + rng.normal(0, 0.05)) * dk / np.linalg.norm(dk)
-        tips[name] = p
-    child_end = {j: (J[j + 1] if j % 3 else None) for j in range(1, 16)}
-    for f_i, name in enumerate(["index", "middle", "little", "ring", "thumb"]): child_end[3 + 3 * f_i] = tips[name]
-    # surface points: one ellipsoid per bone, the palm gets the rest
-    pts, owner, tip_idx = [], [], {}
-    for j in range(1, 16):
-        a, b = J[j], child_end[j]
-        d, u, w = _bone_frame(b - a)
-        half = np.linalg.norm(b - a) / 2 * 1.15
-        r = radius[["index", "middle", "little", "ring", "thumb"][(j - 1) // 3]] * (1 - 0.08 * ((j - 1) % 3))
-        s = rng.normal(size=(n_seg_pts, 3)); s /= np.linalg.norm(s, axis=1, keepdims=True)
-        if j % 3 == 0: s[0] = (1, 0, 0); tip_idx[(j - 1) // 3] = len(pts) * n_seg_pts
-        pts.append((a + b) / 2 + s[:, :1] * half * d + s[:, 1:2] * r * u + s[:, 2:] * r * 0.85 * w)
-        owner += [j] * n_seg_pts
-    n_palm = n_verts - 15 * n_seg_pts
-    s = rng.normal(size=(n_palm, 3)); s /= np.linalg.norm(s, axis=1, keepdims=True)
-    pts.append(np.array([0.045, -0.003, -0.002]) + s * np.array([0.055, 0.014, 0.040]))
-    owner += [0] * n_palm
-    v = np.concatenate([pts[-1], *pts[:-1]]); owner = np.array(owner[-n_palm:] + owner[:-n_palm])
-    tip_idx = {k: i + n_palm for k, i in tip_idx.items()}
-    faces = []
-    for j in range(16):
-        idx = np.nonzero(owner == j)[0]
-        hull = ConvexHull(v[idx])
-        tri = idx[hull.simplices]
-        c = v[idx].mean(0)                    # orient outwards
-        nrm = np.cross(v[tri[:, 1]] - v[tri[:, 0]], v[tri[:, 2]] - v[tri[:, 0]])
-        flip = ((v[tri].mean(1) - c) * nrm).sum(1) < 0
-        tri[flip] = tri[flip][:, [0, 2, 1]]
-        faces.append(tri)
-    faces = np.concatenate(faces)
-    if len(faces) >= n_faces: faces = faces[:n_faces]
-    else:                                     # pad with small triangles between near neighbours
-        _, nn_idx = cKDTree(v).query(v, k=4)
-        extra = rng.choice(n_verts, n_faces - len(faces), replace=False)
-        faces = np.concatenate([faces, np.stack([extra, nn_idx[extra, 1], nn_idx[extra, 2]], 1)])
-    # skinning weights: soft nearest bone
-    segs = [(J[0], J[k]) for k in (1, 4, 7, 10, 13)]
-    dist = np.stack([np.min([_seg_dist(v, a, b) for a, b in segs], 0)] +
-                    [_seg_dist(v, J[j], child_end[j]) for j in range(1, 16)], 1)
-    dist[np.arange(n_verts), owner] *= 0.5
-    wts = np.exp(-(dist / 0.006) ** 2 + (dist.min(1, keepdims=True) / 0.006) ** 2)
-    wts[wts < 0.02 * wts.max(1, keepdims=True)] = 0
-    wts /= wts.sum(1, keepdims=True)
-    # joint regressor: 12 vertices around each joint
-    reg = np.zeros((16, n_verts))
-    for j in range(16):
-        dj = np.linalg.norm(v - J[j], axis=1)
-        near = np.argsort(dj)[:12]
-        reg[j, near] = 1 / (dj[near] + 0.002)
-        reg[j] /= reg[j].sum()
-    # shape directions: size, finger length, palm width, thickness, then smooth random fields
-    shp = np.zeros((n_verts, 3, n_shape))
-    finger_w = 1 - wts[:, 0]
-    along = np.zeros((n_verts, 3))
-    for j in range(1, 16):
-        base = J[1 + 3 * ((j - 1) // 3)]
-        d = child_end[j] - J[j]; d /= np.linalg.norm(d)
-        along += wts[:, j:j + 1] * ((v - base) @ d)[:, None] * d
-    fields = [0.03 * v, 0.12 * along * finger_w[:, None], np.outer(v[:, 2], [0, 0, 0.08]),
-              np.outer(v[:, 1], [0, 0.15, 0])]
-    for k in range(n_shape):
-        if k < len(fields): shp[:, :, k] = fields[k]
-        else:
-            A, ph = rng.normal(0, 1, (3, 3)), rng.uniform(0, 6, 3)
-            shp[:, :, k] = 0.002 * np.sin(v @ A * 20 + ph)
-    # pose correctives: linear bulges around each joint
-    pdirs = np.zeros((n_verts, 3, 135))
-    for j in range(1, 16):
-        local = (wts[:, j] + wts[:, MANO_PARENTS[j]])[:, None] * (v - J[j])
-        for e in range(9):
-            pdirs[:, :, 9 * (j - 1) + e] = 0.05 * local @ rng.normal(0, 1, (3, 3)).T
-    # PCA pose space: scaled orthogonal rows, and a slightly curled mean
-    q, _ = np.linalg.qr(rng.normal(size=(45, 45)))
-    comps = np.linspace(1.2, 0.2, 45)[:, None] * q.T
-    mean = (np.tile([0.0, 0.0, -0.25], 15) + rng.normal(0, 0.05, 45))
-    # fingertip vertices at MANO's indices; the rest shuffled like MANO's vertex order
-    perm = rng.permutation(n_verts)                       # perm[new] = old
-    tip_old = [tip_idx[4], tip_idx[0], tip_idx[1], tip_idx[3], tip_idx[2]]   # thumb, index, middle, ring, little
-    for new, old in zip(fingertips, tip_old):
-        cur = int(np.nonzero(perm == old)[0][0])
-        perm[cur], perm[new] = perm[new], perm[cur]
-    inv = np.argsort(perm)
-    model = {"v_template": v[perm], "f": inv[faces].astype(np.uint32), "weights": wts[perm],
-             "J_regressor": reg[:, perm], "shapedirs": shp[perm], "posedirs": pdirs[perm],
-             "hands_components": comps, "hands_mean": mean,
-             "kintree_table": np.array([[4294967295] + list(MANO_PARENTS[1:]), list(range(16))], dtype=np.int64)}
-    model["J"] = model["J_regressor"] @ model["v_template"]
-    if sparse_regressor: model["J_regressor"] = sp.csc_matrix(model["J_regressor"])
-    if side == "left": model = mirror_mano_model(model)
-    elif side != "right": raise ValueError(f"side must be 'left' or 'right', got {side!r}")
-    return model
 
 # %% ../nbs/02_mano.ipynb #0569d61e
 _AXIS_SIGN = np.array([1.0, -1.0, -1.0])   # the mirror image (in x) of an axis-angle vector
@@ -641,12 +510,6 @@ def mano_layers(cfg=None, device="cpu") -> dict:
     cfg = cfg if cfg is not None else get_config()
     return {side: ManoLayer.from_config(cfg, side, use_pca=True, ncomps=45, flat_hand_mean=False, center_idx=None).to(device)
             for side in HANDS}
-
-
-def random_mano_layers(seed: int = 0) -> dict:
-    "{'left', 'right'} PCA layers from `random_mano_model(seed, side)` (fixtures and tests)."
-    return {side: ManoLayer(random_mano_model(seed, side), side, use_pca=True, ncomps=45, flat_hand_mean=False,
-                            center_idx=None, fix_shape=False) for side in HANDS}
 
 # %% ../nbs/02_mano.ipynb #0468e023
 def hand_figure(hands, title: str = "", show_joints: bool = True):

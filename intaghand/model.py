@@ -6,10 +6,9 @@
 __all__ = ['LN_EPS', 'RESNETS', 'ASSET_NAMES', 'graph_upsample', 'graph_avg_pool', 'graph_conv_cheby', 'projection_batch',
            'capture_attention', 'split_heads', 'merge_heads', 'attend', 'MLP_res_block', 'SelfAttn', 'inter_attn',
            'img_feat_to_grid', 'img_attn', 'img_ex', 'GCN_ResBlock', 'GraphLayer', 'DualGraphLayer', 'DualGraph',
-           'make_synthetic_graph_assets', 'load_graph_assets', 'prepare_graph', 'ResNetSimple_decoder',
-           'resnet_channels', 'resnet_stages', 'ResNetSimple', 'resnet_mid', 'MeshLevel', 'HandPrediction',
-           'AttentionMaps', 'HandOutput', 'to_original', 'decoder', 'HandNET_GCN', 'build_model', 'load_weights',
-           'optimize_for_inference', 'mano_joint_regressors']
+           'load_graph_assets', 'prepare_graph', 'ResNetSimple_decoder', 'resnet_channels', 'resnet_stages',
+           'ResNetSimple', 'resnet_mid', 'MeshLevel', 'HandPrediction', 'AttentionMaps', 'HandOutput', 'to_original',
+           'decoder', 'HandNET_GCN', 'build_model', 'load_weights', 'optimize_for_inference', 'mano_joint_regressors']
 
 # %% ../nbs/06_model.ipynb #d7fffe4a
 import contextlib
@@ -308,59 +307,6 @@ class DualGraph(nn.Module):
 
 # %% ../nbs/06_model.ipynb #eeaa54b6
 ASSET_NAMES = ("graph_left", "graph_right", "upsample", "v_color")
-
-
-def _random_graph(n: int, rng: np.random.Generator) -> sp.csr_matrix:
-    "A connected symmetric 0/1 graph on n vertices: a ring plus a few random chords."
-    i = np.arange(n)
-    extra = rng.integers(0, n, size=(n // 2, 2))
-    rows = np.concatenate([i, extra[:, 0]]); cols = np.concatenate([(i + 1) % n, extra[:, 1]])
-    keep = rows != cols
-    A = sp.coo_matrix((np.ones(keep.sum(), np.float32), (rows[keep], cols[keep])), shape=(n, n)).tocsr()
-    A = A.maximum(A.T)
-    A.data[:] = 1
-    return A.tocsr()
-
-
-def make_synthetic_graph_assets(n_coarse: int = 63, levels: int = 4, n_verts: int = 778, seed: int = 0) -> dict:
-    """Graph assets in the pkl formats of §3.1–3.3 with made-up graphs:
-    {'graph_left', 'graph_right': graph dicts, 'upsample': n_verts × (n_coarse·4) float array, 'v_color': n_verts × 3}."""
-    rng = np.random.default_rng(seed)
-    n_fine = n_coarse * 2 ** levels
-    if not n_fine // 2 <= n_verts <= n_fine:
-        raise ValueError(f"{n_verts} mesh vertices do not fit {n_fine} GCN slots with at most one fake per pair")
-    sizes = [n_coarse * 2 ** (levels - i) for i in range(levels + 1)]          # finest -> coarsest
-    adjs = [_random_graph(n, rng) for n in sizes]
-    Ls = [normalized_laplacian(a) for a in adjs]
-    Ls = [rescale_laplacian(L, largest_eigenvalue(L), float64=True) if i < levels else L   # coarsest not rescaled
-          for i, L in enumerate(Ls)]                                                       # (quirk 4)
-    # finest GCN ordering: pairs of slots; every pair holds at least one real vertex, fakes numbered >= n_verts
-    n_pairs, n_fakes = n_fine // 2, n_fine - n_verts
-    verts = rng.permutation(n_verts)
-    single = np.zeros(n_pairs, bool); single[rng.choice(n_pairs, n_fakes, replace=False)] = True
-    perm, it, fake = np.empty(n_fine, np.int64), iter(verts), iter(range(n_verts, n_fine))
-    for p in range(n_pairs):
-        a = next(it)
-        b = next(fake) if single[p] else next(it)
-        perm[2 * p: 2 * p + 2] = (a, b) if rng.random() < 0.5 else (b, a)
-    reverse = inverse_perm(perm)                                # reverse[j] = i where perm[i] = j
-    faces = np.stack([np.arange(n_verts - 2), np.arange(1, n_verts - 1), np.arange(2, n_verts)], 1).astype(np.int64)
-    mesh_adj = sp.coo_matrix((np.ones(3 * len(faces), np.float32),
-                              (faces[:, [0, 1, 0]].ravel(), faces[:, [1, 2, 2]].ravel())), shape=(n_verts, n_verts)).tocsr()
-    mesh_adj = mesh_adj.maximum(mesh_adj.T); mesh_adj.data[:] = 1
-    graph = {"mesh_faces": faces, "mesh_adj": mesh_adj.tocsr(),
-             "graph_mask": torch.from_numpy((perm < n_verts).astype(np.float32)),
-             "coarsen_graphs_adj": adjs, "coarsen_graphs_L": Ls,
-             "graph_perm": cut_perm(perm, n_verts, levels), "graph_perm_reverse": reverse}
-    # upsample: each mesh vertex mostly on its level-2 (coarse-first index 2) ancestor, a little on the neighbours
-    n_out = n_coarse * 4
-    anc = reverse[:n_verts] // (n_fine // n_out)
-    up = np.zeros((n_verts, n_out), np.float64)
-    up[np.arange(n_verts), anc] = 0.8
-    up[np.arange(n_verts), (anc + 1) % n_out] += 0.1
-    up[np.arange(n_verts), (anc - 1) % n_out] += 0.1
-    v_color = rng.random((n_verts, 3))
-    return {"graph_left": graph, "graph_right": copy.deepcopy(graph), "upsample": up, "v_color": v_color}
 
 
 def load_graph_assets(cfg) -> dict:

@@ -11,9 +11,10 @@ import pytest
 import intaghand.interhand as ih
 import intaghand.layout as lay
 import intaghand.pool as pool
-from intaghand.interhand import camera_from_interhand, gt_renderer, make_interhand_fixture, process_interhand
+from intaghand.fixtures import make_interhand_fixture, random_mano_layers
+from intaghand.interhand import camera_from_interhand, gt_renderer, process_interhand
 from intaghand.layout import count_samples, hand_labels, read_anno, sample_complete, sample_files
-from intaghand.mano import HANDS, random_mano_layers
+from intaghand.mano import HANDS
 
 
 @pytest.fixture(scope="module")

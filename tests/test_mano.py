@@ -9,10 +9,11 @@ import numpy as np
 import pytest
 import torch
 
+from intaghand.fixtures import random_mano_model
 from intaghand.io import UnsafePickleError
 from intaghand.mano import (FINGERTIP_VERTS, JOINT_NAMES, JOINT_PARENTS, MANO_KEYS, MANO_PARENTS, NEW_ORDER,
                            ManoFormatError, ManoLayer, axis_to_pca, check_mano_model, fix_shape, kinematic_chain,
-                           load_mano_model, mirror_mano_model, pca_to_axis, random_mano_model, rodrigues,
+                           load_mano_model, mirror_mano_model, pca_to_axis, rodrigues,
                            save_mano_npz, save_mano_pkl, skin)
 
 MIRROR = torch.tensor([-1.0, 1.0, 1.0], dtype=torch.float64)

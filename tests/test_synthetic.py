@@ -11,7 +11,7 @@ import intaghand.synthetic as syn
 from intaghand.config import get_config
 from intaghand.dataset import HandDataset, InterHandDataset
 from intaghand.layout import count_samples, sample_complete, sample_files
-from intaghand.mano import random_mano_layers
+from intaghand.fixtures import random_mano_layers
 from intaghand.mano import HANDS
 from intaghand.synthetic import (INTERACTION_MODES, SyntheticGenerator, canonical_rotation, make_synthetic,
                                  make_synthetic_main, min_distance, split_counts)
