@@ -163,9 +163,8 @@ class DataBrowser(_Explorer):
 
     def prediction(self, split: str, idx: int, img: np.ndarray) -> tuple:
         "(picture: predicted 2D joints as dots over the GT skeletons, {hand: MPJPE mm}) of the checkpoint on one sample."
-        from intaghand.dataset import HandDataset
+        from intaghand.dataset import EvalSamples, HandDataset, collate_eval
         from intaghand.metrics import EvalAccumulator
-        from intaghand.train import EvalSamples, collate_eval
         key = ("eval", split)
         if key not in self._datasets:
             self._datasets[key] = EvalSamples(HandDataset(self.root, split, cfg=self.model_cfg, train=False))
