@@ -1,4 +1,4 @@
-"""Shared pytest set-up: the `slow` marker (run with --runslow) and a scratch asset root."""
+"""Shared pytest set-up: the `slow` marker (run with --runslow), one-thread runs, and the fixtures several test files use."""
 import os
 from pathlib import Path
 
@@ -16,6 +16,20 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def layers():
+    "The pair of PCA MANO layers of the processed data, built from random MANO-format models (no licensed files)."
+    from intaghand.fixtures import random_mano_layers
+    return random_mano_layers(0)
+
+
+@pytest.fixture(scope="module")
+def assets():
+    "Made-up graph assets with the official sizes (63…1008 GCN vertices, 778 mesh vertices)."
+    from intaghand.fixtures import make_synthetic_graph_assets
+    return make_synthetic_graph_assets()
 
 
 def pytest_addoption(parser):

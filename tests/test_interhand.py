@@ -18,11 +18,6 @@ from intaghand.mano import HANDS
 
 
 @pytest.fixture(scope="module")
-def layers():
-    return random_mano_layers(0)
-
-
-@pytest.fixture(scope="module")
 def renderer(layers):
     vt = layers["right"].v_template.numpy()
     return gt_renderer(layers["right"].faces.numpy(), (vt - vt.min(0)) / (vt.max(0) - vt.min(0)))

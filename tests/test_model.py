@@ -14,14 +14,8 @@ from intaghand.io import CheckpointError, atomic_torch_save, load_state_dict_che
 from intaghand.mano import joint_regressor_21
 from intaghand.model import (build_model, capture_attention, graph_conv_cheby, load_weights,
                              optimize_for_inference, prepare_graph)
-from intaghand.fixtures import make_synthetic_graph_assets
 
 FIXTURE = Path(__file__).parent / "fixtures" / "intaghand-state-dict.json"
-
-
-@pytest.fixture(scope="module")
-def assets():
-    return make_synthetic_graph_assets()
 
 
 @pytest.fixture(scope="module")

@@ -11,15 +11,9 @@ import intaghand.synthetic as syn
 from intaghand.config import get_config
 from intaghand.dataset import HandDataset, InterHandDataset
 from intaghand.layout import count_samples, sample_complete, sample_files
-from intaghand.fixtures import random_mano_layers
 from intaghand.mano import HANDS
 from intaghand.synthetic import (INTERACTION_MODES, SyntheticGenerator, canonical_rotation, make_synthetic,
                                  make_synthetic_main, min_distance, split_counts)
-
-
-@pytest.fixture(scope="module")
-def layers():
-    return random_mano_layers(0)
 
 
 @pytest.fixture(scope="module")
