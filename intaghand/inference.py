@@ -4,13 +4,12 @@
 
 # %% auto #0
 __all__ = ['IMAGENET_MEAN', 'IMAGENET_STD', 'MAX_FILE_BYTES', 'MAX_PIXELS', 'ENGINES', 'Frame', 'pad_to_square',
-           'preprocess_image', 'image_header_size', 'check_image_file', 'as_images', 'to_image_space', 'config_beside',
-           'stored_config', 'ConfigMismatchWarning', 'network_keys', 'config_differences', 'resolve_checkpoint_config',
-           'reconcile_config', 'load_network', 'Reconstructor', 'export_onnx_main']
+           'preprocess_image', 'as_images', 'to_image_space', 'config_beside', 'stored_config', 'ConfigMismatchWarning',
+           'network_keys', 'config_differences', 'resolve_checkpoint_config', 'reconcile_config', 'load_network',
+           'Reconstructor', 'export_onnx_main']
 
 # %% ../nbs/07_inference.ipynb #b25f71ab
 import dataclasses
-import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,8 +22,9 @@ from .config import get_config, checkpoint_file, merge_dict, EMBEDDED_CHECKPOINT
 from .engines import OnnxNetwork, TracedNetwork, export_onnx, onnxruntime_available
 from .tensors import autocast_dtype
 
-from .io import (MAX_IMAGE_BYTES, MAX_IMAGE_PIXELS, CheckpointError, ImageReadError, extract_state_dict,
-                          load_checkpoint, load_state_dict_checked, read_image)
+from .io import (MAX_IMAGE_BYTES, MAX_IMAGE_PIXELS, CheckpointError, extract_state_dict, load_checkpoint,
+                          load_state_dict_checked, read_user_image)
+from .io import ImageReadError                 # what `as_images` raises for a file it cannot use
 from .model import HandOutput, HandPrediction, build_model, mano_joint_regressors
 
 # %% ../nbs/07_inference.ipynb #3d44114a
@@ -99,38 +99,12 @@ MAX_FILE_BYTES = MAX_IMAGE_BYTES    # larger files are refused before any byte i
 MAX_PIXELS = MAX_IMAGE_PIXELS       # larger images are refused from their header, before decoding
 
 
-def image_header_size(path) -> tuple | None:
-    "(width, height) from an image file's header, without decoding its pixels (Pillow reads the header only); None if unknown."
-    from PIL import Image
-    old, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None     # the limit is checked here, not by Pillow
-    try:
-        with Image.open(path) as im: return tuple(int(v) for v in im.size)
-    except Exception: return None
-    finally: Image.MAX_IMAGE_PIXELS = old
-
-
-def check_image_file(path, max_bytes: int = MAX_FILE_BYTES, max_pixels: int = MAX_PIXELS) -> int:
-    "The file's size in bytes, after refusing (`ImageReadError`) a file or an image too large to read, before reading it."
-    try: size = os.stat(path).st_size
-    except OSError as e: raise ImageReadError(f"cannot read the file: {e.strerror or e}") from None
-    if size > max_bytes:
-        raise ImageReadError(f"file too large: {size / 2**20:,.0f} MB is over the {max_bytes / 2**20:,.0f} MB limit for "
-                             "an image file (--max_file_mb); is it an image?")
-    wh = image_header_size(path)
-    if wh is not None and wh[0] * wh[1] > max_pixels:
-        W, H = wh
-        raise ImageReadError(f"too large: {W}×{H} px ({W * H / 1e6:,.0f} MP) is over the {max_pixels / 1e6:,.0f} MP limit "
-                             "(--max_pixels); downscale it or raise the limit")
-    return size
-
-
 def _read(path, max_bytes: int = MAX_FILE_BYTES, max_pixels: int = MAX_PIXELS) -> np.ndarray:
-    "RGB uint8 of an image file: size and header checked first, then decoded strictly (`intaghand.io.read_image`)."
+    """RGB uint8 of an image file, read as every file a user gives is (`intaghand.io.read_user_image`: size and header
+    checked first, the format from the content, JPEG and PNG decoded strictly, any depth or channels to 8 bits)."""
     if not Path(path).is_file():
         raise FileNotFoundError(f"could not read an image from {path} (missing file or not a file)")
-    try: check_image_file(path, max_bytes, max_pixels)
-    except ImageReadError as e: raise ImageReadError(f"{path}: {e}") from None
-    return read_image(path, max_bytes, max_pixels)[..., ::-1]
+    return read_user_image(path, max_pixels=max_pixels, max_bytes=max_bytes)[0][..., ::-1]
 
 
 def _from_array(a: np.ndarray, rgb: bool) -> list:

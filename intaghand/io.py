@@ -8,7 +8,8 @@ __all__ = ['MAX_IMAGE_BYTES', 'MAX_IMAGE_PIXELS', 'JPEG_MAGIC', 'PNG_MAGIC', 'IM
            'atomic_imwrite', 'remove_stale_temps', 'UnsafePickleError', 'PickleReadError', 'ChumpyArray',
            'SafeUnpickler', 'safe_load_pickle', 'CheckpointError', 'load_checkpoint', 'extract_state_dict',
            'strip_prefix', 'state_dict_mismatch', 'load_state_dict_checked', 'ImageReadError', 'decode_image',
-           'read_image', 'progress_bar']
+           'read_image', 'image_header_size', 'check_image_file', 'sniff_image', 'to_bgr8', 'decode_user_image',
+           'read_user_image', 'progress_bar']
 
 # %% ../nbs/01_io.ipynb #83fd34fb
 import contextlib
@@ -280,7 +281,11 @@ def load_state_dict_checked(model, state: dict, source: str = "checkpoint"):
 
 # %% ../nbs/01_io.ipynb #2df77b75
 class ImageReadError(ValueError):
-    "An image file that is missing, damaged (truncated, corrupt) or not a readable image; the message names the file."
+    """An image file that is missing, damaged (truncated, corrupt) or not a readable image; the message names the file.
+    `reason` is what is wrong on its own and `path` the file, when they were given apart (`ImageReadError(why, path)`)."""
+    def __init__(self, reason: str, path=None):
+        super().__init__(reason if path is None else f"{path}: {reason}")
+        self.reason, self.path = reason, path
 
 
 MAX_IMAGE_BYTES = 1 << 30        # 1 GiB: larger files are refused before they are read
@@ -357,9 +362,10 @@ def decode_image(data: bytes, source: str = "<bytes>", max_pixels: int = MAX_IMA
 
 
 def read_image(path, max_bytes: int = MAX_IMAGE_BYTES, max_pixels: int = MAX_IMAGE_PIXELS) -> np.ndarray:
-    """H×W×3 uint8 BGR of an image file, decoded strictly: JPEG with simplejpeg (truncation is an error, trailing data
-    after the end marker is fine), PNG with its chunk structure checked, other formats with OpenCV. Raises
-    `ImageReadError` (a `ValueError`) naming the file when it is missing, too large, damaged or not an image."""
+    """H×W×3 uint8 BGR of an image file the workbench made (a processed data set's crops and maps), decoded strictly
+    and fast: JPEG with simplejpeg (truncation is an error, trailing data after the end marker is fine), PNG with its
+    chunk structure checked, other formats with OpenCV. Raises `ImageReadError` (a `ValueError`) naming the file when
+    it is missing, too large, damaged or not an image. A user's file: `read_user_image`."""
     path = Path(path)
     try: st = path.stat()
     except FileNotFoundError: raise ImageReadError(f"{path}: no such file") from None
@@ -370,6 +376,111 @@ def read_image(path, max_bytes: int = MAX_IMAGE_BYTES, max_pixels: int = MAX_IMA
     try: data = path.read_bytes()
     except OSError as e: raise ImageReadError(f"{path}: cannot read the file ({e.strerror or e})") from None
     return decode_image(data, str(path), max_pixels)
+
+# %% ../nbs/01_io.ipynb #fb0558f7
+def image_header_size(path) -> tuple | None:
+    "(width, height) from an image file's header, without decoding its pixels (Pillow reads the header only); None if unknown."
+    from PIL import Image
+    old, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None     # the limit is checked here, not by Pillow
+    try:
+        with Image.open(path) as im: return tuple(int(v) for v in im.size)
+    except Exception: return None
+    finally: Image.MAX_IMAGE_PIXELS = old
+
+
+def check_image_file(path, max_bytes: int = MAX_IMAGE_BYTES, max_pixels: int = MAX_IMAGE_PIXELS) -> int:
+    "The file's size in bytes, after refusing (`ImageReadError`) a file or an image too large to read, before reading it."
+    try: size = os.stat(path).st_size
+    except OSError as e: raise ImageReadError(f"cannot read the file: {e.strerror or e}") from None
+    if size > max_bytes:
+        raise ImageReadError(f"file too large: {size / 2**20:,.0f} MB is over the {max_bytes / 2**20:,.0f} MB limit for "
+                             "an image file (--max_file_mb); is it an image?")
+    wh = image_header_size(path)
+    if wh is not None and wh[0] * wh[1] > max_pixels:
+        W, H = wh
+        raise ImageReadError(f"too large: {W}×{H} px ({W * H / 1e6:,.0f} MP) is over the {max_pixels / 1e6:,.0f} MP limit "
+                             "(--max_pixels); downscale it or raise the limit")
+    return size
+
+# %% ../nbs/01_io.ipynb #bcb11485
+_MAGIC = ((b"\xff\xd8\xff", "jpeg"), (b"\x89PNG\r\n\x1a\n", "png"), (b"BM", "bmp"), (b"II*\x00", "tiff"),
+          (b"MM\x00*", "tiff"), (b"RIFF", "webp"))
+
+
+def sniff_image(data: bytes) -> str | None:
+    "The image format of file content by its signature ('jpeg', 'png', 'bmp', 'tiff', 'webp'), else None."
+    for magic, kind in _MAGIC:
+        if data.startswith(magic) and (kind != "webp" or data[8:12] == b"WEBP"): return kind
+    return None
+
+
+def to_bgr8(img: np.ndarray, notes: list) -> np.ndarray:
+    "A decoded image (gray / gray+alpha / BGR / BGRA; 8-bit, 16-bit or float) -> H×W×3 uint8 BGR; conversions go to `notes`."
+    import cv2
+    if img.dtype == np.uint16:
+        img = np.round(img.astype(np.float32) / 257.0).astype(np.uint8); notes.append("16-bit image scaled to 8 bits")
+    elif img.dtype in (np.float32, np.float64):
+        img = np.round(np.clip(img, 0, 1) * 255).astype(np.uint8); notes.append("floating-point image scaled from [0, 1]")
+    elif img.dtype != np.uint8:
+        raise ImageReadError(f"unsupported pixel type {img.dtype}")
+    if img.ndim == 3 and img.shape[2] == 1: img = img[..., 0]
+    if img.ndim == 2:
+        notes.append("grayscale image converted to colour")
+        return cv2.cvtColor(img, cv2.COLOR_GRAY2BGR)
+    if img.ndim != 3 or img.shape[2] not in (2, 3, 4): raise ImageReadError(f"unsupported image layout {img.shape}")
+    if img.shape[2] in (2, 4):
+        colour, alpha = (img[..., :1], img[..., 1:]) if img.shape[2] == 2 else (img[..., :3], img[..., 3:])
+        if img.shape[2] == 2: notes.append("grayscale image converted to colour")
+        if (alpha == 255).all(): notes.append("alpha channel dropped (fully opaque)")
+        else:
+            notes.append("alpha channel composited over black")
+            colour = np.round(colour.astype(np.float32) * (alpha.astype(np.float32) / 255.0)).astype(np.uint8)
+        img = np.ascontiguousarray(np.broadcast_to(colour, img.shape[:2] + (3,)))
+    return img
+
+# %% ../nbs/01_io.ipynb #de483bb4
+def decode_user_image(data: bytes, max_pixels: int = MAX_IMAGE_PIXELS) -> tuple:
+    """(H×W×3 uint8 BGR, notes) from the bytes of an image file a user gave (see `read_user_image`), else
+    `ImageReadError` with the reason. JPEG and PNG are decoded strictly (`decode_image`: a truncated or corrupt file is
+    an error, not grey pixels); BMP, TIFF and WebP by OpenCV; any other content is refused."""
+    import cv2
+    if not data: raise ImageReadError("empty file (0 bytes)")
+    kind = sniff_image(data)
+    if kind is None:
+        raise ImageReadError(f"not an image: the content is not JPEG, PNG, BMP, TIFF or WebP (it starts with {data[:16]!r})")
+    notes = []
+    if kind in ("jpeg", "png"):
+        try: img = decode_image(data, "", max_pixels)                 # strict: truncation and corruption are errors
+        except ImageReadError as e: raise ImageReadError(str(e).removeprefix(": ")) from None
+        # 16-bit, alpha, gray or palette PNGs: decode again as they are, so the conversion is ours and noted
+        if kind == "png" and len(data) > 25 and (data[24], data[25]) != (8, 2):
+            img = to_bgr8(cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED), notes)
+    else:
+        img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+        if img is None: raise ImageReadError(f"the {kind.upper()} data could not be decoded (corrupt or unsupported variant)")
+        img = to_bgr8(img, notes)
+    return img, notes
+
+
+def read_user_image(path, min_side: int = 1, max_pixels: int = MAX_IMAGE_PIXELS, max_bytes: int = MAX_IMAGE_BYTES) -> tuple:
+    """(H×W×3 uint8 BGR, notes) from an image file a user gave, or `ImageReadError` naming the file and saying why it
+    cannot be used (`.reason`: the why alone). The file's size and the image's pixel count (from its header) are checked
+    before anything is read or decoded; an image under `min_side` px on a side is refused as well."""
+    path = Path(path)
+    try:
+        check_image_file(path, max_bytes, max_pixels)
+        try: data = path.read_bytes()
+        except OSError as e: raise ImageReadError(f"cannot read the file: {e.strerror or e}") from None
+        except MemoryError: raise ImageReadError(f"out of memory reading {path.stat().st_size / 2**20:.0f} MB") from None
+        img, notes = decode_user_image(data, max_pixels)
+        H, W = img.shape[:2]
+        if min(H, W) < min_side:
+            raise ImageReadError(f"too small: {W}×{H} px; an image needs at least {min_side} px on each side to show two hands")
+        if H * W > max_pixels:
+            raise ImageReadError(f"too large: {W}×{H} px ({H * W / 1e6:.0f} MP) is over the {max_pixels / 1e6:.0f} MP limit "
+                                 "(--max_pixels); downscale it or raise the limit")
+    except ImageReadError as e: raise ImageReadError(e.reason, path) from None
+    return img, notes
 
 # %% ../nbs/01_io.ipynb #73bbf81f
 def progress_bar(progress=True, **kw):

@@ -17,9 +17,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from .io import atomic_write_json
+from .io import atomic_write_json, to_bgr8
 from .mano import HANDS
-from .demo import Demo, to_bgr8
+from .demo import Demo
 from .demo_output import OVERLAYS, _r
 from .demo_result import DemoResult, reconstruct
 

@@ -211,7 +211,7 @@ def test_live_records_frames(ckpt, tmp_path, monkeypatch):
             self.n += 1
             return (self.n <= 6), _scene(90, 120, self.n)
         def release(self): pass
-    monkeypatch.setattr(D.cv2, "VideoCapture", FakeCam)
+    monkeypatch.setattr(V.cv2, "VideoCapture", FakeCam)
     monkeypatch.setattr(V, "gui_available", lambda: (False, "headless"))
     out = tmp_path / "live.avi"
     assert C.demo_main(["--live_demo", "--save_path", str(out), "--model", str(ckpt), "--no-detect", "--max_frames", "3"]) == 0

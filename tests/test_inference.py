@@ -12,9 +12,10 @@ from intaghand.config import get_config, save_config
 from intaghand.inference import (IMAGENET_MEAN, IMAGENET_STD, ConfigMismatchWarning, Frame, ImageReadError, Reconstructor,
                                  as_images, pad_to_square, preprocess_image, to_image_space)
 from intaghand.engines import rel_diff
-from intaghand.io import CheckpointError, atomic_torch_save
+from intaghand.io import CheckpointError, atomic_torch_save, read_user_image
 from intaghand.mano import joint_regressor_21
-from intaghand.model import build_model, make_synthetic_graph_assets
+from intaghand.fixtures import make_synthetic_graph_assets
+from intaghand.model import build_model
 
 
 @pytest.fixture(scope="module")
@@ -119,6 +120,20 @@ def test_damaged_image_file_is_an_error_naming_it(tmp_path):
     (tmp_path / "cut.jpg").write_bytes(jpg.tobytes()[: int(len(jpg) * 0.6)] + b"\xff\xd9")   # cut, end marker kept
     with pytest.raises(ImageReadError, match=f"{tmp_path / 'cut.jpg'}: (damaged|not a readable) JPEG"):
         as_images(tmp_path / "cut.jpg")
+
+
+def test_image_files_are_read_as_every_users_file_is(tmp_path):
+    "A path goes through `intaghand.io.read_user_image`: 16-bit and RGBA PNGs converted as the demo converts them."
+    g = _img(20, 30)
+    cv2.imwrite(str(tmp_path / "deep.png"), g.astype(np.uint16) * 257)
+    cv2.imwrite(str(tmp_path / "rgba.png"), np.dstack([g, np.full((20, 30), 128, np.uint8)]))
+    assert np.array_equal(as_images(tmp_path / "deep.png")[0], g[..., ::-1])                 # 257·v / 257 = v exactly
+    rgba = as_images(tmp_path / "rgba.png")[0]
+    assert np.array_equal(rgba, read_user_image(tmp_path / "rgba.png")[0][..., ::-1])
+    assert np.abs(rgba.astype(int) - np.round(g[..., ::-1] * (128 / 255))).max() <= 1       # composited over black
+    (tmp_path / "notes.jpg").write_text("hello")
+    with pytest.raises(ImageReadError, match=re.escape(f"{tmp_path / 'notes.jpg'}: not an image: the content is not JPEG")):
+        as_images(tmp_path / "notes.jpg")
 
 
 def test_from_checkpoint_uses_config_beside(rec, ckpt_dir):

@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 
 from intaghand.io import (CheckpointError, ImageReadError, PickleReadError, UnsafePickleError, atomic_imwrite,
-                          atomic_pickle, atomic_torch_save, decode_image, load_checkpoint, read_image, remove_stale_temps,
-                          safe_load_pickle)
+                          atomic_pickle, atomic_torch_save, decode_image, load_checkpoint, read_image, read_user_image,
+                          remove_stale_temps, safe_load_pickle)
 
 
 @pytest.fixture(scope="module")
@@ -107,6 +107,44 @@ def test_size_limits_checked_before_decoding(tmp_path, photo):
     for name in ("p.jpg", "p.png"):
         with pytest.raises(ImageReadError, match="too large: 320×240"): read_image(tmp_path / name, max_pixels=320 * 239)
     with pytest.raises(ImageReadError, match="<upload>"): decode_image(b"\xff\xd8\xff\xe0junk", "<upload>")
+
+
+def test_user_image_refusals_name_the_file_and_say_why(tmp_path, photo):
+    atomic_imwrite(tmp_path / "p.jpg", photo)
+    img, notes = read_user_image(tmp_path / "p.jpg")
+    assert np.array_equal(img, read_image(tmp_path / "p.jpg")) and notes == []
+    (tmp_path / "notes.png").write_text("not an image")
+    with pytest.raises(ImageReadError) as e: read_user_image(tmp_path / "notes.png")
+    assert e.value.reason.startswith("not an image: the content is not JPEG, PNG, BMP, TIFF or WebP (it starts with b'not")
+    assert str(e.value) == f"{tmp_path / 'notes.png'}: {e.value.reason}" and e.value.path == tmp_path / "notes.png"
+    jpg = (tmp_path / "p.jpg").read_bytes()
+    (tmp_path / "cut.jpg").write_bytes(jpg[: len(jpg) * 4 // 10] + b"\xff\xd9")     # cut short, end marker added
+    with pytest.raises(ImageReadError) as e: read_user_image(tmp_path / "cut.jpg")
+    assert e.value.reason.startswith("damaged JPEG: ")                               # strict, as `read_image`
+    with pytest.raises(ImageReadError) as e: read_user_image(tmp_path / "p.jpg", 16, 1000)
+    assert e.value.reason == "too large: 320×240 px (0 MP) is over the 0 MP limit (--max_pixels); downscale it or raise the limit"
+    with pytest.raises(ImageReadError) as e: read_user_image(tmp_path / "p.jpg", 256)
+    assert e.value.reason == "too small: 320×240 px; an image needs at least 256 px on each side to show two hands"
+    with pytest.raises(ImageReadError) as e: read_user_image(tmp_path / "p.jpg", max_bytes=100)
+    assert e.value.reason.startswith("file too large: 0 MB is over the 0 MB limit for an image file (--max_file_mb)")
+    with pytest.raises(ImageReadError) as e: read_user_image(tmp_path / "gone.jpg")
+    assert e.value.reason == "cannot read the file: No such file or directory"
+    (tmp_path / "empty.png").write_bytes(b"")
+    with pytest.raises(ImageReadError, match="empty file"): read_user_image(tmp_path / "empty.png")
+
+
+@pytest.mark.parametrize("name, make, note", [
+    ("deep.png", lambda g: g[..., 0].astype(np.uint16) * 257, "16-bit image scaled to 8 bits"),
+    ("gray.png", lambda g: g[..., 0], "grayscale image converted to colour"),
+    ("rgba.png", lambda g: np.dstack([g, np.full(g.shape[:2], 128, np.uint8)]), "alpha channel composited over black"),
+    ("float.tiff", lambda g: g.astype(np.float32) / 255, "floating-point image scaled from [0, 1]")])
+def test_user_image_any_depth_and_channels_become_bgr8_with_a_note(tmp_path, photo, name, make, note):
+    cv2.imwrite(str(tmp_path / name), make(photo))
+    img, notes = read_user_image(tmp_path / name)
+    assert img.shape == photo.shape and img.dtype == np.uint8 and note in notes
+    want = {"deep.png": np.repeat(photo[..., :1], 3, 2), "gray.png": np.repeat(photo[..., :1], 3, 2),
+            "rgba.png": np.round(photo * (128 / 255)), "float.tiff": photo}[name]
+    assert np.abs(img.astype(int) - want).max() <= 1
 
 
 def test_sigkill_leaves_a_temp_that_remove_stale_temps_removes(tmp_path):
