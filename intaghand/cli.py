@@ -18,7 +18,7 @@ SUBCOMMANDS = {
     "process-interhand": ("intaghand.interhand", "process_interhand_main", "process InterHand2.6M into the training layout"),
     "make-synthetic": ("intaghand.synthetic", "make_synthetic_main", "generate the synthetic two-hand data set"),
     "pretrain-encoder": ("intaghand.pretrain", "pretrain_encoder_main", "pretrain the ResNet encoder (the offline stand-in for ImageNet weights)"),
-    "train": ("intaghand.train", "train_main", "train a model (also under torchrun for several GPUs/processes)"),
+    "train": ("intaghand.train_cli", "train_main", "train a model (also under torchrun for several GPUs/processes)"),
     "eval": ("intaghand.evaluate", "eval_main", "evaluate a checkpoint with the paper's protocol (MPJPE/MPVPE)"),
     "demo": ("intaghand.demo_cli", "demo_main", "reconstruct hands in images, a video or a webcam stream"),
     "export-onnx": ("intaghand.inference", "export_onnx_main", "write a checkpoint's network as ONNX, checked against PyTorch"),

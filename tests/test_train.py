@@ -12,14 +12,15 @@ import pytest
 import torch
 
 from intaghand.config import get_config
-from intaghand.train import (EpochSampler, Trainer, export_weights, read_log, rng_state, seed_everything, set_rng_state,
-                             train_main)
+from intaghand.repro import EpochSampler, rng_state, seed_everything, set_rng_state
+from intaghand.train import Trainer, export_weights, read_log
+from intaghand.train_cli import train_main
 
 ROOT = Path(__file__).resolve().parents[1]
 PY = sys.executable
 # small preset at a 64-pixel input: ~0.5 s per step of batch 4 on one CPU thread
 TINY = ["MODEL.IMG_SIZE", "64", "TRAIN.BATCH_SIZE", "4", "TRAIN.EPOCHS", "2", "TB.SHOW_GAP", "2", "SAVE.SAVE_GAP", "1"]
-LAUNCH = "import sys; from intaghand.train import train_main; sys.exit(train_main(sys.argv[1:]))"
+LAUNCH = "import sys; from intaghand.train_cli import train_main; sys.exit(train_main(sys.argv[1:]))"
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -88,7 +88,7 @@ def main(argv=None):
     from intaghand.mano import mano_layers
     from intaghand.mano import HANDS
     from intaghand.render import HandRenderer, WeakPerspectiveCamera
-    from intaghand.train import fit_weak_perspective
+    from intaghand.head_init import fit_weak_perspective
     model, cfg = load_for_eval(a.checkpoint)
     layers = mano_layers(cfg)
     ev = evaluate(model, a.data_path, a.split, cfg=cfg, layers=layers, progress=False, max_samples=a.n,
