@@ -27,7 +27,8 @@ import torch
 
 
 def make_scenes(B: int, size: int, device, seed: int = 0):
-    from intaghand.render import WeakPerspectiveCamera, hand_template, mirror_to_left
+    from intaghand.meshes import hand_template, mirror_to_left
+    from intaghand.render import WeakPerspectiveCamera
     v, f, source = hand_template()
     v = torch.as_tensor(v) - torch.as_tensor(v).mean(0)
     f = torch.as_tensor(f)
@@ -56,7 +57,8 @@ def pytorch3d_loop(left, right, faces, cam_l, cam_r, size):
     from pytorch3d.renderer import (HardPhongShader, MeshRasterizer, MeshRenderer, OrthographicCameras, PointLights,
                                     RasterizationSettings, TexturesVertex)
     from pytorch3d.structures import Meshes
-    from intaghand.render import LEFT_COLOR, RIGHT_COLOR, flip_winding
+    from intaghand.raster import flip_winding
+    from intaghand.render import LEFT_COLOR, RIGHT_COLOR
     dev = left.device
     faces_all = torch.cat([flip_winding(faces), faces + left.shape[1]])
     cols = torch.cat([torch.tensor(LEFT_COLOR, dtype=torch.float32).expand(left.shape[1], 3),

@@ -25,7 +25,8 @@ from .io import IMAGE_SUFFIXES, safe_load_pickle
 from .mano import FINGERTIP_VERTS, HANDS
 from .model import build_model, mano_joint_regressors
 from .pictures import DISPLAY_SIZE, resize_to
-from .render import HAND_RGB, HandRenderer, WeakPerspectiveCamera, hand_template
+from .meshes import hand_template
+from .render import HAND_RGB, HandRenderer, WeakPerspectiveCamera
 
 # %% ../nbs/17b_analysis.ipynb #f9ef91c1
 _DEFAULT_RECONSTRUCTORS = {}

@@ -16,7 +16,8 @@ import torch
 
 from .io import atomic_imwrite, atomic_write_json
 from .mano import HANDS
-from .render import EXPORT_TYPES, HandRenderer, export_hands, paint_hands
+from .meshes import export_hands, paint_hands
+from .render import EXPORT_TYPES, HandRenderer
 from .demo_result import DemoResult, PixelCamera
 
 # %% ../nbs/16a_demo_output.ipynb #c634f3cf

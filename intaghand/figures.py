@@ -14,7 +14,8 @@ import plotly.graph_objects as go
 import torch
 
 from .pictures import _ascii, colormap
-from .render import HAND_RGB, face_normals, hand_template, paint_triangles, plot_hands
+from .meshes import face_normals, hand_template, paint_triangles, plot_hands
+from .render import HAND_RGB
 
 # %% ../nbs/17c_figures.ipynb #dea26cea
 _FACES = {}

@@ -314,9 +314,10 @@ class SyntheticGenerator:
 
     def render(self, scenes: list, geoms: list) -> dict:
         "Batched products of scenes: mask (B×H×W×3 uint8), dense (uint8), shaded RGB (float 0..1), alpha (bool)."
-        from intaghand.render import PerspectiveCamera, build_scene, interpolate_vertex_attributes, vertex_normals
+        from intaghand.raster import interpolate_vertex_attributes, vertex_normals
+        from intaghand.render import PerspectiveCamera, build_scene
         t = lambda xs: torch.as_tensor(np.stack(xs).astype(np.float32))
-        from intaghand.render import flip_winding
+        from intaghand.raster import flip_winding
         arm = lambda g, h: (forearm(g[h][0], g[h][1], self.wrist_loop, g["arms"][h]) if self.forearms and len(self.wrist_loop)
                             else np.full((len(ARM_STATIONS) * len(self.wrist_loop), 3), 1e3))
         lv = t([np.concatenate([g["left"][0], arm(g, "left")]) for g in geoms])

@@ -122,7 +122,7 @@ def test_overlay_puts_hands_where_json_says(run, inputs):
 
 
 def test_meshes_round_trip(run):
-    from intaghand.render import load_mesh
+    from intaghand.meshes import load_mesh
     rc, out, s = run
     d = json.loads((out / "good.json").read_text())
     for ext in ("obj", "ply", "glb"):

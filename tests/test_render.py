@@ -7,10 +7,11 @@ import pytest
 import torch
 import trimesh
 
+from intaghand.meshes import export_hands, load_mesh, mirror_to_left, plot_hands, toy_hand_mesh
+from intaghand.raster import check_faces, check_verts, flip_winding, rasterize_fast
 from intaghand.render import (EXPORT_TYPES, LEFT_COLOR, MODES, RIGHT_COLOR, HandRenderer, PerspectiveCamera,
-                              WeakPerspectiveCamera, build_scene, check_faces, check_verts, composite,
-                              default_vertex_colors, export_hands, flip_winding, load_mesh, mirror_to_left,
-                              plot_hands, rasterize_fast, rasterize_pytorch3d, resolve_backend, toy_hand_mesh)
+                              WeakPerspectiveCamera, build_scene, composite, default_vertex_colors, rasterize_pytorch3d,
+                              resolve_backend)
 
 BACKENDS = ["fast", "pytorch3d"]
 

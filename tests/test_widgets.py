@@ -24,7 +24,7 @@ from intaghand.explore_runs import RunViewer, ema, find_runs, read_scalars, run_
 from intaghand.figures import hand_faces, mesh_values, trace_by_name
 from intaghand.model import build_model, graph_upsample
 from intaghand.pictures import BAR_WIDTH, DISPLAY_SIZE, TILE, heat_overlay, mask_picture, resize_to, to_png, with_colour_bar
-from intaghand.render import hand_template
+from intaghand.meshes import hand_template
 from intaghand.widgets import _views, count_widgets
 
 
