@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.distributed as dist
+from fastcore.basics import patch
 from torch.utils.data import DataLoader
 
 from .config import checkpoint_file, config_to_yaml, get_config, save_config, without_encoder_pretrain
@@ -152,7 +153,7 @@ def training_images(batch, out, faces: dict | None = None, i: int = 0) -> dict:
         bgr["2_mano/overlay_pred"] = _rgb8(rgb)[..., ::-1]
     return {k: np.ascontiguousarray(v[..., ::-1]) for k, v in bgr.items()}
 
-# %% ../nbs/12_train.ipynb #c15707a1
+# %% ../nbs/12_train.ipynb #336b46f4
 CHECKPOINT_FORMAT = "intaghand-train/1"
 BN_MODES = ("batch", "sync", "frozen")
 
@@ -184,7 +185,7 @@ def _ignore_stop_signals(worker_id: int):
 class TrainingDiverged(RuntimeError):
     "The loss or the gradients stopped being finite; the weights of the last finished epoch are kept."
 
-
+# %% ../nbs/12_train.ipynb #c15707a1
 class Trainer:
     """IntagHand training on one process or many (`torchrun`): see the chapter text for the options.
 
@@ -198,95 +199,19 @@ class Trainer:
                  val_samples: int | None = None, val_batch_size: int | None = None, save_steps: int = 0,
                  progress: bool | str = True, tensorboard: bool = True, images: bool = True, layers: dict | None = None,
                  init_camera: bool = True, warmup_steps: int = 0, start_weights: bool = True):
-        self.cfg = cfg = get_config() if cfg is None else cfg
-        if bn not in BN_MODES: raise ValueError(f"bn must be one of {BN_MODES}, got {bn!r}")
-        self.dist = init_distributed(device)
-        self.device = self.dist.device
-        if bn == "sync" and self.device.type != "cuda":
-            raise ValueError("bn='sync' (SyncBatchNorm) needs CUDA devices; on CPU use bn='frozen' (BatchNorm in eval "
-                             "mode) or bn='batch' (per-process statistics)")
-        self.amp_dtype = autocast_dtype(self.device, amp)
-        self.amp = self.amp_dtype is not None
-        if amp and not self.amp:
-            warnings.warn(f"mixed precision (--amp) is not supported on this {self.device.type} (no native bfloat16); training in float32")
-        self.warmup_steps = max(0, int(warmup_steps))
-        self.max_steps, self.bn, self.save_steps = max_steps, bn, int(save_steps)
-        self.progress, self.images = progress, images
-        self.epochs = int(cfg.TRAIN.EPOCHS)
-        self.seed = int(cfg.SEED)
-        self.img_size = int(cfg.MODEL.IMG_SIZE)
-        self.out = Path(out) if out is not None else Path(cfg.SAVE.SAVE_DIR)
-        self.tb_dir = self.out / "tb" if out is not None else Path(cfg.TB.SAVE_DIR)
-        self.log_path = self.out / "train_log.jsonl"
-        self.data_path = Path(data_path if data_path is not None else cfg.DATASET.INTERHAND_PATH)
+        self.cfg = get_config() if cfg is None else cfg
+        self._setup_process(device, amp, bn)
+        self._setup_run(out, data_path, max_steps=max_steps, save_steps=save_steps, warmup_steps=warmup_steps,
+                        progress=progress, images=images)
+        self._setup_batch(global_batch)
+        seed_everything(self.seed)                       # everything below draws from the seeded generators
+        self._setup_data(layers, num_workers, val_split, val_samples, val_batch_size)
+        model = self._build_network(init_camera, start_weights)
+        self._setup_losses(model)
+        self._setup_optimiser(model)
+        self.model = self._wrap_ddp(model)
+        self._start_counters(tensorboard)
 
-        W = self.dist.world_size
-        B = int(cfg.TRAIN.BATCH_SIZE)
-        if global_batch and B % W:
-            raise ValueError(f"global batch {B} is not divisible by the {W} processes; choose a multiple of {W}")
-        self.batch_size = B // W if global_batch else B          # per process
-        self.global_batch_size = self.batch_size * W
-
-        seed_everything(self.seed)
-        self.layers = layers if layers is not None else mano_layers(cfg)
-        self.train_set = HandDataset(self.data_path, "train", cfg=cfg, mano_layers=self.layers)
-        self.sampler = EpochSampler(self.train_set, W, self.dist.rank, shuffle=True, seed=self.seed)
-        self.steps_per_epoch = self.sampler.num_samples // self.batch_size
-        if self.steps_per_epoch == 0:
-            raise ValueError(f"the training split of {self.data_path} has {len(self.train_set)} samples "
-                             f"({self.sampler.num_samples} per process), fewer than one batch of {self.batch_size}; "
-                             "lower the batch size (--batch_size / TRAIN.BATCH_SIZE) or add data")
-        pin = self.device.type == "cuda"
-        self.loader = DataLoader(SeededSamples(self.train_set, self.seed), self.batch_size, sampler=self.sampler,
-                                 num_workers=num_workers, collate_fn=collate_samples, drop_last=True, pin_memory=pin,
-                                 generator=torch.Generator().manual_seed(self.seed),
-                                 worker_init_fn=_ignore_stop_signals if num_workers else None)
-        self.val_loader = None
-        if val_split and val_samples != 0 and (self.data_path / val_split / "anno").is_dir():
-            vs = HandDataset(self.data_path, val_split, cfg=cfg, mano_layers=self.layers, train=False)
-            if len(vs):
-                self.val_loader = DataLoader(EvalSamples(vs, val_samples), val_batch_size or self.batch_size, shuffle=False,
-                                             num_workers=num_workers, collate_fn=collate_eval, pin_memory=pin,
-                                             generator=torch.Generator().manual_seed(self.seed))
-        self.regressors = {h: self.layers[h].joint_regressor.to(self.device) for h in HANDS}
-
-        model = build_model(cfg if start_weights else without_encoder_pretrain(cfg))
-        pretrain = str(cfg.MODEL_PARAM.MODEL_PRETRAIN_PATH) if start_weights else "none"   # resume() replaces them
-        if pretrain.lower() not in ("", "none"):           # start from given weights, as the original does
-            load_weights(model, checkpoint_file(pretrain))
-        elif init_camera and start_weights:                 # a fresh run: start the camera head at the data's camera
-            plain = HandDataset(self.data_path, "train", cfg=cfg, mano_layers=self.layers, train=False)
-            init_camera_head(model, plain, n=256 if cfg.MODEL.MEAN_HAND else 32, weight_gain=0.1)
-            if cfg.MODEL.MEAN_HAND: init_mean_hand(model, plain)
-        model = model.to(self.device)
-        if bn == "sync": model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
-        self.upsample_trainable = not cfg.MODEL.freeze_upsample
-        self.upsample_ref = (torch.as_tensor(np.asarray(load_graph_assets(cfg)["upsample"]), dtype=torch.float32,
-                                             device=self.device) if self.upsample_trainable else None)
-        self.specs = {h: s.to(self.device) for h, s in mesh_specs(model, self.layers).items()}
-        self.faces = {h: self.layers[h].faces.cpu() for h in HANDS}
-        self.weights = LossWeights.from_config(cfg)
-        params = [p for p in model.parameters() if p.requires_grad]
-        opt = str(cfg.TRAIN.OPTIM).lower()
-        # fused Adam: one kernel over all parameters instead of ~8 small ops per tensor (the small network has 650
-        # tensors: 70-100 ms of the CPU step become 20); the same update up to float rounding
-        if opt == "adam": self.optimizer = torch.optim.Adam(params, lr=float(cfg.TRAIN.LR), fused=self.device.type in ("cpu", "cuda"))
-        elif opt in ("rms", "rmsprop"): self.optimizer = torch.optim.RMSprop(params, lr=float(cfg.TRAIN.LR))
-        else: raise ValueError(f"TRAIN.OPTIM must be 'adam' or 'rms', got {cfg.TRAIN.OPTIM!r}")
-        self.scheduler = StepLRWithWarmUp.from_config(self.optimizer, cfg, start_epoch=0)
-        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
-        if self.dist.distributed:
-            ids = [self.device.index] if self.device.type == "cuda" else None
-            model = torch.nn.parallel.DistributedDataParallel(model, device_ids=ids, find_unused_parameters=True)
-        self.model = model
-        self.epoch, self.step, self.batch_in_epoch = 0, 0, 0
-        self.best_metric, self.best_epoch = math.inf, -1
-        self.resumed_from = None
-        self._wall_base, self._t_start = 0.0, None      # training seconds before this process, and when it started
-        self._writer, self._tb = None, tensorboard
-        self._stop = False
-
-    # ---- bookkeeping
     @property
     def net(self) -> torch.nn.Module:
         "The network (unwrapped from DDP)."
@@ -295,244 +220,412 @@ class Trainer:
     @property
     def lr(self) -> float: return float(self.optimizer.param_groups[0]["lr"])
 
-    def writer(self):
-        "The rank-0 TensorBoard `SummaryWriter` (None elsewhere or when disabled)."
-        if self._writer is None and self._tb and self.dist.is_main:
-            from torch.utils.tensorboard import SummaryWriter
-            self._writer = SummaryWriter(str(self.tb_dir), purge_step=self.step if self.resumed_from else None)
-        return self._writer
+# %% ../nbs/12_train.ipynb #231a159a
+@patch
+def _setup_process(self: Trainer, device, amp: bool, bn: str):
+    "The process group and device, the BatchNorm mode and the autocast type (None: float32)."
+    if bn not in BN_MODES: raise ValueError(f"bn must be one of {BN_MODES}, got {bn!r}")
+    self.dist = init_distributed(device)
+    self.device = self.dist.device
+    if bn == "sync" and self.device.type != "cuda":
+        raise ValueError("bn='sync' (SyncBatchNorm) needs CUDA devices; on CPU use bn='frozen' (BatchNorm in eval "
+                         "mode) or bn='batch' (per-process statistics)")
+    self.amp_dtype = autocast_dtype(self.device, amp)
+    self.amp = self.amp_dtype is not None
+    if amp and not self.amp:
+        warnings.warn(f"mixed precision (--amp) is not supported on this {self.device.type} (no native bfloat16); training in float32")
+    self.bn = bn
 
-    def wall_time(self) -> float:
-        "Seconds spent training so far, over every resumed part of the run."
-        return self._wall_base + (time.monotonic() - self._t_start if self._t_start is not None else 0.0)
 
-    def _log(self, record: dict):
-        if not self.dist.is_main: return
-        record = {**record, "wall_time": round(self.wall_time(), 3)}
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.log_path, "a") as f: f.write(json.dumps(record) + "\n")
+@patch
+def _setup_run(self: Trainer, out, data_path, max_steps, save_steps, warmup_steps, progress, images):
+    "The run's length and options from the config and the arguments, and its folders."
+    cfg = self.cfg
+    self.warmup_steps = max(0, int(warmup_steps))
+    self.max_steps, self.save_steps = max_steps, int(save_steps)
+    self.progress, self.images = progress, images
+    self.epochs = int(cfg.TRAIN.EPOCHS)
+    self.seed = int(cfg.SEED)
+    self.img_size = int(cfg.MODEL.IMG_SIZE)
+    self.out = Path(out) if out is not None else Path(cfg.SAVE.SAVE_DIR)
+    self.tb_dir = self.out / "tb" if out is not None else Path(cfg.TB.SAVE_DIR)
+    self.log_path = self.out / "train_log.jsonl"
+    self.data_path = Path(data_path if data_path is not None else cfg.DATASET.INTERHAND_PATH)
 
-    def _set_train_mode(self):
-        self.model.train()
-        if self.bn == "frozen": _freeze_bn(self.model)
 
-    # ---- one step
-    def train_step(self, batch) -> dict:
-        """Forward, losses, backward and optimizer step on one batch. Returns (scalars averaged over the processes,
-        the network output, the batch on the device)."""
-        batch = batch.to(self.device, non_blocking=True)
-        with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32, enabled=self.amp):
-            out = self.model(batch.img)
-        if self.amp: out = map_tensors(out, lambda t: t.float() if t.is_floating_point() else t)
-        up = self.net.decoder.unsample_layer.weight if self.upsample_trainable else None
-        loss = compute_losses(LossPrediction.from_output(out, upsample_weight=up), LossTarget.from_sample(batch), self.specs,
-                              self.weights, epoch=self.epoch, img_size=self.img_size, upsample_reference=self.upsample_ref)
-        self.optimizer.zero_grad(set_to_none=True)
-        self.scaler.scale(loss.total).backward()
-        self._check_finite(loss.total)
-        self._apply_warmup()
-        self.scaler.step(self.optimizer)
-        self.scaler.update()
-        scalars = loss.scalars("train/")
-        keys = list(scalars)
-        vec = torch.tensor([scalars[k] for k in keys] + [float(self._stop)], dtype=torch.float64, device=self.device)
-        if self.dist.distributed:
-            flag = vec[-1:].clone()
-            dist.all_reduce(vec)
-            dist.all_reduce(flag, op=dist.ReduceOp.MAX)
-            vec = vec / self.dist.world_size
-            vec[-1] = flag[0]
-        self._stop = bool(vec[-1] > 0)
-        vals = vec.tolist()
-        scalars = dict(zip(keys, vals[:-1]))
-        return scalars, out, batch
+@patch
+def _setup_batch(self: Trainer, global_batch: bool):
+    "`batch_size` per process and `global_batch_size` over all (`global_batch`: TRAIN.BATCH_SIZE is the global one)."
+    W = self.dist.world_size
+    B = int(self.cfg.TRAIN.BATCH_SIZE)
+    if global_batch and B % W:
+        raise ValueError(f"global batch {B} is not divisible by the {W} processes; choose a multiple of {W}")
+    self.batch_size = B // W if global_batch else B          # per process
+    self.global_batch_size = self.batch_size * W
 
-    def _apply_warmup(self):
-        "Per-step linear warm-up over the first `warmup_steps` steps, on top of the per-epoch schedule."
-        f = min(1.0, (self.step + 1) / self.warmup_steps) if self.warmup_steps else 1.0
-        for g, lr in zip(self.optimizer.param_groups, self.scheduler.get_last_lr()): g["lr"] = lr * f
+# %% ../nbs/12_train.ipynb #419c24cf
+@patch
+def _setup_data(self: Trainer, layers, num_workers, val_split, val_samples, val_batch_size):
+    "The MANO layers, the training loader (`loader`, `sampler`), the validation loader (or None) and the regressors."
+    cfg, W = self.cfg, self.dist.world_size
+    self.layers = layers if layers is not None else mano_layers(cfg)
+    self.train_set = HandDataset(self.data_path, "train", cfg=cfg, mano_layers=self.layers)
+    self.sampler = EpochSampler(self.train_set, W, self.dist.rank, shuffle=True, seed=self.seed)
+    self.steps_per_epoch = self.sampler.num_samples // self.batch_size
+    if self.steps_per_epoch == 0:
+        raise ValueError(f"the training split of {self.data_path} has {len(self.train_set)} samples "
+                         f"({self.sampler.num_samples} per process), fewer than one batch of {self.batch_size}; "
+                         "lower the batch size (--batch_size / TRAIN.BATCH_SIZE) or add data")
+    pin = self.device.type == "cuda"
+    self.loader = DataLoader(SeededSamples(self.train_set, self.seed), self.batch_size, sampler=self.sampler,
+                             num_workers=num_workers, collate_fn=collate_samples, drop_last=True, pin_memory=pin,
+                             generator=torch.Generator().manual_seed(self.seed),
+                             worker_init_fn=_ignore_stop_signals if num_workers else None)
+    self.val_loader = None
+    if val_split and val_samples != 0 and (self.data_path / val_split / "anno").is_dir():
+        vs = HandDataset(self.data_path, val_split, cfg=cfg, mano_layers=self.layers, train=False)
+        if len(vs):
+            self.val_loader = DataLoader(EvalSamples(vs, val_samples), val_batch_size or self.batch_size, shuffle=False,
+                                         num_workers=num_workers, collate_fn=collate_eval, pin_memory=pin,
+                                         generator=torch.Generator().manual_seed(self.seed))
+    self.regressors = {h: self.layers[h].joint_regressor.to(self.device) for h in HANDS}
 
-    def _check_finite(self, total: torch.Tensor):
-        """Stop before the optimizer step when the loss or (without a GradScaler, which skips such steps itself) the
-        gradient norm is not finite, on every process alike, so no non-finite weight is ever stepped into or saved."""
-        ok = bool(torch.isfinite(total.detach()))
-        if ok and not self.scaler.is_enabled():
-            grads = [p.grad for p in self.model.parameters() if p.grad is not None]
-            ok = bool(torch.isfinite(torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g.float()) for g in grads])))) if grads else True
-        if self.dist.distributed:
-            flag = torch.tensor([float(ok)], device=self.device)
-            dist.all_reduce(flag, op=dist.ReduceOp.MIN)
-            ok = bool(flag[0] > 0)
-        if not ok:
-            kept = self.out / "latest.pth"
-            raise TrainingDiverged(
-                f"training diverged at step {self.step} (epoch {self.epoch + 1}): the loss is {float(total.detach())} or a gradient "
-                f"is not finite, with learning rate {self.lr:.3g}. Nothing was saved from this epoch; "
-                + (f"the last finite checkpoint is {kept}. " if kept.is_file() else "no checkpoint was written yet. ")
-                + "Lower TRAIN.LR (or use --warmup_steps) and start again.")
+# %% ../nbs/12_train.ipynb #6323fec7
+@patch
+def _build_network(self: Trainer, init_camera: bool, start_weights: bool) -> torch.nn.Module:
+    "The model on the device: built, started from weights or from the data, SyncBatchNorm with bn='sync'."
+    cfg = self.cfg
+    model = build_model(cfg if start_weights else without_encoder_pretrain(cfg))
+    pretrain = str(cfg.MODEL_PARAM.MODEL_PRETRAIN_PATH) if start_weights else "none"   # resume() replaces them
+    if pretrain.lower() not in ("", "none"):           # start from given weights, as the original does
+        load_weights(model, checkpoint_file(pretrain))
+    elif init_camera and start_weights:                 # a fresh run: start the camera head at the data's camera
+        plain = HandDataset(self.data_path, "train", cfg=cfg, mano_layers=self.layers, train=False)
+        init_camera_head(model, plain, n=256 if cfg.MODEL.MEAN_HAND else 32, weight_gain=0.1)
+        if cfg.MODEL.MEAN_HAND: init_mean_hand(model, plain)
+    model = model.to(self.device)
+    if self.bn == "sync": model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    return model
 
-    def _record_step(self, scalars: dict, out, batch):
-        rec = {"kind": "train", "step": self.step, "epoch": self.epoch, "learning_rate": self.lr, **scalars}
+
+@patch
+def _setup_losses(self: Trainer, model):
+    "The loss weights, per-hand mesh assets, faces (for pictures) and the upsampling reference when it is trained."
+    cfg = self.cfg
+    self.upsample_trainable = not cfg.MODEL.freeze_upsample
+    self.upsample_ref = (torch.as_tensor(np.asarray(load_graph_assets(cfg)["upsample"]), dtype=torch.float32,
+                                         device=self.device) if self.upsample_trainable else None)
+    self.specs = {h: s.to(self.device) for h, s in mesh_specs(model, self.layers).items()}
+    self.faces = {h: self.layers[h].faces.cpu() for h in HANDS}
+    self.weights = LossWeights.from_config(cfg)
+
+# %% ../nbs/12_train.ipynb #40c35747
+@patch
+def _setup_optimiser(self: Trainer, model):
+    "`optimizer` (TRAIN.OPTIM over the trainable parameters), the per-epoch `scheduler` and the AMP `scaler`."
+    cfg = self.cfg
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = str(cfg.TRAIN.OPTIM).lower()
+    # fused Adam: one kernel over all parameters instead of ~8 small ops per tensor (the small network has 650
+    # tensors: 70-100 ms of the CPU step become 20); the same update up to float rounding
+    if opt == "adam": self.optimizer = torch.optim.Adam(params, lr=float(cfg.TRAIN.LR), fused=self.device.type in ("cpu", "cuda"))
+    elif opt in ("rms", "rmsprop"): self.optimizer = torch.optim.RMSprop(params, lr=float(cfg.TRAIN.LR))
+    else: raise ValueError(f"TRAIN.OPTIM must be 'adam' or 'rms', got {cfg.TRAIN.OPTIM!r}")
+    self.scheduler = StepLRWithWarmUp.from_config(self.optimizer, cfg, start_epoch=0)
+    self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
+
+
+@patch
+def _wrap_ddp(self: Trainer, model) -> torch.nn.Module:
+    "The model in DistributedDataParallel under torchrun (the model itself on one process)."
+    if not self.dist.distributed: return model
+    ids = [self.device.index] if self.device.type == "cuda" else None
+    return torch.nn.parallel.DistributedDataParallel(model, device_ids=ids, find_unused_parameters=True)
+
+
+@patch
+def _start_counters(self: Trainer, tensorboard: bool):
+    "Epoch, step and position in the epoch, the best validation so far, the wall clock and the stop flag."
+    self.epoch, self.step, self.batch_in_epoch = 0, 0, 0
+    self.best_metric, self.best_epoch = math.inf, -1
+    self.resumed_from = None
+    self._wall_base, self._t_start = 0.0, None      # training seconds before this process, and when it started
+    self._writer, self._tb = None, tensorboard
+    self._stop = False
+
+# %% ../nbs/12_train.ipynb #e066d870
+@patch
+def writer(self: Trainer):
+    "The rank-0 TensorBoard `SummaryWriter` (None elsewhere or when disabled)."
+    if self._writer is None and self._tb and self.dist.is_main:
+        from torch.utils.tensorboard import SummaryWriter
+        self._writer = SummaryWriter(str(self.tb_dir), purge_step=self.step if self.resumed_from else None)
+    return self._writer
+
+
+@patch
+def wall_time(self: Trainer) -> float:
+    "Seconds spent training so far, over every resumed part of the run."
+    return self._wall_base + (time.monotonic() - self._t_start if self._t_start is not None else 0.0)
+
+
+@patch
+def _log(self: Trainer, record: dict):
+    if not self.dist.is_main: return
+    record = {**record, "wall_time": round(self.wall_time(), 3)}
+    self.log_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(self.log_path, "a") as f: f.write(json.dumps(record) + "\n")
+
+
+@patch
+def _set_train_mode(self: Trainer):
+    self.model.train()
+    if self.bn == "frozen": _freeze_bn(self.model)
+
+# %% ../nbs/12_train.ipynb #5e31967c
+@patch
+def train_step(self: Trainer, batch) -> dict:
+    """Forward, losses, backward and optimizer step on one batch. Returns (scalars averaged over the processes,
+    the network output, the batch on the device)."""
+    batch = batch.to(self.device, non_blocking=True)
+    with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32, enabled=self.amp):
+        out = self.model(batch.img)
+    if self.amp: out = map_tensors(out, lambda t: t.float() if t.is_floating_point() else t)
+    up = self.net.decoder.unsample_layer.weight if self.upsample_trainable else None
+    loss = compute_losses(LossPrediction.from_output(out, upsample_weight=up), LossTarget.from_sample(batch), self.specs,
+                          self.weights, epoch=self.epoch, img_size=self.img_size, upsample_reference=self.upsample_ref)
+    self.optimizer.zero_grad(set_to_none=True)
+    self.scaler.scale(loss.total).backward()
+    self._check_finite(loss.total)
+    self._apply_warmup()
+    self.scaler.step(self.optimizer)
+    self.scaler.update()
+    scalars = loss.scalars("train/")
+    keys = list(scalars)
+    vec = torch.tensor([scalars[k] for k in keys] + [float(self._stop)], dtype=torch.float64, device=self.device)
+    if self.dist.distributed:
+        flag = vec[-1:].clone()
+        dist.all_reduce(vec)
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+        vec = vec / self.dist.world_size
+        vec[-1] = flag[0]
+    self._stop = bool(vec[-1] > 0)
+    vals = vec.tolist()
+    scalars = dict(zip(keys, vals[:-1]))
+    return scalars, out, batch
+
+# %% ../nbs/12_train.ipynb #96bcc66a
+@patch
+def _apply_warmup(self: Trainer):
+    "Per-step linear warm-up over the first `warmup_steps` steps, on top of the per-epoch schedule."
+    f = min(1.0, (self.step + 1) / self.warmup_steps) if self.warmup_steps else 1.0
+    for g, lr in zip(self.optimizer.param_groups, self.scheduler.get_last_lr()): g["lr"] = lr * f
+
+
+@patch
+def _check_finite(self: Trainer, total: torch.Tensor):
+    """Stop before the optimizer step when the loss or (without a GradScaler, which skips such steps itself) the
+    gradient norm is not finite, on every process alike, so no non-finite weight is ever stepped into or saved."""
+    ok = bool(torch.isfinite(total.detach()))
+    if ok and not self.scaler.is_enabled():
+        grads = [p.grad for p in self.model.parameters() if p.grad is not None]
+        ok = bool(torch.isfinite(torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g.float()) for g in grads])))) if grads else True
+    if self.dist.distributed:
+        flag = torch.tensor([float(ok)], device=self.device)
+        dist.all_reduce(flag, op=dist.ReduceOp.MIN)
+        ok = bool(flag[0] > 0)
+    if not ok:
+        kept = self.out / "latest.pth"
+        raise TrainingDiverged(
+            f"training diverged at step {self.step} (epoch {self.epoch + 1}): the loss is {float(total.detach())} or a gradient "
+            f"is not finite, with learning rate {self.lr:.3g}. Nothing was saved from this epoch; "
+            + (f"the last finite checkpoint is {kept}. " if kept.is_file() else "no checkpoint was written yet. ")
+            + "Lower TRAIN.LR (or use --warmup_steps) and start again.")
+
+# %% ../nbs/12_train.ipynb #1aa9d514
+@patch
+def _record_step(self: Trainer, scalars: dict, out, batch):
+    rec = {"kind": "train", "step": self.step, "epoch": self.epoch, "learning_rate": self.lr, **scalars}
+    self._log(rec)
+    w = self.writer()
+    if w is not None:
+        w.add_scalar("learning_rate", self.lr, self.step)
+        for k, v in scalars.items(): w.add_scalar(k, v, self.step)
+        gap = int(self.cfg.TB.SHOW_GAP)
+        if self.images and gap > 0 and self.step % gap == 0:
+            for k, im in training_images(batch, out, self.faces).items(): w.add_image(k, im, self.step, dataformats="HWC")
+    return rec
+
+
+@patch
+def validate(self: Trainer) -> dict | None:
+    "Validation MPJPE/MPVPE (mm, original protocol) on rank 0; None without a validation split."
+    if self.val_loader is None: return None
+    res = None
+    if self.dist.is_main:
+        res = validation_errors(self.net, self.val_loader, self.regressors, self.device)
+    if self.dist.distributed:
+        box = [res]
+        dist.broadcast_object_list(box, src=0)
+        res = box[0]
+    return res
+
+# %% ../nbs/12_train.ipynb #98f4625d
+@patch
+def state_dict(self: Trainer) -> dict:
+    "Everything a resume needs, as tensors and plain types (loadable with `torch.load(weights_only=True)`)."
+    rngs = [rng_state()]
+    if self.dist.distributed:
+        rngs = [None] * self.dist.world_size
+        dist.all_gather_object(rngs, rng_state())
+    return {"format": CHECKPOINT_FORMAT, "model": self.net.state_dict(), "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(),
+            "epoch": self.epoch, "step": self.step, "batch_in_epoch": self.batch_in_epoch,
+            "best_metric": float(self.best_metric), "best_epoch": self.best_epoch, "config": config_to_yaml(self.cfg),
+            "rng": rngs, "world_size": self.dist.world_size, "batch_size": self.batch_size, "seed": self.seed,
+            "wall_time": self.wall_time()}
+
+
+@patch
+def save(self: Trainer, name: str = "latest") -> Path | None:
+    "Write `<out>/<name>.pth` atomically (rank 0; every process takes part in gathering RNG states)."
+    state = self.state_dict()
+    path = self.out / f"{name}.pth"
+    if self.dist.is_main: atomic_torch_save(state, path)
+    return path
+
+# %% ../nbs/12_train.ipynb #9f9cce60
+@patch
+def load_state_dict(self: Trainer, ck: dict, source: str = "checkpoint"):
+    "Restore a `state_dict()` (model strictly, optimizer, scheduler, scaler, counters, RNG states)."
+    if ck.get("format") != CHECKPOINT_FORMAT:
+        raise CheckpointError(f"{source} is not a training checkpoint of this trainer (format {ck.get('format')!r}); "
+                              "to start from plain weights set MODEL_PARAM.MODEL_PRETRAIN_PATH instead of resuming")
+    load_state_dict_checked(self.net, ck["model"], source=source)
+    self.optimizer.load_state_dict(ck["optimizer"])
+    self.scheduler.load_state_dict(ck["scheduler"])
+    if ck.get("scaler"): self.scaler.load_state_dict(ck["scaler"])
+    self.epoch, self.step, self.batch_in_epoch = int(ck["epoch"]), int(ck["step"]), int(ck["batch_in_epoch"])
+    self.best_metric, self.best_epoch = float(ck["best_metric"]), int(ck["best_epoch"])
+    self._wall_base = float(ck.get("wall_time", 0.0))
+    same = int(ck["world_size"]) == self.dist.world_size and int(ck["batch_size"]) == self.batch_size
+    if self.batch_in_epoch and not same:
+        done = self.batch_in_epoch * int(ck["batch_size"]) * int(ck["world_size"])
+        self.batch_in_epoch = done // self.global_batch_size
+        warnings.warn(f"{source} was written with {ck['world_size']} process(es) × batch {ck['batch_size']}; resuming "
+                      f"mid-epoch with {self.dist.world_size} × {self.batch_size} continues at batch "
+                      f"{self.batch_in_epoch} of the epoch, so the run is not an exact continuation")
+    rngs = ck["rng"]
+    set_rng_state(rngs[self.dist.rank] if self.dist.rank < len(rngs) else rngs[0])
+    return self
+
+
+@patch
+def resume(self: Trainer, path=None):
+    "Continue from a training checkpoint (default `<out>/latest.pth`); the log is cut back to its step."
+    path = Path(path) if path is not None else self.out / "latest.pth"
+    self.load_state_dict(load_checkpoint(path), source=str(path))
+    self.resumed_from = path
+    if self.dist.is_main and self.log_path.is_file():
+        keep = [r for r in read_log(self.log_path) if r["step"] < self.step or (r["kind"] == "val" and r["step"] <= self.step)]
+        atomic_write_text(self.log_path, "".join(json.dumps(r) + "\n" for r in keep))
+    return self
+
+# %% ../nbs/12_train.ipynb #c29686f3
+@patch
+def _stop_requested(self: Trainer) -> bool:
+    return self._stop or (self.max_steps is not None and self.step >= self.max_steps)
+
+
+@patch
+def train_epoch(self: Trainer) -> bool:
+    "Run the rest of the current epoch; False when it stopped early (max_steps or a stop signal)."
+    self._set_train_mode()
+    self.sampler.set_epoch(self.epoch)
+    self.sampler.set_start(self.batch_in_epoch * self.batch_size)
+    bar = progress_bar(self.progress if self.dist.is_main else False, total=self.steps_per_epoch,
+                       initial=self.batch_in_epoch, desc=f"epoch {self.epoch + 1}/{self.epochs}", dynamic_ncols=True,
+                       leave=True)
+    try:
+        for batch in self.loader:
+            if self._stop_requested(): return False
+            scalars, out, batch = self.train_step(batch)
+            self._record_step(scalars, out, batch)
+            self.step += 1
+            self.batch_in_epoch += 1
+            bar.update(1)
+            bar.set_postfix(loss=f"{scalars['train/total_loss']:.4g}", lr=f"{self.lr:.3g}")
+            if self.save_steps and self.step % self.save_steps == 0 and self.batch_in_epoch < self.steps_per_epoch:
+                self.save("latest")
+        return True
+    finally:
+        bar.close()
+
+# %% ../nbs/12_train.ipynb #76b46a3d
+@patch
+def _end_epoch(self: Trainer):
+    self.scheduler.step()
+    self.epoch += 1
+    self.batch_in_epoch = 0
+    val = self.validate()
+    best = False
+    if val is not None:
+        rec = {"kind": "val", "step": self.step, "epoch": self.epoch, **{f"val/{k}": v for k, v in val.items()}}
         self._log(rec)
         w = self.writer()
         if w is not None:
-            w.add_scalar("learning_rate", self.lr, self.step)
-            for k, v in scalars.items(): w.add_scalar(k, v, self.step)
-            gap = int(self.cfg.TB.SHOW_GAP)
-            if self.images and gap > 0 and self.step % gap == 0:
-                for k, im in training_images(batch, out, self.faces).items(): w.add_image(k, im, self.step, dataformats="HWC")
-        return rec
+            for k, v in val.items():
+                if k != "n_samples": w.add_scalar(f"val/{k}", v, self.step)
+        if val["mpjpe_all"] < self.best_metric:
+            self.best_metric, self.best_epoch, best = float(val["mpjpe_all"]), self.epoch, True
+    latest = self.save("latest")
+    if self.dist.is_main:
+        gap = int(self.cfg.SAVE.SAVE_GAP)
+        if gap > 0 and self.epoch % gap == 0: _link_or_copy(latest, self.out / f"{self.epoch}.pth")
+        if best: _link_or_copy(latest, self.out / "best.pth")
+    return val
 
-    # ---- epochs
-    def _stop_requested(self) -> bool:
-        return self._stop or (self.max_steps is not None and self.step >= self.max_steps)
+# %% ../nbs/12_train.ipynb #5cf855dd
+@patch
+def fit(self: Trainer) -> list:
+    "Train until `TRAIN.EPOCHS` (or `max_steps`, or SIGINT/SIGTERM: the last finished step is saved); returns the log."
+    if self.dist.is_main:
+        self.out.mkdir(parents=True, exist_ok=True)
+        remove_stale_temps(self.out)                  # `.latest.pth.XXXXXXXX.tmp` left by a save that was killed
+        save_config(self.cfg, self.out / "config.yaml")
+    restore = self._install_signal_handlers()
+    self._t_start = time.monotonic()
+    try:
+        while self.epoch < self.epochs and not self._stop_requested():
+            if self.train_epoch(): self._end_epoch()
+            else:
+                self.save("latest")
+                break
+    finally:
+        for sig, h in restore.items(): signal.signal(sig, h)
+        if self._writer is not None: self._writer.flush()
+    if self.dist.distributed: dist.barrier()
+    return read_log(self.log_path) if self.dist.is_main else []
 
-    def train_epoch(self) -> bool:
-        "Run the rest of the current epoch; False when it stopped early (max_steps or a stop signal)."
-        self._set_train_mode()
-        self.sampler.set_epoch(self.epoch)
-        self.sampler.set_start(self.batch_in_epoch * self.batch_size)
-        bar = progress_bar(self.progress if self.dist.is_main else False, total=self.steps_per_epoch,
-                           initial=self.batch_in_epoch, desc=f"epoch {self.epoch + 1}/{self.epochs}", dynamic_ncols=True,
-                           leave=True)
-        try:
-            for batch in self.loader:
-                if self._stop_requested(): return False
-                scalars, out, batch = self.train_step(batch)
-                self._record_step(scalars, out, batch)
-                self.step += 1
-                self.batch_in_epoch += 1
-                bar.update(1)
-                bar.set_postfix(loss=f"{scalars['train/total_loss']:.4g}", lr=f"{self.lr:.3g}")
-                if self.save_steps and self.step % self.save_steps == 0 and self.batch_in_epoch < self.steps_per_epoch:
-                    self.save("latest")
-            return True
-        finally:
-            bar.close()
 
-    def validate(self) -> dict | None:
-        "Validation MPJPE/MPVPE (mm, original protocol) on rank 0; None without a validation split."
-        if self.val_loader is None: return None
-        res = None
-        if self.dist.is_main:
-            res = validation_errors(self.net, self.val_loader, self.regressors, self.device)
-        if self.dist.distributed:
-            box = [res]
-            dist.broadcast_object_list(box, src=0)
-            res = box[0]
-        return res
+@patch
+def _install_signal_handlers(self: Trainer) -> dict:
+    "SIGINT/SIGTERM finish the current step, save `latest.pth` and stop (a second SIGINT interrupts at once)."
+    if threading.current_thread() is not threading.main_thread(): return {}
+    restore = {}
+    def handler(sig, frame):
+        if self._stop and sig == signal.SIGINT: raise KeyboardInterrupt
+        self._stop = True
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        try: restore[sig] = signal.signal(sig, handler)
+        except (ValueError, OSError): pass
+    return restore
 
-    def _end_epoch(self):
-        self.scheduler.step()
-        self.epoch += 1
-        self.batch_in_epoch = 0
-        val = self.validate()
-        best = False
-        if val is not None:
-            rec = {"kind": "val", "step": self.step, "epoch": self.epoch, **{f"val/{k}": v for k, v in val.items()}}
-            self._log(rec)
-            w = self.writer()
-            if w is not None:
-                for k, v in val.items():
-                    if k != "n_samples": w.add_scalar(f"val/{k}", v, self.step)
-            if val["mpjpe_all"] < self.best_metric:
-                self.best_metric, self.best_epoch, best = float(val["mpjpe_all"]), self.epoch, True
-        latest = self.save("latest")
-        if self.dist.is_main:
-            gap = int(self.cfg.SAVE.SAVE_GAP)
-            if gap > 0 and self.epoch % gap == 0: _link_or_copy(latest, self.out / f"{self.epoch}.pth")
-            if best: _link_or_copy(latest, self.out / "best.pth")
-        return val
 
-    def fit(self) -> list:
-        "Train until `TRAIN.EPOCHS` (or `max_steps`, or SIGINT/SIGTERM: the last finished step is saved); returns the log."
-        if self.dist.is_main:
-            self.out.mkdir(parents=True, exist_ok=True)
-            remove_stale_temps(self.out)                  # `.latest.pth.XXXXXXXX.tmp` left by a save that was killed
-            save_config(self.cfg, self.out / "config.yaml")
-        restore = self._install_signal_handlers()
-        self._t_start = time.monotonic()
-        try:
-            while self.epoch < self.epochs and not self._stop_requested():
-                if self.train_epoch(): self._end_epoch()
-                else:
-                    self.save("latest")
-                    break
-        finally:
-            for sig, h in restore.items(): signal.signal(sig, h)
-            if self._writer is not None: self._writer.flush()
-        if self.dist.distributed: dist.barrier()
-        return read_log(self.log_path) if self.dist.is_main else []
-
-    def _install_signal_handlers(self) -> dict:
-        "SIGINT/SIGTERM finish the current step, save `latest.pth` and stop (a second SIGINT interrupts at once)."
-        if threading.current_thread() is not threading.main_thread(): return {}
-        restore = {}
-        def handler(sig, frame):
-            if self._stop and sig == signal.SIGINT: raise KeyboardInterrupt
-            self._stop = True
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            try: restore[sig] = signal.signal(sig, handler)
-            except (ValueError, OSError): pass
-        return restore
-
-    def close(self):
-        "Close the TensorBoard writer."
-        if self._writer is not None: self._writer.close(); self._writer = None
-
-    # ---- checkpoints
-    def state_dict(self) -> dict:
-        "Everything a resume needs, as tensors and plain types (loadable with `torch.load(weights_only=True)`)."
-        rngs = [rng_state()]
-        if self.dist.distributed:
-            rngs = [None] * self.dist.world_size
-            dist.all_gather_object(rngs, rng_state())
-        return {"format": CHECKPOINT_FORMAT, "model": self.net.state_dict(), "optimizer": self.optimizer.state_dict(),
-                "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(),
-                "epoch": self.epoch, "step": self.step, "batch_in_epoch": self.batch_in_epoch,
-                "best_metric": float(self.best_metric), "best_epoch": self.best_epoch, "config": config_to_yaml(self.cfg),
-                "rng": rngs, "world_size": self.dist.world_size, "batch_size": self.batch_size, "seed": self.seed,
-                "wall_time": self.wall_time()}
-
-    def save(self, name: str = "latest") -> Path | None:
-        "Write `<out>/<name>.pth` atomically (rank 0; every process takes part in gathering RNG states)."
-        state = self.state_dict()
-        path = self.out / f"{name}.pth"
-        if self.dist.is_main: atomic_torch_save(state, path)
-        return path
-
-    def load_state_dict(self, ck: dict, source: str = "checkpoint"):
-        "Restore a `state_dict()` (model strictly, optimizer, scheduler, scaler, counters, RNG states)."
-        if ck.get("format") != CHECKPOINT_FORMAT:
-            raise CheckpointError(f"{source} is not a training checkpoint of this trainer (format {ck.get('format')!r}); "
-                                  "to start from plain weights set MODEL_PARAM.MODEL_PRETRAIN_PATH instead of resuming")
-        load_state_dict_checked(self.net, ck["model"], source=source)
-        self.optimizer.load_state_dict(ck["optimizer"])
-        self.scheduler.load_state_dict(ck["scheduler"])
-        if ck.get("scaler"): self.scaler.load_state_dict(ck["scaler"])
-        self.epoch, self.step, self.batch_in_epoch = int(ck["epoch"]), int(ck["step"]), int(ck["batch_in_epoch"])
-        self.best_metric, self.best_epoch = float(ck["best_metric"]), int(ck["best_epoch"])
-        self._wall_base = float(ck.get("wall_time", 0.0))
-        same = int(ck["world_size"]) == self.dist.world_size and int(ck["batch_size"]) == self.batch_size
-        if self.batch_in_epoch and not same:
-            done = self.batch_in_epoch * int(ck["batch_size"]) * int(ck["world_size"])
-            self.batch_in_epoch = done // self.global_batch_size
-            warnings.warn(f"{source} was written with {ck['world_size']} process(es) × batch {ck['batch_size']}; resuming "
-                          f"mid-epoch with {self.dist.world_size} × {self.batch_size} continues at batch "
-                          f"{self.batch_in_epoch} of the epoch, so the run is not an exact continuation")
-        rngs = ck["rng"]
-        set_rng_state(rngs[self.dist.rank] if self.dist.rank < len(rngs) else rngs[0])
-        return self
-
-    def resume(self, path=None):
-        "Continue from a training checkpoint (default `<out>/latest.pth`); the log is cut back to its step."
-        path = Path(path) if path is not None else self.out / "latest.pth"
-        self.load_state_dict(load_checkpoint(path), source=str(path))
-        self.resumed_from = path
-        if self.dist.is_main and self.log_path.is_file():
-            keep = [r for r in read_log(self.log_path) if r["step"] < self.step or (r["kind"] == "val" and r["step"] <= self.step)]
-            atomic_write_text(self.log_path, "".join(json.dumps(r) + "\n" for r in keep))
-        return self
+@patch
+def close(self: Trainer):
+    "Close the TensorBoard writer."
+    if self._writer is not None: self._writer.close(); self._writer = None
 
 # %% ../nbs/12_train.ipynb #1a6edf11
 def export_weights(checkpoint, out_path, config: bool = True, half: bool = False) -> Path:

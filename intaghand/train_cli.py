@@ -48,6 +48,15 @@ def _train_parser():
     p.add_argument("--no_init_camera", action="store_true", help="keep the original initialisation of the camera head")
     return p
 
+# %% ../nbs/12d_train_cli.ipynb #d527e060
+def _train_config(a):
+    "The config of a parsed command line: defaults or the CONFIG file, --preset, KEY VALUE overrides, then the options."
+    over = list(a.overrides)
+    for key, val in (("TRAIN.EPOCHS", a.epochs), ("TRAIN.BATCH_SIZE", a.batch_size), ("SEED", a.seed),
+                     ("DATASET.INTERHAND_PATH", a.data_path)):
+        if val is not None: over += [key, str(val)]
+    return get_config(None if a.config == "-" else a.config, over, preset=a.preset)
+
 # %% ../nbs/12d_train_cli.ipynb #226314a2
 def train_main(argv=None) -> int:
     "CLI: `intaghand train CONFIG [KEY VALUE ...] [options]`."
@@ -57,11 +66,7 @@ def train_main(argv=None) -> int:
     if a.epochs is not None and a.epochs < 1: p.error("--epochs must be ≥ 1")
     if a.batch_size is not None and a.batch_size < 1: p.error("--batch_size must be ≥ 1")
     if a.max_steps is not None and a.max_steps < 0: p.error("--max_steps must be ≥ 0")
-    over = list(a.overrides)
-    for key, val in (("TRAIN.EPOCHS", a.epochs), ("TRAIN.BATCH_SIZE", a.batch_size), ("SEED", a.seed),
-                     ("DATASET.INTERHAND_PATH", a.data_path)):
-        if val is not None: over += [key, str(val)]
-    cfg = get_config(None if a.config == "-" else a.config, over, preset=a.preset)
+    cfg = _train_config(a)
     if a.threads is not None: torch.set_num_threads(max(1, a.threads))
     dev = resolve_device(a.device)
     workers = a.workers if a.workers is not None else (4 if dev.type == "cuda" else 0)
