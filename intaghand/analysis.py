@@ -5,9 +5,9 @@
 # %% auto #0
 __all__ = ['SAMPLE_DIR', 'DIRECTIONS', 'OTHER', 'ATTENTION_SCALES', 'PART_DISPLAY', 'load_default_reconstructor',
            'sample_image_paths', 'demo_image', 'sample_images', 'read_rgb', 'network_image', 'ImageAnalysis',
-           'analyse_image', 'image_key', 'AnalysisCache', 'part_labels', 'level_vertex_parts', 'mesh_overlay',
-           'image_row', 'cross_matrix', 'cross_row', 'scale_attention', 'grouped_order', 'checkpoint_choices',
-           'detector_crop']
+           'nearest_vertex', 'analyse_image', 'image_key', 'AnalysisCache', 'part_labels', 'level_vertex_parts',
+           'mesh_overlay', 'image_row', 'cross_matrix', 'cross_row', 'scale_attention', 'grouped_order',
+           'checkpoint_choices', 'detector_crop']
 
 # %% ../nbs/17b_analysis.ipynb #10028af2
 import hashlib
@@ -142,6 +142,17 @@ class ImageAnalysis:
         "778×3 mesh placed as in the image: x, y = network pixels, z = depth in the same pixel units."
         s = abs(self.scale[side]) * self.img_size
         return np.concatenate([self.verts2d[side], self.verts3d[side][:, 2:] * s], 1)
+
+# %% ../nbs/17b_analysis.ipynb #b4a545ff
+def nearest_vertex(an: "ImageAnalysis", x: float, y: float, tie_px: float = 1.0) -> tuple:
+    "(side, mesh vertex, distance in pixels) of the projected vertex nearest (x, y) (network pixels); front-most on ties."
+    cands = []
+    for side in HANDS:
+        d = np.hypot(an.verts2d[side][:, 0] - x, an.verts2d[side][:, 1] - y)
+        cands += [(float(d[m]), float(an.placed_verts(side)[m, 2]), side, int(m)) for m in np.flatnonzero(d <= d.min() + tie_px)]
+    best = min(c[0] for c in cands)
+    d, _, side, m = min((c for c in cands if c[0] <= best + tie_px), key=lambda c: c[1])
+    return side, m, d
 
 # %% ../nbs/17b_analysis.ipynb #9b8d9924
 def analyse_image(rec: Reconstructor, img: np.ndarray, attention: bool = True) -> ImageAnalysis:

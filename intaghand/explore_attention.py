@@ -12,14 +12,14 @@ import numpy as np
 import plotly.graph_objects as go
 
 from .analysis import (ATTENTION_SCALES, DIRECTIONS, OTHER, PART_DISPLAY, AnalysisCache, ImageAnalysis, _head,
-                                cross_matrix, cross_row, grouped_order, image_row, level_vertex_parts, part_labels,
-                                scale_attention)
+                                cross_matrix, cross_row, grouped_order, image_row, level_vertex_parts, nearest_vertex,
+                                part_labels, scale_attention)
 from .figures import hands_figure, set_mesh_values, set_mesh_verts
 from .inference import Reconstructor
 from .mano import FINGERTIP_VERTS, HANDS
 from .pictures import (BAR_WIDTH, DISPLAY_SIZE, TILE, _label, colormap, heat_overlay, resize_to, to_png,
                                 with_colour_bar)
-from .widgets import _Explorer, _image, _note_html, _titled
+from .widgets import ClickImage, _Explorer, _image, _note_html, _titled
 
 # %% ../nbs/18b_explore_attention.ipynb #ef4145bc
 def heads_picture(an: ImageAnalysis, level: int, side: str, q: int, size: int = TILE) -> tuple:
@@ -96,7 +96,7 @@ class AttentionExplorer(_Explorer):
                                   layout=W.Layout(width="420px"))
         self.note = W.HTML(_note_html(getattr(self.rec, "note", ""), getattr(self.rec, "source", "") == "random"))
         self.info, self.status = W.HTML(), W.HTML()
-        self.image_view = _image(width=DISPLAY_SIZE + BAR_WIDTH)
+        self.image_view = ClickImage(width=DISPLAY_SIZE + BAR_WIDTH, height=DISPLAY_SIZE)   # a click picks a vertex
         self.overview_left, self.overview_right = _image(200), _image(200)
         self.figure = hands_figure({s: np.zeros((778, 3)) for s in HANDS}, self.faces)
         self.marker = go.Scatter3d(x=[0], y=[0], z=[0], mode="markers", name="selected vertex",
@@ -114,6 +114,7 @@ class AttentionExplorer(_Explorer):
                         shapes=[dict(type="line", xref="paper", x0=0, x1=1, y0=1, y1=1, line=dict(dash="dot", color="grey"))]))
         self.analysis = None
         for tr in self.figure.data[:2]: tr.on_click(self.on_click)
+        self.image_view.observe(self.on_image_click, "click")
         self.source.observe(lambda ch: self._timed(self.load, self.images[ch["new"]], ch["new"]), names="value")
         for w in (self.level, self.head):
             w.observe(lambda ch: self._timed(self._refresh_all), names="value")
@@ -190,6 +191,15 @@ class AttentionExplorer(_Explorer):
         side = trace.name.split()[0]
         with self.vertex.hold_trait_notifications(), self.hand.hold_trait_notifications():
             self.hand.value, self.vertex.value = side, int(points.point_inds[0])
+
+    def on_image_click(self, change):
+        "A click on the image (display pixels): select the vertex whose projection is nearest, of either hand."
+        pt = change["new"] or {}
+        if self.analysis is None or "x" not in pt or pt["x"] >= DISPLAY_SIZE: return     # the colour bar: nothing
+        k = self.analysis.img_size / DISPLAY_SIZE
+        side, m, _ = nearest_vertex(self.analysis, pt["x"] * k, pt["y"] * k)
+        with self.vertex.hold_trait_notifications(), self.hand.hold_trait_notifications():
+            self.hand.value, self.vertex.value = side, m
 
     def _refresh_all(self):
         self.update_overview()

@@ -106,6 +106,7 @@ class PageReport:
     counts: dict = field(default_factory=dict)       # name -> elements matching the caller's `selectors`
     output_shots: list = field(default_factory=list)  # screenshots of the outputs that hold widgets
     console: list = field(default_factory=list)       # the page's console errors and page errors
+    actions: dict = field(default_factory=dict)       # what the caller's `actions(page)` returned
 
 
 _JS_ROOT = "((window.jupyterapp && window.jupyterapp.shell.currentWidget && window.jupyterapp.shell.currentWidget.node) || document)"
@@ -132,12 +133,13 @@ _JS_COUNT = ("(sels) => { const root = " + _JS_ROOT + "; "
 
 
 def run_notebook_in_browser(lab, relpath, screenshot, timeout=300, selectors=None, min_counts=None, settle=30,
-                            output_screenshots=False, shutdown_kernel=True):
+                            output_screenshots=False, shutdown_kernel=True, actions=None):
     """Open `relpath` (relative to the lab root) in Chromium, run all cells, report what rendered.
     `selectors` {name: CSS selector} are counted into `report.counts`; with `min_counts` {name: n} the page is
     given up to `settle` seconds after the run for those counts to be reached (widgets and WebGL draw late).
     `output_screenshots`: also save one screenshot per output area holding widgets (`<stem>_out<k>.png`).
-    `shutdown_kernel`: shut the notebook's kernel down afterwards (several notebooks on one server)."""
+    `shutdown_kernel`: shut the notebook's kernel down afterwards (several notebooks on one server).
+    `actions(page) -> dict`: user interactions after the run (clicks), their findings in `report.actions`."""
     from playwright.sync_api import sync_playwright
     rep = PageReport()
     with sync_playwright() as p:
@@ -175,6 +177,7 @@ def run_notebook_in_browser(lab, relpath, screenshot, timeout=300, selectors=Non
             while min_counts and any(counts.get(k, 0) < n for k, n in min_counts.items()) and time.time() - t1 < settle:
                 page.wait_for_timeout(1000)
                 counts = page.evaluate(_JS_COUNT, sels)
+            done = actions(page) if actions else {}
             st = page.evaluate(_JS_STATE)
             screenshot = Path(screenshot)
             screenshot.parent.mkdir(parents=True, exist_ok=True)
@@ -190,7 +193,7 @@ def run_notebook_in_browser(lab, relpath, screenshot, timeout=300, selectors=Non
                     el.screenshot(path=str(p_k))
                     shots.append(p_k)
             rep = PageReport(st["cells"], st["executed"], st["errors"], st["widgets"], st["plotly"], st["plotly3d"], screenshot,
-                             counts, shots, console)
+                             counts, shots, console, done)
             if shutdown_kernel:                  # free the CPU for the next notebook
                 page.evaluate("""async () => { const w = window.jupyterapp.shell.currentWidget;
                     if (w && w.sessionContext) await w.sessionContext.shutdown(); }""")

@@ -3,7 +3,8 @@
 One JupyterLab serves copies of `nbs/explore/*.ipynb` (so autosave never touches the sources); each
 notebook is opened, run with JupyterLab's run-all command, and must end with no error output, its
 widgets drawn (images with content, sliders, dropdowns) and its plotly figures rendered — the 3D
-views as WebGL canvases. Screenshots go to the pytest tmp dir and are copied to `output/screenshots/`.
+views as WebGL canvases. The attention explorer is also clicked as a user would (its image picks a vertex).
+Screenshots go to the pytest tmp dir and are copied to `output/screenshots/`.
 Skipped, with the reason printed, when Chromium or Playwright is not available.
 """
 import shutil
@@ -38,6 +39,26 @@ EXPECTED = {                                  # at least this many of each, per 
 }
 
 
+def click_the_image(page) -> dict:
+    """The attention explorer: click the attention picture where a hand is and read the vertex slider before and
+    after (a click picks the vertex projected nearest the point), with the time until the slider followed."""
+    import time
+    img = page.locator(".jp-OutputArea-output img.intaghand-click-image").first
+    slider = page.locator(".jp-OutputArea-output .widget-slider .widget-readout").first
+    img.scroll_into_view_if_needed()
+    before, t0 = slider.inner_text(), time.time()
+    box = img.bounding_box()
+    img.click(position={"x": box["height"] * 0.5, "y": box["height"] * 0.55})     # the middle of the picture
+    after = before
+    while after == before and time.time() - t0 < 20:
+        page.wait_for_timeout(200)
+        after = slider.inner_text()
+    return {"vertex_before": before, "vertex_after": after, "seconds": round(time.time() - t0, 2)}
+
+
+ACTIONS = {"attention_explorer": click_the_image}
+
+
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory):
     reason = browser_unavailable_reason()
@@ -60,7 +81,8 @@ def shot_dir(tmp_path_factory):
 def test_explore_notebook_in_browser(lab, shot_dir, name):
     assert (EXPLORE / f"{name}.ipynb").is_file()
     rep = run_notebook_in_browser(lab, f"{name}.ipynb", shot_dir / f"{name}.png", timeout=180, selectors=SELECTORS,
-                                  min_counts=EXPECTED[name], settle=40, output_screenshots=True)
+                                  min_counts=EXPECTED[name], settle=40, output_screenshots=True,
+                                  actions=ACTIONS.get(name))
     SHOTS.mkdir(parents=True, exist_ok=True)
     for p in [rep.screenshot, *rep.output_shots]: shutil.copy(p, SHOTS / p.name)
     print(f"{name}: {rep.executed}/{rep.cells} cells, widgets {rep.widgets}, counts {rep.counts}, "
@@ -71,3 +93,6 @@ def test_explore_notebook_in_browser(lab, shot_dir, name):
     short = {k: (rep.counts.get(k, 0), n) for k, n in EXPECTED[name].items() if rep.counts.get(k, 0) < n}
     assert not short, f"{name}: too few rendered elements (found, expected at least): {short}; all counts {rep.counts}"
     assert rep.screenshot.stat().st_size > 10_000 and rep.output_shots
+    if name in ACTIONS:
+        print(f"{name}: {rep.actions}")
+        assert rep.actions["vertex_after"] != rep.actions["vertex_before"], f"{name}: a click on the image picked no vertex: {rep.actions}"
