@@ -17,6 +17,7 @@ import ipywidgets as W
 import numpy as np
 import plotly.graph_objects as go
 import traitlets
+from fastcore.basics import patch
 
 from .analysis import AnalysisCache, load_default_reconstructor, read_rgb, sample_images
 from .config import PROJECT_ROOT
@@ -155,7 +156,7 @@ def sync_figures(w):
             x._widget_layout = deepcopy(x._layout_obj._props)
             x._widget_data = deepcopy(x._data)
 
-# %% ../nbs/17_widgets.ipynb #3477ef1a
+# %% ../nbs/17_widgets.ipynb #fe65b12a
 class _Explorer:
     """Common parts: `.widget`, display in notebooks (with the figures' state synced and a static picture of the last
     view under it, kept in the saved notebook), timing of updates."""
@@ -172,68 +173,84 @@ class _Explorer:
         display(self.widget)
         self._still = display(self.still(), display_id=True)    # every interaction (`_timed`) updates it in place
 
-    def still(self):
-        "An `IPython.display.Image` of the current view (`still_picture`), for saved notebooks."
-        from IPython.display import Image
-        cap = f"{type(self).__name__}: static copy of the last view (the live widget needs a running kernel)"
-        return Image(to_png(still_picture(self.widget, caption=cap)))
+# %% ../nbs/17_widgets.ipynb #61790986
+@patch
+def still(self: _Explorer):
+    "An `IPython.display.Image` of the current view (`still_picture`), for saved notebooks."
+    from IPython.display import Image
+    cap = f"{type(self).__name__}: static copy of the last view (the live widget needs a running kernel)"
+    return Image(to_png(still_picture(self.widget, caption=cap)))
 
-    def _refresh_still(self):
-        if self._still is not None: self._still.update(self.still())
 
-    def arrays(self) -> dict:
-        "The numbers behind the current view (name -> array); each explorer says which."
-        return {}
+@patch
+def _refresh_still(self: _Explorer):
+    if self._still is not None: self._still.update(self.still())
 
-    def export_view(self, folder=None) -> Path:
-        """Write what is shown to `folder` (default `output/explore/<explorer>_<time>` in the project): `view.png` (the
-        whole view, as `still_picture`), one PNG per picture, plot and 3D view (numbered, named by its title) and
-        `arrays.npz` (`arrays()`). Every file is written atomically; returns the folder."""
-        import io as _io
-        name = f"{type(self).__name__.lower()}_{time.strftime('%Y%m%d-%H%M%S')}"
-        folder = Path(folder) if folder is not None else PROJECT_ROOT / "output" / "explore" / name
-        views = list(_views(self.widget))
-        atomic_write_bytes(folder / "view.png", to_png(still_picture(self.widget, caption=type(self).__name__, views=views)))
-        for i, (title, pic) in enumerate(views):
-            slug = re.sub(r"[^a-z0-9]+", "_", _ascii(title).lower()).strip("_")[:50] or "view"
-            atomic_write_bytes(folder / f"{i:02d}_{slug}.png", to_png(pic))
-        arrays = {k: np.asarray(v) for k, v in self.arrays().items() if v is not None}
-        if arrays:
-            buf = _io.BytesIO(); np.savez_compressed(buf, **arrays)
-            atomic_write_bytes(folder / "arrays.npz", buf.getvalue())
-        return folder
 
-    def _export_controls(self) -> "W.HBox":
-        "A button that runs `export_view` and a line saying where the files went."
-        self.export_button = W.Button(description="export view", icon="download", tooltip="PNGs of the view and its arrays")
-        self.export_status = W.HTML()
+@patch
+def _timed(self: _Explorer, fn, *a, **kw):
+    t0 = time.perf_counter()
+    r = fn(*a, **kw)
+    self.last_update_ms = (time.perf_counter() - t0) * 1e3
+    self._refresh_still()
+    return r
 
-        def run(_):
-            try: self.export_status.value = _note_html(f"written to {self.export_view()}")
-            except OSError as e: self.export_status.value = _note_html(f"export failed: {e}", warn=True)
-        self.export_button.on_click(run)
-        return W.HBox([self.export_button, self.export_status])
+# %% ../nbs/17_widgets.ipynb #6518a58b
+@patch
+def arrays(self: _Explorer) -> dict:
+    "The numbers behind the current view (name -> array); each explorer says which."
+    return {}
 
-    def _timed(self, fn, *a, **kw):
-        t0 = time.perf_counter()
-        r = fn(*a, **kw)
-        self.last_update_ms = (time.perf_counter() - t0) * 1e3
-        self._refresh_still()
-        return r
 
-    def _read(self, src, name: str = ""):
-        "The image as RGB, or None after showing why it could not be read in the status line."
-        try:
-            return read_rgb(src)
-        except (FileNotFoundError, ValueError, TypeError) as e:
-            shown = getattr(self, "shown", "")
-            self.status.value = _note_html(f"could not load {name or 'the image'}: {e}"
-                                           + (f" (the views still show {shown})" if shown else ""), warn=True)
-            return None
+@patch
+def export_view(self: _Explorer, folder=None) -> Path:
+    """Write what is shown to `folder` (default `output/explore/<explorer>_<time>` in the project): `view.png` (the
+    whole view, as `still_picture`), one PNG per picture, plot and 3D view (numbered, named by its title) and
+    `arrays.npz` (`arrays()`). Every file is written atomically; returns the folder."""
+    import io as _io
+    name = f"{type(self).__name__.lower()}_{time.strftime('%Y%m%d-%H%M%S')}"
+    folder = Path(folder) if folder is not None else PROJECT_ROOT / "output" / "explore" / name
+    views = list(_views(self.widget))
+    atomic_write_bytes(folder / "view.png", to_png(still_picture(self.widget, caption=type(self).__name__, views=views)))
+    for i, (title, pic) in enumerate(views):
+        slug = re.sub(r"[^a-z0-9]+", "_", _ascii(title).lower()).strip("_")[:50] or "view"
+        atomic_write_bytes(folder / f"{i:02d}_{slug}.png", to_png(pic))
+    arrays = {k: np.asarray(v) for k, v in self.arrays().items() if v is not None}
+    if arrays:
+        buf = _io.BytesIO(); np.savez_compressed(buf, **arrays)
+        atomic_write_bytes(folder / "arrays.npz", buf.getvalue())
+    return folder
 
-    def _init_model(self, rec, images, cache):
-        "The reconstructor (default: the shipped one), its analysis cache, the images to choose from, the faces."
-        self.rec = rec if rec is not None else load_default_reconstructor()
-        self.cache = cache if cache is not None else AnalysisCache(self.rec)     # an empty cache is falsy (len 0)
-        self.images = dict(images) if images is not None else sample_images()
-        self.faces = hand_faces(self.rec.cfg)
+
+@patch
+def _export_controls(self: _Explorer) -> "W.HBox":
+    "A button that runs `export_view` and a line saying where the files went."
+    self.export_button = W.Button(description="export view", icon="download", tooltip="PNGs of the view and its arrays")
+    self.export_status = W.HTML()
+
+    def run(_):
+        try: self.export_status.value = _note_html(f"written to {self.export_view()}")
+        except OSError as e: self.export_status.value = _note_html(f"export failed: {e}", warn=True)
+    self.export_button.on_click(run)
+    return W.HBox([self.export_button, self.export_status])
+
+# %% ../nbs/17_widgets.ipynb #5327f64e
+@patch
+def _read(self: _Explorer, src, name: str = ""):
+    "The image as RGB, or None after showing why it could not be read in the status line."
+    try:
+        return read_rgb(src)
+    except (FileNotFoundError, ValueError, TypeError) as e:
+        shown = getattr(self, "shown", "")
+        self.status.value = _note_html(f"could not load {name or 'the image'}: {e}"
+                                       + (f" (the views still show {shown})" if shown else ""), warn=True)
+        return None
+
+
+@patch
+def _init_model(self: _Explorer, rec, images, cache):
+    "The reconstructor (default: the shipped one), its analysis cache, the images to choose from, the faces."
+    self.rec = rec if rec is not None else load_default_reconstructor()
+    self.cache = cache if cache is not None else AnalysisCache(self.rec)     # an empty cache is falsy (len 0)
+    self.images = dict(images) if images is not None else sample_images()
+    self.faces = hand_faces(self.rec.cfg)
