@@ -13,6 +13,7 @@ from pathlib import Path
 import ipywidgets as W
 import numpy as np
 import plotly.graph_objects as go
+from fastcore.basics import patch
 
 from .widgets import _Explorer, _note_html
 
@@ -100,7 +101,7 @@ def make_demo_runs(out=None, steps: int = 40) -> Path:
         w.close()
     return out
 
-# %% ../nbs/18d_explore_runs.ipynb #e4979801
+# %% ../nbs/18d_explore_runs.ipynb #95b10a3f
 class RunViewer(_Explorer):
     "Scalar curves of several runs (see the chapter text)."
     def __init__(self, runs: dict, note: str = ""):
@@ -125,58 +126,64 @@ class RunViewer(_Explorer):
         self.widget = W.VBox([controls, self.note, self.figure, self.table])
         self.redraw()
 
-    def series(self) -> list:
-        "[(run, tag, x, y)] of the selected runs and tags, smoothed, x as chosen."
-        out = []
-        for run in self.run_select.value:
-            for tag in self.tag_select.value:
-                if tag not in self.scalars[run]: continue
-                s, v, w = self.scalars[run][tag]
-                x = s if self.xaxis.value == "step" else (w - w.min()) / 60.0
-                out.append((run, tag, x, ema(v, self.smoothing.value)))
-        return out
+# %% ../nbs/18d_explore_runs.ipynb #505b215f
+@patch
+def _panels(self: RunViewer, tags: list) -> dict:
+    """Layout of one panel per tag (own y axis titled with the tag: losses near 1 and errors in mm never share a
+    scale), stacked over one x axis; panels no longer used are hidden. {tag: axis reference}."""
+    n, gap = max(1, len(tags)), 0.07
+    h = (1 - gap * (n - 1)) / n
+    self._n_axes = max(n, getattr(self, "_n_axes", 1))
+    upd, refs = {}, {}
+    for k in range(1, self._n_axes + 1):
+        name = "yaxis" if k == 1 else f"yaxis{k}"
+        if k <= n:
+            top = 1 - (k - 1) * (h + gap)
+            title = tags[k - 1] if tags else ""
+            upd[name] = dict(domain=[max(top - h, 0), top], visible=True, anchor="x", title=dict(text=title, font=dict(size=10)),
+                             type="log" if self.log_y.value else "linear", exponentformat="power")
+            if tags: refs[tags[k - 1]] = "y" if k == 1 else f"y{k}"
+        else:
+            upd[name] = dict(visible=False, domain=[0, 0.001])
+    wall = self.xaxis.value != "step"
+    upd["xaxis"] = dict(title=dict(text=self.xaxis.value), anchor="y" if n == 1 else f"y{n}",
+                        tickformat=".2~f" if wall else "d", exponentformat="none")
+    self.figure.update_layout(height=max(320, 90 + 200 * n), **upd)
+    return refs
 
-    def _panels(self, tags: list) -> dict:
-        """Layout of one panel per tag (own y axis titled with the tag: losses near 1 and errors in mm never share a
-        scale), stacked over one x axis; panels no longer used are hidden. {tag: axis reference}."""
-        n, gap = max(1, len(tags)), 0.07
-        h = (1 - gap * (n - 1)) / n
-        self._n_axes = max(n, getattr(self, "_n_axes", 1))
-        upd, refs = {}, {}
-        for k in range(1, self._n_axes + 1):
-            name = "yaxis" if k == 1 else f"yaxis{k}"
-            if k <= n:
-                top = 1 - (k - 1) * (h + gap)
-                title = tags[k - 1] if tags else ""
-                upd[name] = dict(domain=[max(top - h, 0), top], visible=True, anchor="x", title=dict(text=title, font=dict(size=10)),
-                                 type="log" if self.log_y.value else "linear", exponentformat="power")
-                if tags: refs[tags[k - 1]] = "y" if k == 1 else f"y{k}"
-            else:
-                upd[name] = dict(visible=False, domain=[0, 0.001])
-        wall = self.xaxis.value != "step"
-        upd["xaxis"] = dict(title=dict(text=self.xaxis.value), anchor="y" if n == 1 else f"y{n}",
-                            tickformat=".2~f" if wall else "d", exponentformat="none")
-        self.figure.update_layout(height=max(320, 90 + 200 * n), **upd)
-        return refs
+# %% ../nbs/18d_explore_runs.ipynb #c40ce46f
+@patch
+def series(self: RunViewer) -> list:
+    "[(run, tag, x, y)] of the selected runs and tags, smoothed, x as chosen."
+    out = []
+    for run in self.run_select.value:
+        for tag in self.tag_select.value:
+            if tag not in self.scalars[run]: continue
+            s, v, w = self.scalars[run][tag]
+            x = s if self.xaxis.value == "step" else (w - w.min()) / 60.0
+            out.append((run, tag, x, ema(v, self.smoothing.value)))
+    return out
 
-    def redraw(self):
-        ser = self.series()
-        with self.figure.batch_update():
-            self.figure.data = []
-            refs = self._panels([t for t in self.tag_select.value if any(t == s[1] for s in ser)])
-            for run, tag, x, y in ser:
-                self.figure.add_scatter(x=x, y=y, mode="lines+markers" if len(x) < 20 else "lines", name=f"{run}: {tag}",
-                                        yaxis=refs.get(tag, "y"))
-        rows = []
-        for run in self.run_select.value:
-            for tag in self.tag_select.value:
-                if tag not in self.scalars[run]: continue
-                s, v, _ = self.scalars[run][tag]
-                best = int(np.argmin(v)) if "acc" not in tag.lower() else int(np.argmax(v))
-                rows.append(f"<tr><td>{html.escape(run)}</td><td>{html.escape(tag)}</td><td>{len(v)}</td>"
-                            f"<td>{v[-1]:.4g} @ {int(s[-1])}</td><td>{v[best]:.4g} @ {int(s[best])}</td></tr>")
-        self.table.value = ("<table style='border-spacing: 14px 2px'><tr><th>run</th><th>tag</th><th>points</th><th>last</th><th>best</th></tr>"
-                            + "".join(rows) + "</table>") if rows else "<i>no data for this selection</i>"
+
+@patch
+def redraw(self: RunViewer):
+    ser = self.series()
+    with self.figure.batch_update():
+        self.figure.data = []
+        refs = self._panels([t for t in self.tag_select.value if any(t == s[1] for s in ser)])
+        for run, tag, x, y in ser:
+            self.figure.add_scatter(x=x, y=y, mode="lines+markers" if len(x) < 20 else "lines", name=f"{run}: {tag}",
+                                    yaxis=refs.get(tag, "y"))
+    rows = []
+    for run in self.run_select.value:
+        for tag in self.tag_select.value:
+            if tag not in self.scalars[run]: continue
+            s, v, _ = self.scalars[run][tag]
+            best = int(np.argmin(v)) if "acc" not in tag.lower() else int(np.argmax(v))
+            rows.append(f"<tr><td>{html.escape(run)}</td><td>{html.escape(tag)}</td><td>{len(v)}</td>"
+                        f"<td>{v[-1]:.4g} @ {int(s[-1])}</td><td>{v[best]:.4g} @ {int(s[best])}</td></tr>")
+    self.table.value = ("<table style='border-spacing: 14px 2px'><tr><th>run</th><th>tag</th><th>points</th><th>last</th><th>best</th></tr>"
+                        + "".join(rows) + "</table>") if rows else "<i>no data for this selection</i>"
 
 # %% ../nbs/18d_explore_runs.ipynb #bcd6ecd5
 def run_viewer(run_dirs=None) -> RunViewer:
