@@ -10,6 +10,7 @@ from pathlib import Path
 
 import ipywidgets as W
 import numpy as np
+from fastcore.basics import patch
 
 from .analysis import (AnalysisCache, ImageAnalysis, checkpoint_choices, detector_crop, load_default_reconstructor,
                                 mesh_overlay)
@@ -21,7 +22,7 @@ from .pictures import (BAR_WIDTH, DISPLAY_SIZE, dense_picture, heat_overlay, mas
                                 with_colour_bar)
 from .widgets import JOINT_OPTIONS, _Explorer, _image, _note_html, _titled, joint_heatmap
 
-# %% ../nbs/18a_explore_model.ipynb #461dfd31
+# %% ../nbs/18a_explore_model.ipynb #5a0743cd
 class ModelExplorer(_Explorer):
     "Run the model on an image and see its outputs (see the chapter text for the parts)."
     def __init__(self, rec: Reconstructor = None, images: dict = None, cache: AnalysisCache = None):
@@ -57,94 +58,110 @@ class ModelExplorer(_Explorer):
         self.widget = W.VBox([controls, pictures, maps])
         if self.images: self.load(self.images[self.source.value], self.source.value)
 
-    def arrays(self) -> dict:
-        "The current image's outputs: input, both meshes (3D and 2D), 2D joints, scales, heatmaps, masks, dense maps."
-        an = self.analysis
-        if an is None: return {}
-        out = {"image": an.image, "hms": an.hms, "mask": an.mask, "dense": an.dense}
-        for s in HANDS:
-            out.update({f"{s}_verts3d": an.verts3d[s], f"{s}_verts2d": an.verts2d[s], f"{s}_joints2d": an.joints2d[s],
-                        f"{s}_scale": an.scale[s], f"{s}_trans2d": an.trans2d[s]})
-        return out
+# %% ../nbs/18a_explore_model.ipynb #741f0568
+@patch
+def load(self: ModelExplorer, src, name: str = "") -> ImageAnalysis:
+    "Read an image (path, RGB array or encoded bytes), run the model (cached) and update every view."
+    img = self._read(src, name)
+    if img is None: return self.analysis
+    misses = self.cache.misses
+    an = self.cache.get(img)
+    self.analysis = an
+    ov, note = mesh_overlay(an, self.faces)
+    self.input_image.value = to_png(resize_to(an.image))
+    self.overlay.value = to_png(ov)
+    self.mask.value = to_png(mask_picture(an.mask))
+    self.dense.value = to_png(dense_picture(an.dense, an.mask))
+    with self.figure.batch_update():
+        for s in HANDS: set_mesh_verts(self.figure, s, an.placed_verts(s))
+    self.show_joint(self.joint.value)
+    self.shown = name
+    ran = "model run" if self.cache.misses > misses else "cached"
+    crop, self._crop_note = getattr(self, "_crop_note", ""), ""
+    self.status.value = _note_html(f"{name}: {img.shape[1]}×{img.shape[0]} px; {ran} ({an.seconds:.2f} s with attention)."
+                                   + (f" {crop}." if crop else "") + (f" {note}." if note else ""))
+    return an
 
-    def _on_upload(self, ch):
-        files = ch["new"]
-        if files: self._load_new(bytes(files[0]["content"]), f"upload: {files[0]['name']}")
 
-    def load_file(self, text: str) -> ImageAnalysis:
-        "Run on the file named `text`: a relative name is looked up from the current folder, then from the project."
-        if not text:
-            self.status.value = _note_html("type an image file name first", warn=True)
-            return self.analysis
-        p = Path(text).expanduser()
-        if not p.is_absolute() and not p.exists(): p = resolve_path(text)
-        return self._load_new(str(p), f"file: {text}")
+@patch
+def show_joint(self: ModelExplorer, k):
+    "Show heatmap channel `k` (0–20 left, 21–41 right; 'left'/'right': max over the hand's joints) with its colour bar."
+    if self.analysis is None: return
+    h = joint_heatmap(self.analysis.hms, k)
+    self.heatmap.value = to_png(with_colour_bar(heat_overlay(self.analysis.image, h, alpha=0.65), h.min(), h.max(), "heatmap"))
 
-    def use_checkpoint(self, label: str):
-        "Switch the network to the checkpoint chosen in the menu and show the current image through it."
-        if not hasattr(self, "_given"): self._given = (self.rec, self.cache)       # what "(as given)" returns to
-        if label in self.checkpoints:
-            try: rec, cache = load_default_reconstructor(self.checkpoints[label]), None
-            except Exception as e:
-                self.status.value = _note_html(f"could not load {self.checkpoints[label]}: {e}", warn=True); return
-        else: rec, cache = self._given
-        self.rec = rec
-        self.cache = cache if cache is not None else AnalysisCache(self.rec)
-        self.faces = hand_faces(self.rec.cfg)
-        self.note.value = _note_html(getattr(self.rec, "note", ""))
-        if getattr(self, "shown", ""): self.load(self.images.get(self.shown, self.images.get(self.source.value)), self.shown)
+# %% ../nbs/18a_explore_model.ipynb #2b17478f
+@patch
+def _own_image(self: ModelExplorer, src, label: str = ""):
+    "A file or upload, cropped around the hands by the detector when the box is ticked (None: could not be read)."
+    img = self._read(src, label)
+    if img is None or not self.crop.value: return img, ""
+    if self._detector is None:
+        from intaghand.demo import make_detector
+        self._detector = make_detector(None, log=lambda *a: None)
+    det, status = self._detector
+    if det is None: return img, "no crop: the hand detector's model files are not installed"
+    return detector_crop(img, det)
 
-    def _own_image(self, src, label: str = ""):
-        "A file or upload, cropped around the hands by the detector when the box is ticked (None: could not be read)."
-        img = self._read(src, label)
-        if img is None or not self.crop.value: return img, ""
-        if self._detector is None:
-            from intaghand.demo import make_detector
-            self._detector = make_detector(None, log=lambda *a: None)
-        det, status = self._detector
-        if det is None: return img, "no crop: the hand detector's model files are not installed"
-        return detector_crop(img, det)
 
-    def _load_new(self, src, label: str) -> ImageAnalysis:
-        "Load an image that is not in the dropdown yet; on success it is added there and selected (without a second run)."
-        img, self._crop_note = self._own_image(src, label)
-        if img is None: return self.analysis
-        an = self.load(img, label)                                      # an array that was read: it loads
-        self.images[label] = img
-        self._quiet = True
-        try:
-            if label not in self.source.options: self.source.options = list(self.images)
-            self.source.value = label
-        finally: self._quiet = False
-        return an
+@patch
+def _load_new(self: ModelExplorer, src, label: str) -> ImageAnalysis:
+    "Load an image that is not in the dropdown yet; on success it is added there and selected (without a second run)."
+    img, self._crop_note = self._own_image(src, label)
+    if img is None: return self.analysis
+    an = self.load(img, label)                                      # an array that was read: it loads
+    self.images[label] = img
+    self._quiet = True
+    try:
+        if label not in self.source.options: self.source.options = list(self.images)
+        self.source.value = label
+    finally: self._quiet = False
+    return an
 
-    def load(self, src, name: str = "") -> ImageAnalysis:
-        "Read an image (path, RGB array or encoded bytes), run the model (cached) and update every view."
-        img = self._read(src, name)
-        if img is None: return self.analysis
-        misses = self.cache.misses
-        an = self.cache.get(img)
-        self.analysis = an
-        ov, note = mesh_overlay(an, self.faces)
-        self.input_image.value = to_png(resize_to(an.image))
-        self.overlay.value = to_png(ov)
-        self.mask.value = to_png(mask_picture(an.mask))
-        self.dense.value = to_png(dense_picture(an.dense, an.mask))
-        with self.figure.batch_update():
-            for s in HANDS: set_mesh_verts(self.figure, s, an.placed_verts(s))
-        self.show_joint(self.joint.value)
-        self.shown = name
-        ran = "model run" if self.cache.misses > misses else "cached"
-        crop, self._crop_note = getattr(self, "_crop_note", ""), ""
-        self.status.value = _note_html(f"{name}: {img.shape[1]}×{img.shape[0]} px; {ran} ({an.seconds:.2f} s with attention)."
-                                       + (f" {crop}." if crop else "") + (f" {note}." if note else ""))
-        return an
+# %% ../nbs/18a_explore_model.ipynb #c681afaf
+@patch
+def _on_upload(self: ModelExplorer, ch):
+    files = ch["new"]
+    if files: self._load_new(bytes(files[0]["content"]), f"upload: {files[0]['name']}")
 
-    def show_joint(self, k):
-        "Show heatmap channel `k` (0–20 left, 21–41 right; 'left'/'right': max over the hand's joints) with its colour bar."
-        if self.analysis is None: return
-        h = joint_heatmap(self.analysis.hms, k)
-        self.heatmap.value = to_png(with_colour_bar(heat_overlay(self.analysis.image, h, alpha=0.65), h.min(), h.max(), "heatmap"))
+
+@patch
+def load_file(self: ModelExplorer, text: str) -> ImageAnalysis:
+    "Run on the file named `text`: a relative name is looked up from the current folder, then from the project."
+    if not text:
+        self.status.value = _note_html("type an image file name first", warn=True)
+        return self.analysis
+    p = Path(text).expanduser()
+    if not p.is_absolute() and not p.exists(): p = resolve_path(text)
+    return self._load_new(str(p), f"file: {text}")
+
+# %% ../nbs/18a_explore_model.ipynb #25e7d7b2
+@patch
+def use_checkpoint(self: ModelExplorer, label: str):
+    "Switch the network to the checkpoint chosen in the menu and show the current image through it."
+    if not hasattr(self, "_given"): self._given = (self.rec, self.cache)       # what "(as given)" returns to
+    if label in self.checkpoints:
+        try: rec, cache = load_default_reconstructor(self.checkpoints[label]), None
+        except Exception as e:
+            self.status.value = _note_html(f"could not load {self.checkpoints[label]}: {e}", warn=True); return
+    else: rec, cache = self._given
+    self.rec = rec
+    self.cache = cache if cache is not None else AnalysisCache(self.rec)
+    self.faces = hand_faces(self.rec.cfg)
+    self.note.value = _note_html(getattr(self.rec, "note", ""))
+    if getattr(self, "shown", ""): self.load(self.images.get(self.shown, self.images.get(self.source.value)), self.shown)
+
+# %% ../nbs/18a_explore_model.ipynb #f89b9c50
+@patch
+def arrays(self: ModelExplorer) -> dict:
+    "The current image's outputs: input, both meshes (3D and 2D), 2D joints, scales, heatmaps, masks, dense maps."
+    an = self.analysis
+    if an is None: return {}
+    out = {"image": an.image, "hms": an.hms, "mask": an.mask, "dense": an.dense}
+    for s in HANDS:
+        out.update({f"{s}_verts3d": an.verts3d[s], f"{s}_verts2d": an.verts2d[s], f"{s}_joints2d": an.joints2d[s],
+                    f"{s}_scale": an.scale[s], f"{s}_trans2d": an.trans2d[s]})
+    return out
 
 # %% ../nbs/18a_explore_model.ipynb #6bb1a069
 def model_explorer(rec: Reconstructor = None, images: dict = None, cache: AnalysisCache = None) -> ModelExplorer:
