@@ -14,6 +14,7 @@ import cv2
 import ipywidgets as W
 import numpy as np
 import torch
+from fastcore.basics import patch
 
 from .analysis import SAMPLE_DIR
 from .config import get_config, resolve_path
@@ -51,7 +52,7 @@ def make_demo_data(out=None, n: int = 4) -> Path:
     make_synthetic(out, n, seed=0, splits=("val",), progress=False)
     return out
 
-# %% ../nbs/18c_explore_data.ipynb #4aa1a7be
+# %% ../nbs/18c_explore_data.ipynb #626790b5
 class DataBrowser(_Explorer):
     "Processed samples with their ground truth (see the chapter text)."
     def __init__(self, root=None, split: str = None, cfg=None, cache_size: int = 16, note: str = "", checkpoint=None):
@@ -66,121 +67,151 @@ class DataBrowser(_Explorer):
         self.faces = hand_faces(self.cfg)
         self._datasets, self._samples = {}, OrderedDict()
         self.cache_size = cache_size
-        self.split = W.Dropdown(options=self.splits, value=split or self.splits[0], description="split")
-        self.index = W.IntSlider(value=0, min=0, max=0, description="sample", continuous_update=False,
-                                 layout=W.Layout(width="420px"))
-        self.play = W.Play(interval=800, min=0, max=0, step=1)
-        W.jslink((self.play, "value"), (self.index, "value"))
-        self.note = W.HTML(_note_html(note))
-        self.info = W.HTML()
-        self.image_view, self.mask_view, self.dense_view = (_image() for _ in range(3))
-        self.hms_view, self.pred_view = _image(width=DISPLAY_SIZE + BAR_WIDTH), _image()
-        self.joint = W.Dropdown(options=[("both hands: max over joints", "both")] + JOINT_OPTIONS, value="both",
-                                description="heatmap")
-        self.joint.observe(lambda ch: self._timed(self.show_heatmap), names="value")
-        self.figure = hands_figure({s: np.zeros((778, 3)) for s in HANDS}, self.faces)
-        # room for the axes: no clipped bottom, fewer ticks so their labels do not run into each other
-        axis = dict(nticks=4, tickfont=dict(size=9), title=dict(font=dict(size=10)))
-        self.figure.update_layout(margin=dict(l=0, r=0, t=30, b=0),
-                                  scene=dict(aspectmode="data", xaxis=axis, yaxis=axis, zaxis=axis,
-                                             camera=dict(eye=dict(x=1.4, y=1.4, z=1.1))))
-        self.model = self.model_cfg = None
-        if checkpoint is not None:                       # prediction beside the ground truth, with its error
-            from intaghand.inference import load_network
-            from intaghand.mano import mano_layers
-            self.model, self.model_cfg, _ = load_network(checkpoint)
-            self.regressors = {h: layer.joint_regressor for h, layer in mano_layers(self.model_cfg).items()}
-            self.model.attach_joint_regressor(self.regressors["left"], self.regressors["right"])
+        self._make_views(split, note)
+        self._load_network(checkpoint)
         self.sample = None
         self.split.observe(lambda ch: self._timed(self._set_split, ch["new"]), names="value")
         self.index.observe(lambda ch: self._timed(self.show, ch["new"]), names="value")
-        controls = W.VBox([W.HBox([self.split, self.index, self.play]), self.info, self.note])
-        row1 = W.HBox([_titled("image + GT masks + joints", self.image_view), _titled("GT dense map", self.dense_view),
-                       W.VBox([self.joint, self.hms_view])])
-        row2 = W.HBox(([_titled("prediction (dots) and GT joints", self.pred_view)] if self.model is not None else [])
-                      + [_titled("GT masks", self.mask_view), _titled("GT meshes (camera space)", self.figure)])
-        self.widget = W.VBox([controls, row1, row2])
+        self.widget = self._layout()
         self._set_split(self.split.value)
 
-    def dataset(self, split: str):
-        if split not in self._datasets: self._datasets[split] = self._Dataset(self.root, split, cfg=self.cfg)
-        return self._datasets[split]
+# %% ../nbs/18c_explore_data.ipynb #f227a41b
+@patch
+def _make_views(self: DataBrowser, split, note):
+    "The split menu, the sample slider and its player, the note, the pictures, the heatmap menu and the 3D view."
+    self.split = W.Dropdown(options=self.splits, value=split or self.splits[0], description="split")
+    self.index = W.IntSlider(value=0, min=0, max=0, description="sample", continuous_update=False,
+                             layout=W.Layout(width="420px"))
+    self.play = W.Play(interval=800, min=0, max=0, step=1)
+    W.jslink((self.play, "value"), (self.index, "value"))
+    self.note = W.HTML(_note_html(note))
+    self.info = W.HTML()
+    self.image_view, self.mask_view, self.dense_view = (_image() for _ in range(3))
+    self.hms_view, self.pred_view = _image(width=DISPLAY_SIZE + BAR_WIDTH), _image()
+    self.joint = W.Dropdown(options=[("both hands: max over joints", "both")] + JOINT_OPTIONS, value="both",
+                            description="heatmap")
+    self.joint.observe(lambda ch: self._timed(self.show_heatmap), names="value")
+    self.figure = hands_figure({s: np.zeros((778, 3)) for s in HANDS}, self.faces)
+    # room for the axes: no clipped bottom, fewer ticks so their labels do not run into each other
+    axis = dict(nticks=4, tickfont=dict(size=9), title=dict(font=dict(size=10)))
+    self.figure.update_layout(margin=dict(l=0, r=0, t=30, b=0),
+                              scene=dict(aspectmode="data", xaxis=axis, yaxis=axis, zaxis=axis,
+                                         camera=dict(eye=dict(x=1.4, y=1.4, z=1.1))))
 
-    def load(self, split: str, idx: int):
-        "`ProcessedSample` `idx` of `split` (LRU cached)."
-        key = (split, idx)
-        if key in self._samples:
-            self._samples.move_to_end(key)
-            return self._samples[key]
-        s = self.dataset(split).load(idx)
-        self._samples[key] = s
-        while len(self._samples) > self.cache_size: self._samples.popitem(last=False)
-        return s
+# %% ../nbs/18c_explore_data.ipynb #9f21ed9e
+@patch
+def _load_network(self: DataBrowser, checkpoint):
+    "`model`, `model_cfg` and the joint `regressors` of `checkpoint` (None: the ground truth alone)."
+    self.model = self.model_cfg = None
+    if checkpoint is not None:                       # prediction beside the ground truth, with its error
+        from intaghand.inference import load_network
+        from intaghand.mano import mano_layers
+        self.model, self.model_cfg, _ = load_network(checkpoint)
+        self.regressors = {h: layer.joint_regressor for h, layer in mano_layers(self.model_cfg).items()}
+        self.model.attach_joint_regressor(self.regressors["left"], self.regressors["right"])
 
-    def _set_split(self, split: str):
-        n = len(self.dataset(split))
-        with self.index.hold_trait_notifications():
-            self.index.max = self.play.max = max(n - 1, 0)
-        self.index.value = 0
-        self.show(0)
 
-    def show(self, idx: int):
-        "Show sample `idx` of the current split."
-        split = self.split.value
-        s = self.load(split, int(idx))
-        self.sample = s
-        img = s.img[..., ::-1]                                           # BGR -> RGB
-        size = img.shape[0]
-        k = DISPLAY_SIZE / size
-        pic = resize_to(img).astype(np.float32)
-        if s.mask is not None:
-            m = resize_to(s.mask, nearest=True).astype(np.float32) / 255
-            for side, ch in (("left", 2), ("right", 1)):
-                a = 0.45 * m[..., ch:ch + 1]
-                pic = pic * (1 - a) + np.array(HAND_RGB[side], np.float32) * a
-            gt = np.stack([s.mask[..., 1], s.mask[..., 0], s.mask[..., 2]]).astype(np.float32) / 255   # right, -, left
-            self.mask_view.value = to_png(mask_picture(np.stack([gt[0], gt[2]]), DISPLAY_SIZE))
-        pic = draw_skeleton(pic.round().astype(np.uint8), {h: s.hands[h]["joints2d"] for h in HANDS}, k)
-        self.image_view.value = to_png(pic)
-        if s.dense is not None: self.dense_view.value = to_png(resize_to(s.dense[..., ::-1]))
-        self.show_heatmap()
-        with self.figure.batch_update():
-            for h in HANDS: set_mesh_verts(self.figure, h, s.hands[h]["verts3d"])
-        err = ""
-        if self.model is not None:
-            pic, self.errors = self.prediction(split, int(idx), img)
-            self.pred_view.value = to_png(pic)
-            err = "; prediction MPJPE " + ", ".join(f"{h} {self.errors[h]:.1f}" for h in HANDS) + " mm (original protocol)"
-        self.info.value = (f"{self.root.name}/{split} sample {idx} of {len(self.dataset(split))}: {size}×{size} px; "
-                           + ", ".join(f"{h}: {len(s.hands[h]['verts3d'])} vertices" for h in HANDS) + err)
+@patch
+def _layout(self: DataBrowser) -> W.VBox:
+    "The controls over two rows of views (the prediction first in the second row, with a checkpoint)."
+    controls = W.VBox([W.HBox([self.split, self.index, self.play]), self.info, self.note])
+    row1 = W.HBox([_titled("image + GT masks + joints", self.image_view), _titled("GT dense map", self.dense_view),
+                   W.VBox([self.joint, self.hms_view])])
+    row2 = W.HBox(([_titled("prediction (dots) and GT joints", self.pred_view)] if self.model is not None else [])
+                  + [_titled("GT masks", self.mask_view), _titled("GT meshes (camera space)", self.figure)])
+    return W.VBox([controls, row1, row2])
 
-    def show_heatmap(self):
-        "The GT heatmap chosen in the joint menu (one joint, a hand's maximum, or both hands'), with its colour bar."
-        s = self.sample
-        if s is None or s.hms is None: return
-        hm = joint_heatmap(np.concatenate([s.hms["left"], s.hms["right"]]), self.joint.value)
-        self.hms_view.value = to_png(with_colour_bar(heat_overlay(s.img[..., ::-1], hm, alpha=0.6), hm.min(), hm.max(), "GT heatmap"))
+# %% ../nbs/18c_explore_data.ipynb #9f557b6c
+@patch
+def dataset(self: DataBrowser, split: str):
+    if split not in self._datasets: self._datasets[split] = self._Dataset(self.root, split, cfg=self.cfg)
+    return self._datasets[split]
 
-    def prediction(self, split: str, idx: int, img: np.ndarray) -> tuple:
-        "(picture: predicted 2D joints as dots over the GT skeletons, {hand: MPJPE mm}) of the checkpoint on one sample."
-        from intaghand.dataset import EvalSamples, HandDataset, collate_eval
-        from intaghand.metrics import EvalAccumulator
-        key = ("eval", split)
-        if key not in self._datasets:
-            self._datasets[key] = EvalSamples(HandDataset(self.root, split, cfg=self.model_cfg, train=False))
-        batch, gt = collate_eval([self._datasets[key][idx]])
-        with torch.no_grad(): out = self.model(batch.img)
-        acc = EvalAccumulator(self.regressors, protocols=("original",))
-        acc.update(out.left.verts3d, out.right.verts3d, gt["left"], gt["right"], shared_frame=True)
-        ps = acc.results().per_sample
-        errors = {h: float(ps[f"original_mpjpe_{h}"][0]) for h in HANDS}
-        k = DISPLAY_SIZE / out.img_size
-        pic = draw_skeleton(resize_to(img), {h: self.sample.hands[h]["joints2d"] for h in HANDS}, DISPLAY_SIZE / img.shape[0])
-        for h in HANDS:
-            for u, v in np.asarray(out[h].joints2d[0], np.float64) * k:
-                cv2.circle(pic, (int(round(u)), int(round(v))), 3, (255, 255, 255), -1)
-                cv2.circle(pic, (int(round(u)), int(round(v))), 2, tuple(int(c) for c in HAND_RGB[h]), -1)
-        return pic, errors
+
+@patch
+def load(self: DataBrowser, split: str, idx: int):
+    "`ProcessedSample` `idx` of `split` (LRU cached)."
+    key = (split, idx)
+    if key in self._samples:
+        self._samples.move_to_end(key)
+        return self._samples[key]
+    s = self.dataset(split).load(idx)
+    self._samples[key] = s
+    while len(self._samples) > self.cache_size: self._samples.popitem(last=False)
+    return s
+
+# %% ../nbs/18c_explore_data.ipynb #de5fe66f
+@patch
+def show(self: DataBrowser, idx: int):
+    "Show sample `idx` of the current split."
+    split = self.split.value
+    s = self.load(split, int(idx))
+    self.sample = s
+    img = s.img[..., ::-1]                                           # BGR -> RGB
+    size = img.shape[0]
+    k = DISPLAY_SIZE / size
+    pic = resize_to(img).astype(np.float32)
+    if s.mask is not None:
+        m = resize_to(s.mask, nearest=True).astype(np.float32) / 255
+        for side, ch in (("left", 2), ("right", 1)):
+            a = 0.45 * m[..., ch:ch + 1]
+            pic = pic * (1 - a) + np.array(HAND_RGB[side], np.float32) * a
+        gt = np.stack([s.mask[..., 1], s.mask[..., 0], s.mask[..., 2]]).astype(np.float32) / 255   # right, -, left
+        self.mask_view.value = to_png(mask_picture(np.stack([gt[0], gt[2]]), DISPLAY_SIZE))
+    pic = draw_skeleton(pic.round().astype(np.uint8), {h: s.hands[h]["joints2d"] for h in HANDS}, k)
+    self.image_view.value = to_png(pic)
+    if s.dense is not None: self.dense_view.value = to_png(resize_to(s.dense[..., ::-1]))
+    self.show_heatmap()
+    with self.figure.batch_update():
+        for h in HANDS: set_mesh_verts(self.figure, h, s.hands[h]["verts3d"])
+    err = ""
+    if self.model is not None:
+        pic, self.errors = self.prediction(split, int(idx), img)
+        self.pred_view.value = to_png(pic)
+        err = "; prediction MPJPE " + ", ".join(f"{h} {self.errors[h]:.1f}" for h in HANDS) + " mm (original protocol)"
+    self.info.value = (f"{self.root.name}/{split} sample {idx} of {len(self.dataset(split))}: {size}×{size} px; "
+                       + ", ".join(f"{h}: {len(s.hands[h]['verts3d'])} vertices" for h in HANDS) + err)
+
+# %% ../nbs/18c_explore_data.ipynb #e081ff56
+@patch
+def _set_split(self: DataBrowser, split: str):
+    n = len(self.dataset(split))
+    with self.index.hold_trait_notifications():
+        self.index.max = self.play.max = max(n - 1, 0)
+    self.index.value = 0
+    self.show(0)
+
+
+@patch
+def show_heatmap(self: DataBrowser):
+    "The GT heatmap chosen in the joint menu (one joint, a hand's maximum, or both hands'), with its colour bar."
+    s = self.sample
+    if s is None or s.hms is None: return
+    hm = joint_heatmap(np.concatenate([s.hms["left"], s.hms["right"]]), self.joint.value)
+    self.hms_view.value = to_png(with_colour_bar(heat_overlay(s.img[..., ::-1], hm, alpha=0.6), hm.min(), hm.max(), "GT heatmap"))
+
+# %% ../nbs/18c_explore_data.ipynb #d4994d19
+@patch
+def prediction(self: DataBrowser, split: str, idx: int, img: np.ndarray) -> tuple:
+    "(picture: predicted 2D joints as dots over the GT skeletons, {hand: MPJPE mm}) of the checkpoint on one sample."
+    from intaghand.dataset import EvalSamples, HandDataset, collate_eval
+    from intaghand.metrics import EvalAccumulator
+    key = ("eval", split)
+    if key not in self._datasets:
+        self._datasets[key] = EvalSamples(HandDataset(self.root, split, cfg=self.model_cfg, train=False))
+    batch, gt = collate_eval([self._datasets[key][idx]])
+    with torch.no_grad(): out = self.model(batch.img)
+    acc = EvalAccumulator(self.regressors, protocols=("original",))
+    acc.update(out.left.verts3d, out.right.verts3d, gt["left"], gt["right"], shared_frame=True)
+    ps = acc.results().per_sample
+    errors = {h: float(ps[f"original_mpjpe_{h}"][0]) for h in HANDS}
+    k = DISPLAY_SIZE / out.img_size
+    pic = draw_skeleton(resize_to(img), {h: self.sample.hands[h]["joints2d"] for h in HANDS}, DISPLAY_SIZE / img.shape[0])
+    for h in HANDS:
+        for u, v in np.asarray(out[h].joints2d[0], np.float64) * k:
+            cv2.circle(pic, (int(round(u)), int(round(v))), 3, (255, 255, 255), -1)
+            cv2.circle(pic, (int(round(u)), int(round(v))), 2, tuple(int(c) for c in HAND_RGB[h]), -1)
+    return pic, errors
 
 # %% ../nbs/18c_explore_data.ipynb #70941105
 def data_browser(root=None, split: str = None, cfg=None, checkpoint=None) -> DataBrowser:
