@@ -16,7 +16,8 @@ import numpy as np
 import torch
 
 from .io import atomic_write_bytes
-from .model import HandOutput, optimize_for_inference
+from .model import optimize_for_inference
+from .outputs import HandOutput
 from .tensors import map_tensors, tensor_names
 
 # %% ../nbs/06b_engines.ipynb #fed6efa6

@@ -25,7 +25,8 @@ from .tensors import autocast_dtype
 from .io import (MAX_IMAGE_BYTES, MAX_IMAGE_PIXELS, CheckpointError, extract_state_dict, load_checkpoint,
                           load_state_dict_checked, read_user_image)
 from .io import ImageReadError                 # what `as_images` raises for a file it cannot use
-from .model import HandOutput, HandPrediction, build_model, mano_joint_regressors
+from .model import build_model, mano_joint_regressors
+from .outputs import HandOutput, HandPrediction
 
 # %% ../nbs/07_inference.ipynb #3d44114a
 IMAGENET_MEAN = (0.485, 0.456, 0.406)

@@ -12,8 +12,8 @@ from torch import nn
 from intaghand.config import get_config
 from intaghand.io import CheckpointError, atomic_torch_save, load_state_dict_checked
 from intaghand.mano import joint_regressor_21
-from intaghand.model import (build_model, capture_attention, graph_conv_cheby, load_weights,
-                             optimize_for_inference, prepare_graph)
+from intaghand.layers import capture_attention, graph_conv_cheby
+from intaghand.model import build_model, load_weights, optimize_for_inference, prepare_graph
 
 FIXTURE = Path(__file__).parent / "fixtures" / "intaghand-state-dict.json"
 
