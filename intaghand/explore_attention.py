@@ -10,6 +10,7 @@ import cv2
 import ipywidgets as W
 import numpy as np
 import plotly.graph_objects as go
+from fastcore.basics import patch
 
 from .analysis import (ATTENTION_SCALES, DIRECTIONS, OTHER, PART_DISPLAY, AnalysisCache, ImageAnalysis, _head,
                                 cross_matrix, cross_row, grouped_order, image_row, level_vertex_parts, nearest_vertex,
@@ -78,7 +79,7 @@ def levels_picture(an: ImageAnalysis, index, side: str, m: int, head, direction:
         tiles.append(_label(tile, f"level {level} ({n}): max x{v.max():.2f}"))
     return with_colour_bar(np.concatenate(tiles, 1), 0.0, vmax, "x uniform"), values
 
-# %% ../nbs/18b_explore_attention.ipynb #d51551ae
+# %% ../nbs/18b_explore_attention.ipynb #9cc93574
 class AttentionExplorer(_Explorer):
     "Image and cross-hand attention per level / head / vertex (see the chapter text)."
     def __init__(self, rec: Reconstructor = None, images: dict = None, cache: AnalysisCache = None):
@@ -86,195 +87,243 @@ class AttentionExplorer(_Explorer):
         self.part, names = part_labels(self.rec.cfg)
         self.part_names = [PART_DISPLAY.get(n, n) for n in names]       # "index" alone reads like a vertex index
         self._index = {}
-        self.source = W.Dropdown(options=list(self.images), description="image", layout=W.Layout(width="340px"))
-        self.level = W.Dropdown(options=[("0", 0)], value=0, description="level")
-        self.head = W.Dropdown(options=["mean"], value="mean", description="head")
-        self.hand = W.ToggleButtons(options=["left", "right"], value="right", description="vertex on")
-        self.direction = W.ToggleButtons(options=list(DIRECTIONS), value="attends to", description="cross")
-        self.scale = W.ToggleButtons(options=list(ATTENTION_SCALES), value="× uniform", description="colours")
-        self.vertex = W.IntSlider(value=FINGERTIP_VERTS[1], min=0, max=777, description="vertex", continuous_update=True,
-                                  layout=W.Layout(width="420px"))
-        self.note = W.HTML(_note_html(getattr(self.rec, "note", ""), getattr(self.rec, "source", "") == "random"))
-        self.info, self.status = W.HTML(), W.HTML()
-        self.image_view = ClickImage(width=DISPLAY_SIZE + BAR_WIDTH, height=DISPLAY_SIZE)   # a click picks a vertex
-        self.overview_left, self.overview_right = _image(200), _image(200)
-        self.figure = hands_figure({s: np.zeros((778, 3)) for s in HANDS}, self.faces)
-        self.marker = go.Scatter3d(x=[0], y=[0], z=[0], mode="markers", name="selected vertex",
-                                   marker=dict(size=6, color="#00e5ff", line=dict(color="black", width=1)))
-        self.figure.add_trace(self.marker)
-        self.marker = self.figure.data[-1]
-        self.heads_view = _image(TILE, width=TILE * 4)
-        self.levels_view = _image(TILE, width=TILE * 3 + BAR_WIDTH)
-        self.matrix_view = _image(DISPLAY_SIZE, width=DISPLAY_SIZE + BAR_WIDTH)
-        self.parts_figure = go.FigureWidget(
-            [go.Bar(name=f"{s} → {OTHER[s]}", x=self.part_names, y=[0.0] * len(self.part_names)) for s in HANDS],
-            layout=dict(height=260, width=460, barmode="group", margin=dict(l=40, r=10, t=30, b=40),
-                        title=dict(text="cross attention per part of the other hand, against uniform", font=dict(size=12)),
-                        yaxis=dict(title="share ÷ vertex share (1 = uniform)"),
-                        shapes=[dict(type="line", xref="paper", x0=0, x1=1, y0=1, y1=1, line=dict(dash="dot", color="grey"))]))
+        self._make_controls()
+        self._make_views()
         self.analysis = None
-        for tr in self.figure.data[:2]: tr.on_click(self.on_click)
-        self.image_view.observe(self.on_image_click, "click")
-        self.source.observe(lambda ch: self._timed(self.load, self.images[ch["new"]], ch["new"]), names="value")
-        for w in (self.level, self.head):
-            w.observe(lambda ch: self._timed(self._refresh_all), names="value")
-        for w in (self.direction, self.vertex, self.scale):
-            w.observe(lambda ch: self._timed(self.update_selection), names="value")
-        self.hand.observe(lambda ch: self._timed(self._on_hand), names="value")
-        controls = W.VBox([W.HBox([self.source, self.level, self.head]), W.HBox([self.hand, self.direction, self.scale]),
-                           self.vertex, self.info, self.note, self.status, self._export_controls()])
-        vertex_views = W.HBox([_titled("image attention of the selected vertex", self.image_view),
-                               _titled("cross-hand attention (click a vertex)", self.figure)])
-        more_views = W.HBox([_titled("every head: image attention of the selected vertex", self.heads_view),
-                             _titled("across the levels: its cross attention on the other hand", self.levels_view)])
-        overview = W.HBox([_titled("left hand: mean image attention", self.overview_left),
-                           _titled("right hand: mean image attention", self.overview_right), self.parts_figure])
-        matrix = W.HBox([_titled("the level's cross matrix: selected hand's rows, other hand's columns, by part",
-                                 self.matrix_view)])
-        self.widget = W.VBox([controls, vertex_views, more_views, W.HTML("<b>Overview</b>"), overview, matrix])
+        self._connect()
+        self.widget = self._layout()
         if self.images: self.load(self.images[self.source.value], self.source.value)
 
-    # --- data ---
-    def level_index(self, side: str, level: int) -> np.ndarray:
-        "Mesh vertex -> graph vertex of `level` (the model's `vertex_level_index`, cached)."
-        key = (side, level)
-        if key not in self._index: self._index[key] = self.rec.model.vertex_level_index(level, side).cpu().numpy()
-        return self._index[key]
+# %% ../nbs/18b_explore_attention.ipynb #499814e9
+@patch
+def _make_controls(self: AttentionExplorer):
+    "The image, level and head menus, the toggles, the vertex slider and the text lines."
+    self.source = W.Dropdown(options=list(self.images), description="image", layout=W.Layout(width="340px"))
+    self.level = W.Dropdown(options=[("0", 0)], value=0, description="level")
+    self.head = W.Dropdown(options=["mean"], value="mean", description="head")
+    self.hand = W.ToggleButtons(options=["left", "right"], value="right", description="vertex on")
+    self.direction = W.ToggleButtons(options=list(DIRECTIONS), value="attends to", description="cross")
+    self.scale = W.ToggleButtons(options=list(ATTENTION_SCALES), value="× uniform", description="colours")
+    self.vertex = W.IntSlider(value=FINGERTIP_VERTS[1], min=0, max=777, description="vertex", continuous_update=True,
+                              layout=W.Layout(width="420px"))
+    self.note = W.HTML(_note_html(getattr(self.rec, "note", ""), getattr(self.rec, "source", "") == "random"))
+    self.info, self.status = W.HTML(), W.HTML()
 
-    def selected(self) -> tuple:
-        "(side, mesh vertex, graph vertex of the current level)."
-        side, m = self.hand.value, int(self.vertex.value)
-        return side, m, int(self.level_index(side, self.level.value)[m])
+# %% ../nbs/18b_explore_attention.ipynb #ec8b0aa1
+@patch
+def _make_views(self: AttentionExplorer):
+    "The pictures, the 3D hands with the selected vertex's marker and the per-part bar chart."
+    self.image_view = ClickImage(width=DISPLAY_SIZE + BAR_WIDTH, height=DISPLAY_SIZE)   # a click picks a vertex
+    self.overview_left, self.overview_right = _image(200), _image(200)
+    self.figure = hands_figure({s: np.zeros((778, 3)) for s in HANDS}, self.faces)
+    self.marker = go.Scatter3d(x=[0], y=[0], z=[0], mode="markers", name="selected vertex",
+                               marker=dict(size=6, color="#00e5ff", line=dict(color="black", width=1)))
+    self.figure.add_trace(self.marker)
+    self.marker = self.figure.data[-1]
+    self.heads_view = _image(TILE, width=TILE * 4)
+    self.levels_view = _image(TILE, width=TILE * 3 + BAR_WIDTH)
+    self.matrix_view = _image(DISPLAY_SIZE, width=DISPLAY_SIZE + BAR_WIDTH)
+    self.parts_figure = go.FigureWidget(
+        [go.Bar(name=f"{s} → {OTHER[s]}", x=self.part_names, y=[0.0] * len(self.part_names)) for s in HANDS],
+        layout=dict(height=260, width=460, barmode="group", margin=dict(l=40, r=10, t=30, b=40),
+                    title=dict(text="cross attention per part of the other hand, against uniform", font=dict(size=12)),
+                    yaxis=dict(title="share ÷ vertex share (1 = uniform)"),
+                    shapes=[dict(type="line", xref="paper", x0=0, x1=1, y0=1, y1=1, line=dict(dash="dot", color="grey"))]))
 
-    def arrays(self) -> dict:
-        """The selection's attention: image row (G×G), cross row on the other hand's mesh vertices, the level's whole
-        cross matrix (rows: the selected hand), every head's image row, and the selection itself."""
-        if self.analysis is None: return {}
-        an, level, head = self.analysis, self.level.value, self.head.value
-        side, m, q = self.selected()
-        heads = an.image_attn[level][side].shape[0]
-        return {"image": an.image, "level": level, "mesh_vertex": m, "graph_vertex": q, "side": side,
-                "head": -1 if head == "mean" else int(head), "image_attention": image_row(an, level, head, side, q),
-                "cross_attention_on_other_mesh": self.vertex_colours(), "cross_matrix": cross_matrix(an, level, head, side),
-                "image_attention_per_head": np.stack([image_row(an, level, h, side, q) for h in range(heads)])}
+# %% ../nbs/18b_explore_attention.ipynb #0eed6342
+@patch
+def _connect(self: AttentionExplorer):
+    "Clicks (meshes, picture) and controls to their updates."
+    for tr in self.figure.data[:2]: tr.on_click(self.on_click)
+    self.image_view.observe(self.on_image_click, "click")
+    self.source.observe(lambda ch: self._timed(self.load, self.images[ch["new"]], ch["new"]), names="value")
+    for w in (self.level, self.head):
+        w.observe(lambda ch: self._timed(self._refresh_all), names="value")
+    for w in (self.direction, self.vertex, self.scale):
+        w.observe(lambda ch: self._timed(self.update_selection), names="value")
+    self.hand.observe(lambda ch: self._timed(self._on_hand), names="value")
 
-    def vertex_colours(self) -> np.ndarray:
-        "Per mesh vertex of the other hand: the selected vertex's cross attention (current level / head / direction)."
-        side, _, q = self.selected()
-        row = cross_row(self.analysis, self.level.value, self.head.value, side, q, self.direction.value)
-        return row[self.level_index(OTHER[side], self.level.value)]
 
-    # --- actions ---
-    def load(self, src, name: str = "") -> ImageAnalysis:
-        "Read an image, run the model with attention (cached) and show the current selection."
-        img = self._read(src, name)
-        if img is None: return self.analysis
-        misses = self.cache.misses
-        an = self.cache.get(img)
-        self.analysis = an
-        ran = (f"model run {an.seconds:.2f} s" if self.cache.misses > misses else
-               f"from the cache (the model run took {an.seconds:.2f} s)")
-        heads = an.image_attn[0]["left"].shape[0]
-        levels = [(f"{l} ({an.image_attn[l]['left'].shape[1]} vertices)", l) for l in range(an.num_levels)]
-        if [o[1] for o in self.level.options] != [o[1] for o in levels]: self.level.options = levels
-        if list(self.head.options) != ["mean", *range(heads)]: self.head.options = ["mean", *range(heads)]
-        with self.figure.batch_update():
-            for s in HANDS: set_mesh_verts(self.figure, s, an.placed_verts(s))
-        self._refresh_all()
-        self.status.value = _note_html(f"{name}: attention of {an.num_levels} levels × {heads} heads, grid "
-                                       f"{an.grid_size}×{an.grid_size}; {ran}.")
-        return an
+@patch
+def _layout(self: AttentionExplorer) -> W.VBox:
+    "The controls over the vertex's views, its heads and levels, the overview and the matrix."
+    controls = W.VBox([W.HBox([self.source, self.level, self.head]), W.HBox([self.hand, self.direction, self.scale]),
+                       self.vertex, self.info, self.note, self.status, self._export_controls()])
+    vertex_views = W.HBox([_titled("image attention of the selected vertex", self.image_view),
+                           _titled("cross-hand attention (click a vertex)", self.figure)])
+    more_views = W.HBox([_titled("every head: image attention of the selected vertex", self.heads_view),
+                         _titled("across the levels: its cross attention on the other hand", self.levels_view)])
+    overview = W.HBox([_titled("left hand: mean image attention", self.overview_left),
+                       _titled("right hand: mean image attention", self.overview_right), self.parts_figure])
+    matrix = W.HBox([_titled("the level's cross matrix: selected hand's rows, other hand's columns, by part",
+                             self.matrix_view)])
+    return W.VBox([controls, vertex_views, more_views, W.HTML("<b>Overview</b>"), overview, matrix])
 
-    def on_click(self, trace, points, state=None):
-        "plotly click on a hand mesh: select that vertex."
-        if not points.point_inds: return
-        side = trace.name.split()[0]
-        with self.vertex.hold_trait_notifications(), self.hand.hold_trait_notifications():
-            self.hand.value, self.vertex.value = side, int(points.point_inds[0])
+# %% ../nbs/18b_explore_attention.ipynb #b5f5ca94
+@patch
+def level_index(self: AttentionExplorer, side: str, level: int) -> np.ndarray:
+    "Mesh vertex -> graph vertex of `level` (the model's `vertex_level_index`, cached)."
+    key = (side, level)
+    if key not in self._index: self._index[key] = self.rec.model.vertex_level_index(level, side).cpu().numpy()
+    return self._index[key]
 
-    def on_image_click(self, change):
-        "A click on the image (display pixels): select the vertex whose projection is nearest, of either hand."
-        pt = change["new"] or {}
-        if self.analysis is None or "x" not in pt or pt["x"] >= DISPLAY_SIZE: return     # the colour bar: nothing
-        k = self.analysis.img_size / DISPLAY_SIZE
-        side, m, _ = nearest_vertex(self.analysis, pt["x"] * k, pt["y"] * k)
-        with self.vertex.hold_trait_notifications(), self.hand.hold_trait_notifications():
-            self.hand.value, self.vertex.value = side, m
 
-    def _refresh_all(self):
-        self.update_overview()
-        self.update_selection()
+@patch
+def selected(self: AttentionExplorer) -> tuple:
+    "(side, mesh vertex, graph vertex of the current level)."
+    side, m = self.hand.value, int(self.vertex.value)
+    return side, m, int(self.level_index(side, self.level.value)[m])
 
-    def _on_hand(self):
-        "Another hand selected: its vertex's views and its rows of the cross matrix."
-        self.update_selection()
-        if self.analysis is not None: self.update_matrix()
 
-    def update_selection(self):
-        "Redraw the selected vertex's image attention and cross-hand colours (no model run)."
-        if self.analysis is None: return
-        an, level, head = self.analysis, self.level.value, self.head.value
-        side, m, q = self.selected()
+@patch
+def vertex_colours(self: AttentionExplorer) -> np.ndarray:
+    "Per mesh vertex of the other hand: the selected vertex's cross attention (current level / head / direction)."
+    side, _, q = self.selected()
+    row = cross_row(self.analysis, self.level.value, self.head.value, side, q, self.direction.value)
+    return row[self.level_index(OTHER[side], self.level.value)]
+
+# %% ../nbs/18b_explore_attention.ipynb #6c2ed8f5
+@patch
+def on_click(self: AttentionExplorer, trace, points, state=None):
+    "plotly click on a hand mesh: select that vertex."
+    if not points.point_inds: return
+    side = trace.name.split()[0]
+    with self.vertex.hold_trait_notifications(), self.hand.hold_trait_notifications():
+        self.hand.value, self.vertex.value = side, int(points.point_inds[0])
+
+
+@patch
+def on_image_click(self: AttentionExplorer, change):
+    "A click on the image (display pixels): select the vertex whose projection is nearest, of either hand."
+    pt = change["new"] or {}
+    if self.analysis is None or "x" not in pt or pt["x"] >= DISPLAY_SIZE: return     # the colour bar: nothing
+    k = self.analysis.img_size / DISPLAY_SIZE
+    side, m, _ = nearest_vertex(self.analysis, pt["x"] * k, pt["y"] * k)
+    with self.vertex.hold_trait_notifications(), self.hand.hold_trait_notifications():
+        self.hand.value, self.vertex.value = side, m
+
+
+@patch
+def _on_hand(self: AttentionExplorer):
+    "Another hand selected: its vertex's views and its rows of the cross matrix."
+    self.update_selection()
+    if self.analysis is not None: self.update_matrix()
+
+
+@patch
+def _refresh_all(self: AttentionExplorer):
+    self.update_overview()
+    self.update_selection()
+
+# %% ../nbs/18b_explore_attention.ipynb #bf7dd564
+@patch
+def update_selection(self: AttentionExplorer):
+    "Redraw the selected vertex's image attention and cross-hand colours (no model run)."
+    if self.analysis is None: return
+    an, level, head = self.analysis, self.level.value, self.head.value
+    side, m, q = self.selected()
+    other = OTHER[side]
+    att = image_row(an, level, head, side, q)
+    pic = heat_overlay(an.image, att, alpha=0.55, nearest=True)
+    k = DISPLAY_SIZE / an.img_size
+    u, v = np.round(an.verts2d[side][m] * k).astype(int)
+    if 0 <= u < DISPLAY_SIZE and 0 <= v < DISPLAY_SIZE:
+        cv2.drawMarker(pic, (int(u), int(v)), (0, 229, 255), cv2.MARKER_CROSS, 14, 2)
+    self.image_view.value = to_png(with_colour_bar(pic, att.min(), att.max(), f"grid {an.grid_size}x{an.grid_size}"))   # OpenCV's fonts are ASCII
+    cols = self.vertex_colours()
+    n_keys = an.cross_attn[level]["r2l"].shape[-1]
+    vals, cmin, cmax, title = scale_attention(cols, n_keys, self.scale.value)
+    p = an.placed_verts(side)[m]
+    with self.figure.batch_update():
+        set_mesh_values(self.figure, other, vals, cmin=cmin, cmax=cmax, showscale=True, title=title)
+        set_mesh_values(self.figure, side, None)
+        self.marker.update(x=[p[0]], y=[p[1]], z=[p[2]], name=f"{side} vertex {m}")
+    heads_pic, _ = heads_picture(an, level, side, q)
+    self.heads_view.width = heads_pic.shape[1]
+    self.heads_view.value = to_png(heads_pic)
+    self.levels_view.value = to_png(levels_picture(an, self.level_index, side, m, head, self.direction.value)[0])
+    part = self.part_names[self.part[m]] if self.part[m] < len(self.part_names) else "?"
+    self.info.value = (f"<b>{side}</b> mesh vertex {m} ({part}) → graph vertex {q} of level {level}; "
+                       f"cross attention {self.direction.value} the {other} hand: max {cols.max():.3g} "
+                       f"({cols.max() * n_keys:.2f}× uniform) on {other} vertex {int(cols.argmax())}")
+
+# %% ../nbs/18b_explore_attention.ipynb #2e51e2c5
+@patch
+def overview(self: AttentionExplorer) -> dict:
+    "Mean image attention per hand (G×G) and cross attention share per other-hand part, current level / head."
+    an, level, head = self.analysis, self.level.value, self.head.value
+    out = {"image": {}, "parts": {}}
+    n_parts = len(self.part_names)
+    for side in HANDS:
+        out["image"][side] = _head(an.image_attn[level][side], head).mean(0).reshape(an.grid_size, an.grid_size)
+        mean_row = cross_matrix(an, level, head, side).mean(0)               # over the other hand's graph vertices
         other = OTHER[side]
-        att = image_row(an, level, head, side, q)
-        pic = heat_overlay(an.image, att, alpha=0.55, nearest=True)
-        k = DISPLAY_SIZE / an.img_size
-        u, v = np.round(an.verts2d[side][m] * k).astype(int)
-        if 0 <= u < DISPLAY_SIZE and 0 <= v < DISPLAY_SIZE:
-            cv2.drawMarker(pic, (int(u), int(v)), (0, 229, 255), cv2.MARKER_CROSS, 14, 2)
-        self.image_view.value = to_png(with_colour_bar(pic, att.min(), att.max(), f"grid {an.grid_size}x{an.grid_size}"))   # OpenCV's fonts are ASCII
-        cols = self.vertex_colours()
-        n_keys = an.cross_attn[level]["r2l"].shape[-1]
-        vals, cmin, cmax, title = scale_attention(cols, n_keys, self.scale.value)
-        p = an.placed_verts(side)[m]
-        with self.figure.batch_update():
-            set_mesh_values(self.figure, other, vals, cmin=cmin, cmax=cmax, showscale=True, title=title)
-            set_mesh_values(self.figure, side, None)
-            self.marker.update(x=[p[0]], y=[p[1]], z=[p[2]], name=f"{side} vertex {m}")
-        heads_pic, _ = heads_picture(an, level, side, q)
-        self.heads_view.width = heads_pic.shape[1]
-        self.heads_view.value = to_png(heads_pic)
-        self.levels_view.value = to_png(levels_picture(an, self.level_index, side, m, head, self.direction.value)[0])
-        part = self.part_names[self.part[m]] if self.part[m] < len(self.part_names) else "?"
-        self.info.value = (f"<b>{side}</b> mesh vertex {m} ({part}) → graph vertex {q} of level {level}; "
-                           f"cross attention {self.direction.value} the {other} hand: max {cols.max():.3g} "
-                           f"({cols.max() * n_keys:.2f}× uniform) on {other} vertex {int(cols.argmax())}")
+        vp = level_vertex_parts(self.level_index(other, level), self.part, len(mean_row), n_parts)
+        share = np.array([mean_row[vp == p].sum() for p in range(n_parts)])
+        out["parts"][side] = share / max(share.sum(), 1e-12)
+        count = np.array([(vp == p).sum() for p in range(n_parts)], np.float64)
+        out.setdefault("vertex_share", {})[side] = count / max(count.sum(), 1.0)   # what uniform attention would give
+    return out
 
-    def overview(self) -> dict:
-        "Mean image attention per hand (G×G) and cross attention share per other-hand part, current level / head."
-        an, level, head = self.analysis, self.level.value, self.head.value
-        out = {"image": {}, "parts": {}}
-        n_parts = len(self.part_names)
-        for side in HANDS:
-            out["image"][side] = _head(an.image_attn[level][side], head).mean(0).reshape(an.grid_size, an.grid_size)
-            mean_row = cross_matrix(an, level, head, side).mean(0)               # over the other hand's graph vertices
-            other = OTHER[side]
-            vp = level_vertex_parts(self.level_index(other, level), self.part, len(mean_row), n_parts)
-            share = np.array([mean_row[vp == p].sum() for p in range(n_parts)])
-            out["parts"][side] = share / max(share.sum(), 1e-12)
-            count = np.array([(vp == p).sum() for p in range(n_parts)], np.float64)
-            out.setdefault("vertex_share", {})[side] = count / max(count.sum(), 1.0)   # what uniform attention would give
-        return out
+# %% ../nbs/18b_explore_attention.ipynb #5e84e926
+@patch
+def update_overview(self: AttentionExplorer):
+    if self.analysis is None: return
+    ov = self.overview()
+    vmax = max(float(ov["image"][s].max()) for s in HANDS)
+    for s, w in (("left", self.overview_left), ("right", self.overview_right)):
+        w.value = to_png(heat_overlay(self.analysis.image, ov["image"][s], alpha=0.55, nearest=True, size=200,
+                                      vmin=0.0, vmax=vmax))
+    with self.parts_figure.batch_update():
+        for tr, s in zip(self.parts_figure.data, HANDS):
+            tr.y = ov["parts"][s] / np.maximum(ov["vertex_share"][s], 1e-12)
+    self.update_matrix()
 
-    def update_overview(self):
-        if self.analysis is None: return
-        ov = self.overview()
-        vmax = max(float(ov["image"][s].max()) for s in HANDS)
-        for s, w in (("left", self.overview_left), ("right", self.overview_right)):
-            w.value = to_png(heat_overlay(self.analysis.image, ov["image"][s], alpha=0.55, nearest=True, size=200,
-                                          vmin=0.0, vmax=vmax))
-        with self.parts_figure.batch_update():
-            for tr, s in zip(self.parts_figure.data, HANDS):
-                tr.y = ov["parts"][s] / np.maximum(ov["vertex_share"][s], 1e-12)
-        self.update_matrix()
 
-    def update_matrix(self):
-        "The level's whole cross matrix for the selected hand, grouped by part."
-        an, level, side = self.analysis, self.level.value, self.hand.value
-        M = cross_matrix(an, level, self.head.value, side)
-        parts = [level_vertex_parts(self.level_index(s, level), self.part, n, len(self.part_names))
-                 for s, n in ((side, M.shape[0]), (OTHER[side], M.shape[1]))]
-        self.matrix_view.value = to_png(matrix_picture(M, *parts)[0])
+@patch
+def update_matrix(self: AttentionExplorer):
+    "The level's whole cross matrix for the selected hand, grouped by part."
+    an, level, side = self.analysis, self.level.value, self.hand.value
+    M = cross_matrix(an, level, self.head.value, side)
+    parts = [level_vertex_parts(self.level_index(s, level), self.part, n, len(self.part_names))
+             for s, n in ((side, M.shape[0]), (OTHER[side], M.shape[1]))]
+    self.matrix_view.value = to_png(matrix_picture(M, *parts)[0])
+
+# %% ../nbs/18b_explore_attention.ipynb #85a6ec53
+@patch
+def load(self: AttentionExplorer, src, name: str = "") -> ImageAnalysis:
+    "Read an image, run the model with attention (cached) and show the current selection."
+    img = self._read(src, name)
+    if img is None: return self.analysis
+    misses = self.cache.misses
+    an = self.cache.get(img)
+    self.analysis = an
+    ran = (f"model run {an.seconds:.2f} s" if self.cache.misses > misses else
+           f"from the cache (the model run took {an.seconds:.2f} s)")
+    heads = an.image_attn[0]["left"].shape[0]
+    levels = [(f"{l} ({an.image_attn[l]['left'].shape[1]} vertices)", l) for l in range(an.num_levels)]
+    if [o[1] for o in self.level.options] != [o[1] for o in levels]: self.level.options = levels
+    if list(self.head.options) != ["mean", *range(heads)]: self.head.options = ["mean", *range(heads)]
+    with self.figure.batch_update():
+        for s in HANDS: set_mesh_verts(self.figure, s, an.placed_verts(s))
+    self._refresh_all()
+    self.status.value = _note_html(f"{name}: attention of {an.num_levels} levels × {heads} heads, grid "
+                                   f"{an.grid_size}×{an.grid_size}; {ran}.")
+    return an
+
+# %% ../nbs/18b_explore_attention.ipynb #80b397ad
+@patch
+def arrays(self: AttentionExplorer) -> dict:
+    """The selection's attention: image row (G×G), cross row on the other hand's mesh vertices, the level's whole
+    cross matrix (rows: the selected hand), every head's image row, and the selection itself."""
+    if self.analysis is None: return {}
+    an, level, head = self.analysis, self.level.value, self.head.value
+    side, m, q = self.selected()
+    heads = an.image_attn[level][side].shape[0]
+    return {"image": an.image, "level": level, "mesh_vertex": m, "graph_vertex": q, "side": side,
+            "head": -1 if head == "mean" else int(head), "image_attention": image_row(an, level, head, side, q),
+            "cross_attention_on_other_mesh": self.vertex_colours(), "cross_matrix": cross_matrix(an, level, head, side),
+            "image_attention_per_head": np.stack([image_row(an, level, h, side, q) for h in range(heads)])}
 
 # %% ../nbs/18b_explore_attention.ipynb #f340448e
 def attention_explorer(rec: Reconstructor = None, images: dict = None, cache: AnalysisCache = None) -> AttentionExplorer:
