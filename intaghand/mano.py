@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn as nn
+from fastcore.basics import patch
 
 from .io import UnsafePickleError, atomic_pickle, atomic_write_bytes, safe_load_pickle
 
@@ -335,7 +336,7 @@ def _right_sibling(path: Path) -> Path | None:
     p = path.with_name(name)
     return p if p != path and p.is_file() else None
 
-# %% ../nbs/02_mano.ipynb #bfe6aa98
+# %% ../nbs/02_mano.ipynb #ac6aeb29
 class ManoLayer(nn.Module):
     "MANO forward kinematics and skinning: pose (+ shape, translation) → vertices `B×V×3` and 21 joints `B×21×3`."
     def __init__(self, path, side: str = "right", use_pca: bool = False, ncomps: int = 45,
@@ -378,121 +379,143 @@ class ManoLayer(nn.Module):
         buf("joint_regressor", f32(joint_regressor_21(m["J_regressor"])))
         self._cache_key, self._cache = None, None
 
-    @classmethod
-    def from_config(cls, cfg, side: str, **kw):
-        "The layer for `side` from the model file the config points at (real MANO or the embedded model)."
-        from intaghand.config import mano_file
-        path = mano_file(cfg, side)
-        if side == "left" and kw.get("fix_shape", True) and "right_model" not in kw:
-            try: kw["right_model"] = mano_file(cfg, "right")
-            except FileNotFoundError: pass
-        return cls(path, side, **kw)
+# %% ../nbs/02_mano.ipynb #0e31eec3
+@patch(cls_method=True)
+def from_config(cls: ManoLayer, cfg, side: str, **kw):
+    "The layer for `side` from the model file the config points at (real MANO or the embedded model)."
+    from intaghand.config import mano_file
+    path = mano_file(cfg, side)
+    if side == "left" and kw.get("fix_shape", True) and "right_model" not in kw:
+        try: kw["right_model"] = mano_file(cfg, "right")
+        except FileNotFoundError: pass
+    return cls(path, side, **kw)
 
-    @property
-    def num_verts(self) -> int: return self.v_template.shape[0]
 
-    @property
-    def num_betas(self) -> int: return self.shapedirs.shape[-1]
+@patch(as_prop=True)
+def num_verts(self: ManoLayer) -> int: return self.v_template.shape[0]
 
-    def extra_repr(self) -> str:
-        return (f"side={self.side}, verts={self.num_verts}, betas={self.num_betas}, use_pca={self.use_pca}, "
-                f"ncomps={self.ncomps}, flat_hand_mean={self.flat_hand_mean}, center_idx={self.center_idx}")
 
-    def _derived(self, dtype, device):
-        "Stacked blend directions and joint regression of the template and shape directions, cached per buffer state."
-        srcs = (self.v_template, self.shapedirs, self.posedirs, self.J_regressor, self.weights)
-        key = (dtype, device, torch.is_inference_mode_enabled()) + tuple((t.data_ptr(), t._version) for t in srcs)
-        if key != self._cache_key:
-            with torch.no_grad():
-                v, sd, pd, jr, w = (t.to(device=device, dtype=dtype) for t in srcs)
-                V, K = v.shape[0], sd.shape[-1]
-                self._cache = {
-                    "v": v, "w": w,
-                    "vcol": v.reshape(-1, 1),                                          # 3V×1
-                    "dirs": torch.cat([sd, pd], -1).reshape(V * 3, -1),                # 3V×(K+P)
-                    "j": jr @ v,                                                       # J×3
-                    "jdirs": torch.einsum("jv,vck->kjc", jr, sd).reshape(K, -1),       # K×3J
-                    "tips": torch.as_tensor(FINGERTIP_VERTS, device=device),
-                    "order": torch.as_tensor(NEW_ORDER, device=device),
-                    "plan": chain_plan(self.parents.tolist(), device)}
-            self._cache_key = key
-        return self._cache
+@patch(as_prop=True)
+def num_betas(self: ManoLayer) -> int: return self.shapedirs.shape[-1]
 
-    def hand_axis(self, hand_pose: torch.Tensor) -> torch.Tensor:
-        "Finger axis-angle `B×45` (mean included) from the layer's finger pose input (PCA `B×ncomps` or axis `B×45`)."
-        comps = self.hands_components.to(hand_pose)
-        mean = self.hands_mean.to(hand_pose)
-        if self.use_pca:
-            if hand_pose.shape[-1] != self.ncomps:
-                raise ValueError(f"use_pca with ncomps={self.ncomps} expects B×{self.ncomps} finger pose, got {tuple(hand_pose.shape)}")
-            return pca_to_axis(hand_pose, comps[: self.ncomps], mean)
-        if hand_pose.shape[-1] != comps.shape[1]:
-            raise ValueError(f"expected B×{comps.shape[1]} axis-angle finger pose, got {tuple(hand_pose.shape)}")
-        return hand_pose + mean
 
-    def pca_to_axis(self, coeffs: torch.Tensor, absolute: bool = False) -> torch.Tensor:
-        "Finger axis-angle `B×45` of PCA coefficients `B×ncomps`, relative to the mean (or with the file's mean)."
-        return pca_to_axis(coeffs, self.hands_components[: self.ncomps].to(coeffs),
-                           self.hands_mean_file.to(coeffs) if absolute else None)
+@patch
+def extra_repr(self: ManoLayer) -> str:
+    return (f"side={self.side}, verts={self.num_verts}, betas={self.num_betas}, use_pca={self.use_pca}, "
+            f"ncomps={self.ncomps}, flat_hand_mean={self.flat_hand_mean}, center_idx={self.center_idx}")
 
-    def axis_to_pca(self, axis: torch.Tensor, absolute: bool = False) -> torch.Tensor:
-        "PCA coefficients `B×ncomps` of finger axis-angle `B×45` (relative to the mean, or absolute like `axis2pca`)."
-        if absolute: axis = axis - self.hands_mean_file.to(axis)
-        return axis @ self.hands_components_inv.to(axis)
+# %% ../nbs/02_mano.ipynb #26cafd85
+@patch
+def hand_axis(self: ManoLayer, hand_pose: torch.Tensor) -> torch.Tensor:
+    "Finger axis-angle `B×45` (mean included) from the layer's finger pose input (PCA `B×ncomps` or axis `B×45`)."
+    comps = self.hands_components.to(hand_pose)
+    mean = self.hands_mean.to(hand_pose)
+    if self.use_pca:
+        if hand_pose.shape[-1] != self.ncomps:
+            raise ValueError(f"use_pca with ncomps={self.ncomps} expects B×{self.ncomps} finger pose, got {tuple(hand_pose.shape)}")
+        return pca_to_axis(hand_pose, comps[: self.ncomps], mean)
+    if hand_pose.shape[-1] != comps.shape[1]:
+        raise ValueError(f"expected B×{comps.shape[1]} axis-angle finger pose, got {tuple(hand_pose.shape)}")
+    return hand_pose + mean
 
-    def forward(self, pose: torch.Tensor, shape: torch.Tensor | None = None, trans: torch.Tensor | None = None):
-        "Vertices `B×V×3` and joints `B×21×3` from pose `B×48` (or `B×(3+ncomps)` with PCA), shape `B×10`, trans `B×3`."
-        width = 3 + (self.ncomps if self.use_pca else self.hands_components.shape[1])
-        if pose.dim() != 2 or pose.shape[1] != width:
-            raise ValueError(f"pose must be B×{width} (global axis-angle 3 + {'PCA ' + str(self.ncomps) if self.use_pca else 'axis-angle 45'}), "
-                             f"got {tuple(pose.shape)}")
-        axis = torch.cat([pose[:, :3], self.hand_axis(pose[:, 3:])], 1)
-        return self._pose(rodrigues(axis.view(axis.shape[0], -1, 3)), shape, trans)
 
-    def forward_rotmat(self, root_R: torch.Tensor, hand_pose: torch.Tensor, shape: torch.Tensor | None = None,
-                       trans: torch.Tensor | None = None, scale: torch.Tensor | None = None):
-        "The original's call: root rotation `B×3×3`, finger pose (PCA `B×ncomps`, axis `B×45` or matrices `B×15×3×3`)."
-        if hand_pose.dim() == 4:
-            if self.use_pca: raise ValueError("use_pca layers take PCA coefficients B×ncomps, not rotation matrices")
-            rots = hand_pose
-        else:
-            rots = rodrigues(self.hand_axis(hand_pose).view(hand_pose.shape[0], -1, 3))
-        return self._pose(torch.cat([root_R[:, None], rots], 1), shape, trans, scale)
+@patch(nm="pca_to_axis")
+def _pca_to_axis_method(self: ManoLayer, coeffs: torch.Tensor, absolute: bool = False) -> torch.Tensor:
+    "Finger axis-angle `B×45` of PCA coefficients `B×ncomps`, relative to the mean (or with the file's mean)."
+    return pca_to_axis(coeffs, self.hands_components[: self.ncomps].to(coeffs),
+                       self.hands_mean_file.to(coeffs) if absolute else None)
 
-    chunk_size = 128   # samples per block: keeps the V×12×B skinning buffers in cache on CPU
 
-    def _pose(self, rotmats, shape=None, trans=None, scale=None):
-        B, dtype, device = rotmats.shape[0], rotmats.dtype, rotmats.device
-        c = self._derived(dtype, device)
-        if shape is None: shape = rotmats.new_zeros(B, self.num_betas)
-        if shape.shape != (B, self.num_betas):
-            raise ValueError(f"{self.source}: shape must be B×{self.num_betas} with B={B}, got {tuple(shape.shape)}")
-        n = self.chunk_size if device.type == "cpu" else B
-        if B > n:                                  # blocks of samples, not a loop over samples
-            parts = [self._pose_block(c, rotmats[i:i + n], shape[i:i + n]) for i in range(0, B, n)]
-            verts, joints = (torch.cat(x) for x in zip(*parts))
-        else:
-            verts, joints = self._pose_block(c, rotmats, shape)
-        if self.center_idx is not None:
-            center = joints[:, self.center_idx: self.center_idx + 1]
-            verts, joints = verts - center, joints - center
-        if scale is not None:
-            s = scale.reshape(B, 1, 1)
-            verts, joints = verts * s, joints * s
-        if trans is not None:
-            verts, joints = verts + trans[:, None], joints + trans[:, None]
-        return verts, joints
+@patch
+def axis_to_pca(self: ManoLayer, axis: torch.Tensor, absolute: bool = False) -> torch.Tensor:
+    "PCA coefficients `B×ncomps` of finger axis-angle `B×45` (relative to the mean, or absolute like `axis2pca`)."
+    if absolute: axis = axis - self.hands_mean_file.to(axis)
+    return axis @ self.hands_components_inv.to(axis)
 
-    def _pose_block(self, c, rotmats, shape):
-        "Vertices and 21 joints (uncentred, no translation) of a block of samples."
-        B = rotmats.shape[0]
-        coeffs = torch.cat([shape, pose_features(rotmats[:, 1:])], 1)
-        v_posed_t = torch.addmm(c["vcol"], c["dirs"], coeffs.T).view(-1, 3, B)   # shaped + pose correctives, V×3×B
-        J = c["j"] + (shape @ c["jdirs"]).view(B, -1, 3)
-        Pj, A, b = kinematic_chain(rotmats, J, None, c["plan"])
-        verts = skin_vmajor(v_posed_t, c["w"], A, b).permute(2, 0, 1).contiguous()
-        joints = torch.cat([Pj, verts.index_select(1, c["tips"])], 1).index_select(1, c["order"])
-        return verts, joints
+# %% ../nbs/02_mano.ipynb #03ccd8f0
+@patch
+def _derived(self: ManoLayer, dtype, device):
+    "Stacked blend directions and joint regression of the template and shape directions, cached per buffer state."
+    srcs = (self.v_template, self.shapedirs, self.posedirs, self.J_regressor, self.weights)
+    key = (dtype, device, torch.is_inference_mode_enabled()) + tuple((t.data_ptr(), t._version) for t in srcs)
+    if key != self._cache_key:
+        with torch.no_grad():
+            v, sd, pd, jr, w = (t.to(device=device, dtype=dtype) for t in srcs)
+            V, K = v.shape[0], sd.shape[-1]
+            self._cache = {
+                "v": v, "w": w,
+                "vcol": v.reshape(-1, 1),                                          # 3V×1
+                "dirs": torch.cat([sd, pd], -1).reshape(V * 3, -1),                # 3V×(K+P)
+                "j": jr @ v,                                                       # J×3
+                "jdirs": torch.einsum("jv,vck->kjc", jr, sd).reshape(K, -1),       # K×3J
+                "tips": torch.as_tensor(FINGERTIP_VERTS, device=device),
+                "order": torch.as_tensor(NEW_ORDER, device=device),
+                "plan": chain_plan(self.parents.tolist(), device)}
+        self._cache_key = key
+    return self._cache
+
+# %% ../nbs/02_mano.ipynb #abe1281b
+@patch
+def forward(self: ManoLayer, pose: torch.Tensor, shape: torch.Tensor | None = None, trans: torch.Tensor | None = None):
+    "Vertices `B×V×3` and joints `B×21×3` from pose `B×48` (or `B×(3+ncomps)` with PCA), shape `B×10`, trans `B×3`."
+    width = 3 + (self.ncomps if self.use_pca else self.hands_components.shape[1])
+    if pose.dim() != 2 or pose.shape[1] != width:
+        raise ValueError(f"pose must be B×{width} (global axis-angle 3 + {'PCA ' + str(self.ncomps) if self.use_pca else 'axis-angle 45'}), "
+                         f"got {tuple(pose.shape)}")
+    axis = torch.cat([pose[:, :3], self.hand_axis(pose[:, 3:])], 1)
+    return self._pose(rodrigues(axis.view(axis.shape[0], -1, 3)), shape, trans)
+
+
+@patch
+def forward_rotmat(self: ManoLayer, root_R: torch.Tensor, hand_pose: torch.Tensor, shape: torch.Tensor | None = None,
+                   trans: torch.Tensor | None = None, scale: torch.Tensor | None = None):
+    "The original's call: root rotation `B×3×3`, finger pose (PCA `B×ncomps`, axis `B×45` or matrices `B×15×3×3`)."
+    if hand_pose.dim() == 4:
+        if self.use_pca: raise ValueError("use_pca layers take PCA coefficients B×ncomps, not rotation matrices")
+        rots = hand_pose
+    else:
+        rots = rodrigues(self.hand_axis(hand_pose).view(hand_pose.shape[0], -1, 3))
+    return self._pose(torch.cat([root_R[:, None], rots], 1), shape, trans, scale)
+
+# %% ../nbs/02_mano.ipynb #2fd3d4b1
+ManoLayer.chunk_size = 128   # samples per block: keeps the V×12×B skinning buffers in cache on CPU
+
+
+@patch
+def _pose(self: ManoLayer, rotmats, shape=None, trans=None, scale=None):
+    B, dtype, device = rotmats.shape[0], rotmats.dtype, rotmats.device
+    c = self._derived(dtype, device)
+    if shape is None: shape = rotmats.new_zeros(B, self.num_betas)
+    if shape.shape != (B, self.num_betas):
+        raise ValueError(f"{self.source}: shape must be B×{self.num_betas} with B={B}, got {tuple(shape.shape)}")
+    n = self.chunk_size if device.type == "cpu" else B
+    if B > n:                                  # blocks of samples, not a loop over samples
+        parts = [self._pose_block(c, rotmats[i:i + n], shape[i:i + n]) for i in range(0, B, n)]
+        verts, joints = (torch.cat(x) for x in zip(*parts))
+    else:
+        verts, joints = self._pose_block(c, rotmats, shape)
+    if self.center_idx is not None:
+        center = joints[:, self.center_idx: self.center_idx + 1]
+        verts, joints = verts - center, joints - center
+    if scale is not None:
+        s = scale.reshape(B, 1, 1)
+        verts, joints = verts * s, joints * s
+    if trans is not None:
+        verts, joints = verts + trans[:, None], joints + trans[:, None]
+    return verts, joints
+
+
+@patch
+def _pose_block(self: ManoLayer, c, rotmats, shape):
+    "Vertices and 21 joints (uncentred, no translation) of a block of samples."
+    B = rotmats.shape[0]
+    coeffs = torch.cat([shape, pose_features(rotmats[:, 1:])], 1)
+    v_posed_t = torch.addmm(c["vcol"], c["dirs"], coeffs.T).view(-1, 3, B)   # shaped + pose correctives, V×3×B
+    J = c["j"] + (shape @ c["jdirs"]).view(B, -1, 3)
+    Pj, A, b = kinematic_chain(rotmats, J, None, c["plan"])
+    verts = skin_vmajor(v_posed_t, c["w"], A, b).permute(2, 0, 1).contiguous()
+    joints = torch.cat([Pj, verts.index_select(1, c["tips"])], 1).index_select(1, c["order"])
+    return verts, joints
 
 # %% ../nbs/02_mano.ipynb #f7d5b75d
 def fix_shape(left: ManoLayer, right: ManoLayer) -> bool:
