@@ -17,6 +17,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import torch
+from fastcore.basics import patch
 
 from .config import get_config, checkpoint_file, merge_dict, EMBEDDED_CHECKPOINT, without_encoder_pretrain
 from .engines import OnnxNetwork, TracedNetwork, export_onnx, onnxruntime_available
@@ -155,21 +156,7 @@ def to_image_space(out: HandOutput, frames) -> HandOutput:
         return dataclasses.replace(h, verts2d=m(h.verts2d), joints2d=m(h.joints2d), levels=levels)
     return dataclasses.replace(out, left=hand(out.left), right=hand(out.right), space="image", frames=list(frames))
 
-# %% ../nbs/07_inference.ipynb #ccd8926f
-def _cat(items):
-    "Concatenate a list of same-structured outputs (dataclasses, dicts, lists, tensors) along the batch."
-    first = items[0]
-    if isinstance(first, torch.Tensor): return torch.cat(items, 0)
-    if first is None: return None
-    if dataclasses.is_dataclass(first):
-        return type(first)(**{f.name: _cat([getattr(i, f.name) for i in items]) for f in dataclasses.fields(first)})
-    if isinstance(first, dict): return {k: _cat([i[k] for i in items]) for k in first}
-    if isinstance(first, list):
-        if first and isinstance(first[0], Frame): return [f for i in items for f in i]
-        return [_cat([i[j] for i in items]) for j in range(len(first))]
-    return first
-
-
+# %% ../nbs/07_inference.ipynb #d57f8101
 def config_beside(path) -> Path | None:
     "A YAML config next to a checkpoint: `<name>.yaml`, else `config.yaml` in its folder."
     path = Path(path)
@@ -214,7 +201,7 @@ def config_differences(stored, given, keys=None) -> list:
     keys = network_keys(stored) if keys is None else keys
     return [(k, _get(stored, k), _get(given, k)) for k in keys if _get(stored, k) != _get(given, k)]
 
-
+# %% ../nbs/07_inference.ipynb #133987e0
 def resolve_checkpoint_config(path, cfg=None, ck=None, force: bool = False) -> tuple:
     """(config to build checkpoint `path` with, warnings): the config stored with it (`stored_config`), else `cfg`
     (a config or a YAML path), else the defaults. When both exist and differ in a network key, each key is named
@@ -262,7 +249,7 @@ def load_network(path, cfg=None, graph_assets=None, *, force_cfg: bool = False, 
     load_state_dict_checked(model, extract_state_dict(ck), source=f"checkpoint {path}")
     return model.eval(), cfg, warns
 
-
+# %% ../nbs/07_inference.ipynb #eab5e5a4
 ENGINES = {k.name: k for k in (OnnxNetwork, TracedNetwork)}
 
 
@@ -286,51 +273,6 @@ class Reconstructor:
         self._engines, self._engines_for = {}, None
         self.engine, self.build_after = engine, build_after
 
-    @classmethod
-    def from_checkpoint(cls, path, cfg=None, device=None, graph_assets=None, joint_regressor="auto", *,
-                        force_cfg: bool = False, **kw) -> "Reconstructor":
-        """Build the network and load the checkpoint strictly (`CheckpointError` lists missing / unexpected /
-        mis-shaped keys). Config: the one stored with the checkpoint (`stored_config`), else `cfg` (a config or a
-        YAML path), else the defaults. When both exist and differ in a network key, each key is named with both
-        values in a `ConfigMismatchWarning` (and in `.warnings`) and the stored value is used, unless `force_cfg`."""
-        model, cfg, warns = load_network(path, cfg, graph_assets, force_cfg=force_cfg)
-        if isinstance(joint_regressor, str) and joint_regressor == "auto":
-            joint_regressor = mano_joint_regressors(cfg)
-            if joint_regressor is None:
-                warns.append("no joint regressor: the config's hand model files are missing, so joints3d/joints2d are None")
-                warnings.warn(warns[-1], UserWarning, stacklevel=2)
-        if joint_regressor is not None:
-            J = joint_regressor
-            model.attach_joint_regressor(*((J["left"], J["right"]) if isinstance(J, dict) else (J,)))
-        rec = cls(model, cfg, device, **kw)
-        rec.warnings = warns
-        return rec
-
-
-    @classmethod
-    def embedded(cls, device=None, **kw) -> "Reconstructor":
-        "The workbench's embedded small checkpoint (trained on the synthetic data) with its config."
-        return cls.from_checkpoint(EMBEDDED_CHECKPOINT, device=device, **kw)
-
-    def preprocess(self, images, rgb: bool = False) -> tuple:
-        "(B×3×S×S normalised batch on the device, [Frame per image])."
-        ims = as_images(images, rgb)
-        xs, frames = zip(*(preprocess_image(im, self.img_size, rgb=True) for im in ims))
-        return torch.stack(xs).to(self.device), list(frames)
-
-    def __call__(self, images, rgb: bool = False, return_attention: bool = False, space: str = "image") -> HandOutput:
-        """Reconstruct both hands in every image. `rgb`: numpy arrays are RGB (default BGR, as OpenCV reads them).
-        `space`: 'image' maps 2D outputs to the input images' pixels, 'network' keeps network-input pixels."""
-        if space not in ("image", "network"): raise ValueError(f"space must be 'image' or 'network', got {space!r}")
-        x, frames = self.preprocess(images, rgb)
-        outs = []
-        with torch.inference_mode():
-            for i in range(0, len(x), self.batch_size):
-                outs.append(self.network(x[i: i + self.batch_size], return_attention))
-        out = outs[0] if len(outs) == 1 else _cat(outs)
-        out = dataclasses.replace(out, frames=frames)
-        return to_image_space(out, frames) if space == "image" else out
-
     @property
     def precision(self) -> str: return self._precision
 
@@ -350,51 +292,123 @@ class Reconstructor:
         for eng in self._engines.values():
             eng.build_after = type(eng).build_after if value is None else float(value)
 
-    @property
-    def autocast(self):
-        "The reduced-precision dtype of the fast path on this device (None: float32)."
-        return autocast_dtype(self.device) if self.precision == "fast" else None
-
-    def network(self, x: torch.Tensor, return_attention: bool = False) -> HandOutput:
-        "One batch through the chosen path (attention capture and 'plain' use the module itself)."
-        if self.autocast is not None and not return_attention:
-            with torch.autocast(self.device.type, dtype=self.autocast):
-                out = self.model(x)
-            return out.apply(lambda t: t.float() if t.is_floating_point() else t)
-        if return_attention or self.precision == "plain":
-            return self.model(x, return_attention=return_attention)
-        while (eng := self._exact_engine()) is not None:
-            try:
-                return eng(x)
-            except Exception as e:                      # this engine is out for this model; warn once, try the next
-                eng.failed = f"{type(e).__name__}: {e}"
-                nxt = self._exact_engine()
-                warnings.warn(f"the {eng.name} inference engine failed ({eng.failed}); using "
-                              f"{nxt.name if nxt else 'the plain module'}", RuntimeWarning)
-        return self.model(x)
-
-    def _engine_kinds(self) -> list:
-        "The exact path's engines to try, in order."
-        if self.engine != "auto": return [ENGINES[self.engine]]
-        return ([OnnxNetwork] if self.device.type == "cpu" and onnxruntime_available() else []) + [TracedNetwork]
-
-    def _exact_engine(self):
-        "The first engine of the exact path that has not failed for the current model (None: none is left)."
-        if self._engines_for is not self.model:                 # a new model: new engines
-            self._engines, self._engines_for = {}, self.model
-        for kind in self._engine_kinds():
-            if kind.name not in self._engines: self._engines[kind.name] = kind(self.model, self.build_after)
-            if not self._engines[kind.name].failed: return self._engines[kind.name]
-        return None
-
-    @property
-    def exact_engine(self) -> str:
-        "The engine the exact path runs now: 'onnxruntime', 'torchscript' or 'module' (the plain module)."
-        eng = self._exact_engine()
-        return eng.name if eng is not None else "module"
-
     def __repr__(self):
         return f"Reconstructor({type(self.model).__name__}, {self.cfg.MODEL.ENCODER_TYPE}, {self.img_size}px, {self.device})"
+
+# %% ../nbs/07_inference.ipynb #e80ce99c
+@patch(cls_method=True)
+def from_checkpoint(cls: Reconstructor, path, cfg=None, device=None, graph_assets=None, joint_regressor="auto", *,
+                    force_cfg: bool = False, **kw) -> "Reconstructor":
+    """Build the network and load the checkpoint strictly (`CheckpointError` lists missing / unexpected /
+    mis-shaped keys). Config: the one stored with the checkpoint (`stored_config`), else `cfg` (a config or a
+    YAML path), else the defaults. When both exist and differ in a network key, each key is named with both
+    values in a `ConfigMismatchWarning` (and in `.warnings`) and the stored value is used, unless `force_cfg`."""
+    model, cfg, warns = load_network(path, cfg, graph_assets, force_cfg=force_cfg)
+    if isinstance(joint_regressor, str) and joint_regressor == "auto":
+        joint_regressor = mano_joint_regressors(cfg)
+        if joint_regressor is None:
+            warns.append("no joint regressor: the config's hand model files are missing, so joints3d/joints2d are None")
+            warnings.warn(warns[-1], UserWarning, stacklevel=2)
+    if joint_regressor is not None:
+        J = joint_regressor
+        model.attach_joint_regressor(*((J["left"], J["right"]) if isinstance(J, dict) else (J,)))
+    rec = cls(model, cfg, device, **kw)
+    rec.warnings = warns
+    return rec
+
+
+@patch(cls_method=True)
+def embedded(cls: Reconstructor, device=None, **kw) -> "Reconstructor":
+    "The workbench's embedded small checkpoint (trained on the synthetic data) with its config."
+    return cls.from_checkpoint(EMBEDDED_CHECKPOINT, device=device, **kw)
+
+# %% ../nbs/07_inference.ipynb #7a1609c6
+@patch
+def preprocess(self: Reconstructor, images, rgb: bool = False) -> tuple:
+    "(B×3×S×S normalised batch on the device, [Frame per image])."
+    ims = as_images(images, rgb)
+    xs, frames = zip(*(preprocess_image(im, self.img_size, rgb=True) for im in ims))
+    return torch.stack(xs).to(self.device), list(frames)
+
+# %% ../nbs/07_inference.ipynb #abed8ee6
+@patch(as_prop=True)
+def autocast(self: Reconstructor):
+    "The reduced-precision dtype of the fast path on this device (None: float32)."
+    return autocast_dtype(self.device) if self.precision == "fast" else None
+
+
+@patch
+def network(self: Reconstructor, x: torch.Tensor, return_attention: bool = False) -> HandOutput:
+    "One batch through the chosen path (attention capture and 'plain' use the module itself)."
+    if self.autocast is not None and not return_attention:
+        with torch.autocast(self.device.type, dtype=self.autocast):
+            out = self.model(x)
+        return out.apply(lambda t: t.float() if t.is_floating_point() else t)
+    if return_attention or self.precision == "plain":
+        return self.model(x, return_attention=return_attention)
+    while (eng := self._exact_engine()) is not None:
+        try:
+            return eng(x)
+        except Exception as e:                      # this engine is out for this model; warn once, try the next
+            eng.failed = f"{type(e).__name__}: {e}"
+            nxt = self._exact_engine()
+            warnings.warn(f"the {eng.name} inference engine failed ({eng.failed}); using "
+                          f"{nxt.name if nxt else 'the plain module'}", RuntimeWarning)
+    return self.model(x)
+
+
+@patch
+def _engine_kinds(self: Reconstructor) -> list:
+    "The exact path's engines to try, in order."
+    if self.engine != "auto": return [ENGINES[self.engine]]
+    return ([OnnxNetwork] if self.device.type == "cpu" and onnxruntime_available() else []) + [TracedNetwork]
+
+
+@patch
+def _exact_engine(self: Reconstructor):
+    "The first engine of the exact path that has not failed for the current model (None: none is left)."
+    if self._engines_for is not self.model:                 # a new model: new engines
+        self._engines, self._engines_for = {}, self.model
+    for kind in self._engine_kinds():
+        if kind.name not in self._engines: self._engines[kind.name] = kind(self.model, self.build_after)
+        if not self._engines[kind.name].failed: return self._engines[kind.name]
+    return None
+
+
+@patch(as_prop=True)
+def exact_engine(self: Reconstructor) -> str:
+    "The engine the exact path runs now: 'onnxruntime', 'torchscript' or 'module' (the plain module)."
+    eng = self._exact_engine()
+    return eng.name if eng is not None else "module"
+
+# %% ../nbs/07_inference.ipynb #1e9f803a
+def _cat(items):
+    "Concatenate a list of same-structured outputs (dataclasses, dicts, lists, tensors) along the batch."
+    first = items[0]
+    if isinstance(first, torch.Tensor): return torch.cat(items, 0)
+    if first is None: return None
+    if dataclasses.is_dataclass(first):
+        return type(first)(**{f.name: _cat([getattr(i, f.name) for i in items]) for f in dataclasses.fields(first)})
+    if isinstance(first, dict): return {k: _cat([i[k] for i in items]) for k in first}
+    if isinstance(first, list):
+        if first and isinstance(first[0], Frame): return [f for i in items for f in i]
+        return [_cat([i[j] for i in items]) for j in range(len(first))]
+    return first
+
+
+@patch
+def __call__(self: Reconstructor, images, rgb: bool = False, return_attention: bool = False, space: str = "image") -> HandOutput:
+    """Reconstruct both hands in every image. `rgb`: numpy arrays are RGB (default BGR, as OpenCV reads them).
+    `space`: 'image' maps 2D outputs to the input images' pixels, 'network' keeps network-input pixels."""
+    if space not in ("image", "network"): raise ValueError(f"space must be 'image' or 'network', got {space!r}")
+    x, frames = self.preprocess(images, rgb)
+    outs = []
+    with torch.inference_mode():
+        for i in range(0, len(x), self.batch_size):
+            outs.append(self.network(x[i: i + self.batch_size], return_attention))
+    out = outs[0] if len(outs) == 1 else _cat(outs)
+    out = dataclasses.replace(out, frames=frames)
+    return to_image_space(out, frames) if space == "image" else out
 
 # %% ../nbs/07_inference.ipynb #992f68ee
 def export_onnx_main(argv=None) -> int:

@@ -34,7 +34,7 @@ class HandPrediction:
     joints2d: torch.Tensor | None = None
     levels: list = field(default_factory=list)
 
-
+# %% ../nbs/06c_outputs.ipynb #fe0a59f3
 @dataclass
 class AttentionMaps:
     """Attention weights per graph level (coarse -> fine), each B×heads×queries×keys.
@@ -53,7 +53,7 @@ class AttentionMaps:
     @property
     def num_levels(self): return len(self.image)
 
-
+# %% ../nbs/06c_outputs.ipynb #fa6b049b
 @dataclass
 class HandOutput:
     "Everything the network predicts for a batch; see `HandPrediction` and `AttentionMaps`."
