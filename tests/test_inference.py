@@ -179,7 +179,7 @@ def test_outputs_in_image_pixels(rec):
     for side in ("left", "right"):
         want = net[side].verts2d * k + torch.tensor([0.5 * k - 0.5 - 100, 0.5 * k - 0.5])
         assert torch.allclose(img[side].verts2d, want, atol=1e-3)
-        assert torch.equal(img[side].verts3d, net[side].verts3d)
+        assert _close(img[side].verts3d, net[side].verts3d)    # the two calls may run on different exact paths (engine switch)
         assert torch.allclose(img[side].levels[0].verts2d_mano, fr.to_image(net[side].levels[0].verts2d_mano), atol=1e-3)
     assert to_image_space(img, img.frames) is img
 
