@@ -24,8 +24,8 @@ from .inference import Reconstructor, as_images, pad_to_square
 from .io import IMAGE_SUFFIXES, safe_load_pickle
 from .mano import FINGERTIP_VERTS, HANDS
 from .model import build_model, mano_joint_regressors
-from .pictures import DISPLAY_SIZE, resize_to
-from .meshes import hand_template
+from .pictures import DISPLAY_SIZE, draw_points, resize_to, to_uint8
+from .meshes import OVERLAY_OPACITY, hand_template, prediction_overlay
 from .render import HAND_RGB, HandRenderer, WeakPerspectiveCamera
 
 # %% ../nbs/17b_analysis.ipynb #f9ef91c1
@@ -87,8 +87,7 @@ def demo_image(size: int = 256) -> np.ndarray:
     out = HandRenderer(backend="fast")(left[None], right[None], f, cam, modes=("mask", "shaded"))
     yy, xx = np.mgrid[0:size, 0:size] / size
     bg = np.stack([0.55 + 0.3 * yy, 0.6 + 0.2 * xx, 0.7 - 0.2 * yy], -1).astype(np.float32)
-    img = out.overlay(torch.as_tensor(bg)[None], opacity=1.0)[0].numpy()
-    return (img * 255).round().clip(0, 255).astype(np.uint8)
+    return to_uint8(out.overlay(torch.as_tensor(bg)[None], opacity=1.0)[0])
 
 # %% ../nbs/17b_analysis.ipynb #0fa6a11d
 def sample_images(root=None, limit: int = 12) -> dict:
@@ -226,22 +225,14 @@ def level_vertex_parts(index: np.ndarray, part: np.ndarray, n_level_verts: int, 
     return np.where(counts.sum(1) > 0, counts.argmax(1), -1)
 
 # %% ../nbs/17b_analysis.ipynb #16d5dd17
-def mesh_overlay(an: ImageAnalysis, faces: np.ndarray, size: int = DISPLAY_SIZE, opacity: float = 0.8) -> tuple:
+def mesh_overlay(an: ImageAnalysis, faces: np.ndarray, size: int = DISPLAY_SIZE, opacity: float = OVERLAY_OPACITY) -> tuple:
     "(size×size×3 uint8 picture of both predicted meshes over the input, note); dots when a scale is not positive."
     base = resize_to(an.image, size)
+    pic = prediction_overlay(base, {s: (an.verts3d[s], an.scale[s], an.trans2d[s]) for s in HANDS}, faces, opacity)
+    if pic is not None: return pic, ""
     k = size / an.img_size
-    if min(an.scale.values()) <= 0:
-        out = base.copy()
-        for side in HANDS:
-            for u, v in np.round(an.verts2d[side] * k).astype(int)[::2]:
-                if 0 <= u < size and 0 <= v < size: cv2.circle(out, (int(u), int(v)), 1, tuple(int(c) for c in HAND_RGB[side]), -1)
-        return out, "a weak-perspective scale ≤ 0 (as random or barely trained weights give) cannot be rendered: showing the projected vertices as dots"
-    cams = [WeakPerspectiveCamera(torch.tensor([an.scale[s]]), torch.as_tensor(an.trans2d[s])[None], size)
-            for s in HANDS]
-    t = lambda s: torch.as_tensor(an.verts3d[s])[None]
-    r = HandRenderer(backend="fast")(t("left"), t("right"), faces, cams[0], cams[1], modes=("mask", "shaded"))
-    img = r.overlay(torch.as_tensor(base, dtype=torch.float32)[None] / 255, opacity=opacity)[0].numpy()
-    return (img * 255).round().clip(0, 255).astype(np.uint8), ""
+    dots = draw_points(base, {HAND_RGB[s]: an.verts2d[s][::2] * k for s in HANDS})
+    return dots, "a weak-perspective scale ≤ 0 (as random or barely trained weights give) cannot be rendered: showing the projected vertices as dots"
 
 # %% ../nbs/17b_analysis.ipynb #afef569b
 DIRECTIONS = ("attends to", "attended by")
