@@ -148,7 +148,8 @@ def nearest_vertex(an: "ImageAnalysis", x: float, y: float, tie_px: float = 1.0)
     cands = []
     for side in HANDS:
         d = np.hypot(an.verts2d[side][:, 0] - x, an.verts2d[side][:, 1] - y)
-        cands += [(float(d[m]), float(an.placed_verts(side)[m, 2]), side, int(m)) for m in np.flatnonzero(d <= d.min() + tie_px)]
+        depth = an.placed_verts(side)[:, 2]
+        cands += [(float(d[m]), float(depth[m]), side, int(m)) for m in np.flatnonzero(d <= d.min() + tie_px)]
     best = min(c[0] for c in cands)
     d, _, side, m = min((c for c in cands if c[0] <= best + tie_px), key=lambda c: c[1])
     return side, m, d

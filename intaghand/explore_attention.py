@@ -184,12 +184,16 @@ def vertex_colours(self: AttentionExplorer) -> np.ndarray:
 
 # %% ../nbs/18b_explore_attention.ipynb #6c2ed8f5
 @patch
+def select(self: AttentionExplorer, side: str, m: int):
+    "Select mesh vertex `m` of hand `side`: one update of the views (the hand and the vertex change together)."
+    with self.vertex.hold_trait_notifications(), self.hand.hold_trait_notifications():
+        self.hand.value, self.vertex.value = side, int(m)
+
+
+@patch
 def on_click(self: AttentionExplorer, trace, points, state=None):
     "plotly click on a hand mesh: select that vertex."
-    if not points.point_inds: return
-    side = trace.name.split()[0]
-    with self.vertex.hold_trait_notifications(), self.hand.hold_trait_notifications():
-        self.hand.value, self.vertex.value = side, int(points.point_inds[0])
+    if points.point_inds: self.select(trace.name.split()[0], points.point_inds[0])
 
 
 @patch
@@ -198,9 +202,7 @@ def on_image_click(self: AttentionExplorer, change):
     pt = change["new"] or {}
     if self.analysis is None or "x" not in pt or pt["x"] >= DISPLAY_SIZE: return     # the colour bar: nothing
     k = self.analysis.img_size / DISPLAY_SIZE
-    side, m, _ = nearest_vertex(self.analysis, pt["x"] * k, pt["y"] * k)
-    with self.vertex.hold_trait_notifications(), self.hand.hold_trait_notifications():
-        self.hand.value, self.vertex.value = side, m
+    self.select(*nearest_vertex(self.analysis, pt["x"] * k, pt["y"] * k)[:2])
 
 
 @patch
@@ -295,10 +297,8 @@ def load(self: AttentionExplorer, src, name: str = "") -> ImageAnalysis:
     "Read an image, run the model with attention (cached) and show the current selection."
     img = self._read(src, name)
     if img is None: return self.analysis
-    misses = self.cache.misses
-    an = self.cache.get(img)
-    self.analysis = an
-    ran = (f"model run {an.seconds:.2f} s" if self.cache.misses > misses else
+    an, model_ran = self._analyse(img)
+    ran = (f"model run {an.seconds:.2f} s" if model_ran else
            f"from the cache (the model run took {an.seconds:.2f} s)")
     heads = an.image_attn[0]["left"].shape[0]
     levels = [(f"{l} ({an.image_attn[l]['left'].shape[1]} vertices)", l) for l in range(an.num_levels)]

@@ -64,9 +64,7 @@ def load(self: ModelExplorer, src, name: str = "") -> ImageAnalysis:
     "Read an image (path, RGB array or encoded bytes), run the model (cached) and update every view."
     img = self._read(src, name)
     if img is None: return self.analysis
-    misses = self.cache.misses
-    an = self.cache.get(img)
-    self.analysis = an
+    an, model_ran = self._analyse(img)
     ov, note = mesh_overlay(an, self.faces)
     self.input_image.value = to_png(resize_to(an.image))
     self.overlay.value = to_png(ov)
@@ -76,7 +74,7 @@ def load(self: ModelExplorer, src, name: str = "") -> ImageAnalysis:
         for s in HANDS: set_mesh_verts(self.figure, s, an.placed_verts(s))
     self.show_joint(self.joint.value)
     self.shown = name
-    ran = "model run" if self.cache.misses > misses else "cached"
+    ran = "model run" if model_ran else "cached"
     crop, self._crop_note = getattr(self, "_crop_note", ""), ""
     self.status.value = _note_html(f"{name}: {img.shape[1]}×{img.shape[0]} px; {ran} ({an.seconds:.2f} s with attention)."
                                    + (f" {crop}." if crop else "") + (f" {note}." if note else ""))

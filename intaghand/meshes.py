@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from .io import atomic_write_bytes, safe_load_pickle
+from .mano import HANDS
 from .pictures import to_uint8
 from .raster import check_faces, check_verts, flip_winding
 from .render import EXPORT_TYPES, HAND_BGR, HAND_RGB, HandRenderer, WeakPerspectiveCamera, _colour
@@ -117,7 +118,7 @@ OVERLAY_OPACITY = 0.7   # the share of a hand pixel the rendered mesh covers in 
 
 def network_hands(out, i: int = 0) -> dict:
     "{side: (verts3d V×3, scale, trans2d (2,))} of sample `i` of a network output (its `.left` and `.right`)."
-    return {side: tuple(getattr(getattr(out, side), k)[i] for k in ("verts3d", "scale", "trans2d")) for side in ("left", "right")}
+    return {side: tuple(getattr(getattr(out, side), k)[i] for k in ("verts3d", "scale", "trans2d")) for side in HANDS}
 
 
 def prediction_overlay(image_rgb: np.ndarray, hands: dict, faces, opacity: float = OVERLAY_OPACITY) -> np.ndarray | None:

@@ -248,6 +248,15 @@ def _read(self: _Explorer, src, name: str = ""):
 
 
 @patch
+def _analyse(self: _Explorer, img) -> tuple:
+    "(the image's analysis from the cache, whether the model had to run for it)."
+    misses = self.cache.misses
+    an = self.cache.get(img)
+    self.analysis = an
+    return an, self.cache.misses > misses
+
+
+@patch
 def _init_model(self: _Explorer, rec, images, cache):
     "The reconstructor (default: the shipped one), its analysis cache, the images to choose from, the faces."
     self.rec = rec if rec is not None else load_default_reconstructor()
