@@ -109,7 +109,7 @@ def mean_hand_meshes(layers: dict) -> dict:
 def evaluate(model_or_reconstructor, data_path, split: str = "test", batch_size: int = 32, cfg=None, device=None,
              out=None, protocols=("original", "wrist"), max_samples: int | None = None, num_workers: int = 0,
              n_worst: int = 8, progress: bool | str = True, layers: dict | None = None, meta: dict | None = None) -> Evaluation:
-    """Run a model over the processed `split` of `data_path` with IntagHand's evaluation protocol (§8): every sample in
+    """Run a model over the processed `split` of `data_path` with IntagHand's evaluation protocol: every sample in
     index order, no augmentation, GT joints re-regressed from the GT meshes; errors under `protocols` (see
     `intaghand.metrics`) and MRRPE. `model_or_reconstructor`: a network, an `intaghand.inference.Reconstructor`, or a
     checkpoint path (`load_for_eval`). With `out`, writes summary.json, per_sample.csv and the plots there, the

@@ -170,7 +170,7 @@ def _random_graph(n: int, rng: np.random.Generator) -> sp.csr_matrix:
 
 
 def make_synthetic_graph_assets(n_coarse: int = 63, levels: int = 4, n_verts: int = 778, seed: int = 0) -> dict:
-    """Graph assets in the pkl formats of §3.1–3.3 with made-up graphs:
+    """Graph assets in the original's pkl formats with made-up graphs:
     {'graph_left', 'graph_right': graph dicts, 'upsample': n_verts × (n_coarse·4) float array, 'v_color': n_verts × 3}."""
     rng = np.random.default_rng(seed)
     n_fine = n_coarse * 2 ** levels

@@ -44,8 +44,8 @@ def prepare_graph(graph: dict, n_levels: int, n_verts: int) -> dict:
     """Read a graph dict without mutating it: {'L': [n_levels dense V×V, coarsest first],
     'sizes': all level sizes coarsest first, 'perm': LongTensor(V_all), 'perm_reverse': LongTensor(n_verts)}."""
     missing = [k for k in ("coarsen_graphs_L", "graph_perm", "graph_perm_reverse") if k not in graph]
-    if missing: raise KeyError(f"graph asset lacks {missing}; expected the graph_left/right.pkl format (reference §3.1)")
-    Ls = list(graph["coarsen_graphs_L"])[::-1]           # a reversed COPY (quirk 12: the original reverses in place)
+    if missing: raise KeyError(f"graph asset lacks {missing}; expected the original's graph_left/right.pkl format")
+    Ls = list(graph["coarsen_graphs_L"])[::-1]           # a reversed COPY (the original reverses in place: quirk 12)
     sizes = [int(L.shape[0]) for L in Ls]
     if len(Ls) < n_levels:
         raise ValueError(f"the graph has {len(Ls)} levels, the config's GCN_IN_DIM needs {n_levels}")

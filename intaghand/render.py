@@ -76,7 +76,7 @@ class WeakPerspectiveCamera:
         return uv, points[..., 2] + self.z_offset
 
     def to_pytorch3d(self):
-        "The matching `pytorch3d.renderer.OrthographicCameras` (the original's conversion, §10)."
+        "The matching `pytorch3d.renderer.OrthographicCameras` (the original's conversion; see the conventions chapter, rendering)."
         from pytorch3d.renderer import OrthographicCameras
         B, dev = self.batch_size, self.scale.device
         R = torch.diag(torch.tensor([-1.0, -1.0, 1.0], device=dev)).expand(B, 3, 3)
@@ -345,14 +345,14 @@ class RenderOutput:
         return (self.mask_left | self.mask_right).float()
 
     def gt_mask(self) -> torch.Tensor:
-        "The original's GT mask image (§5.4): B×H×W×3 uint8, channel 2 = left, channel 1 = right, channel 0 = 0."
+        "The original's GT mask image (the processed layout): B×H×W×3 uint8, channel 2 = left, channel 1 = right, channel 0 = 0."
         out = torch.zeros(*self.mask_left.shape, 3, dtype=torch.uint8, device=self.mask_left.device)
         out[..., MASK_CHANNELS["left"]] = self.mask_left.to(torch.uint8) * 255
         out[..., MASK_CHANNELS["right"]] = self.mask_right.to(torch.uint8) * 255
         return out
 
     def gt_dense(self) -> torch.Tensor:
-        "The original's GT dense map (§5.4): B×H×W×3 uint8, the interpolated v_color × 255 (background from the shader)."
+        "The original's GT dense map (the processed layout): B×H×W×3 uint8, the interpolated v_color × 255 (background from the shader)."
         if self.dense is None: raise ValueError("gt_dense needs the 'dense' product: render with modes including 'dense'")
         return (self.dense.detach() * 255).round().clamp(0, 255).to(torch.uint8)
 

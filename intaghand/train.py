@@ -56,7 +56,7 @@ def _link_or_copy(src: Path, dst: Path):
 
 # %% ../nbs/12_train.ipynb #986e24fb
 def original_protocol_errors(pred_verts: torch.Tensor, gt_verts: torch.Tensor, regressor: torch.Tensor) -> tuple:
-    """Per-sample MPJPE and MPVPE (B,) of one hand in GT units under IntagHand's protocol (§8): joints regressed from
+    """Per-sample MPJPE and MPVPE (B,) of one hand in GT units under IntagHand's evaluation protocol: joints regressed from
     both meshes, root = joint 9 subtracted, prediction scaled by the GT/predicted ‖J9 − J0‖. (The same numbers as
     `intaghand.metrics`' 'original' protocol; kept here so that training does not depend on the evaluation chapter.)"""
     gt_verts = gt_verts.to(pred_verts)

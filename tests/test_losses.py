@@ -1,4 +1,4 @@
-"""Loss terms on hand-made inputs with hand-computed values, the combined loss, and the LR schedule (§6, §7)."""
+"""Loss terms on hand-made inputs with hand-computed values, the combined loss, and the LR schedule (the original's, see nbs/00a_original.ipynb)."""
 import math
 
 import pytest
@@ -260,7 +260,7 @@ def test_lr_schedule_values():
                 153: 1e-5, 199: 1e-5}
     for e, v in expected.items():
         assert math.isclose(seq[e], v, rel_tol=1e-12), (e, seq[e], v)
-    assert math.isclose(seq[1], 3.34e-5, rel_tol=1e-3) and math.isclose(seq[2], 6.67e-5, rel_tol=1e-3)   # §7: ≈3.3e-5, ≈6.7e-5
+    assert math.isclose(seq[1], 3.34e-5, rel_tol=1e-3) and math.isclose(seq[2], 6.67e-5, rel_tol=1e-3)   # the original's warm-up: ≈3.3e-5, ≈6.7e-5
     assert all(x == 1e-4 for x in seq[3:153])
 
 

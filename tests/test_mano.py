@@ -56,7 +56,7 @@ def write_chumpy_style_pkl(model, path, keys=("shapedirs", "v_template", "J", "w
 
 
 def reference_forward(m, pose, betas, trans):
-    """A plain, loop-based numpy MANO following the reference description (float64), for cross-checks.
+    """A plain, loop-based numpy MANO following the original's description (nbs/00a_original.ipynb; float64), for cross-checks.
     pose: B×48 axis-angle with the mean already added to the finger part."""
     out_v, out_j = [], []
     parents = [-1] + list(m["kintree_table"][0, 1:])

@@ -1,4 +1,4 @@
-"""Evaluation metrics on hand-made predictions with known errors (§8), MRRPE, the accumulator and the report writer."""
+"""Evaluation metrics on hand-made predictions with known errors (the original's protocol), MRRPE, the accumulator and the report writer."""
 import csv
 import json
 

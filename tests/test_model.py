@@ -187,7 +187,7 @@ def _swap_key(k):
 
 def test_left_right_symmetry_with_swapped_weights(assets, small_cfg, small_model, img128):
     """With identical graphs for both hands, exchanging every left/right module's weights exchanges the hands'
-    outputs (the heads, position embeddings and cross-attention projections are shared, quirk 7)."""
+    outputs (the heads, position embeddings and cross-attention projections are shared: quirk 7 in nbs/00a_original.ipynb)."""
     swapped = build_model(small_cfg, graph_assets=assets).eval()
     state = {_swap_key(k): v for k, v in small_model.state_dict().items()}
     swapped.load_state_dict(state, strict=True)

@@ -113,7 +113,7 @@ def test_projected_vertices_land_on_their_hand(backend):
             rho2 = ((px + 0.5 - centre[b]) ** 2).sum(-1) / (64 * cam.scale[b]) ** 2
             want = 10.0 - (0.05 ** 2 - rho2).sqrt()
             assert (out.depth[b, px[:, 1], px[:, 0]] - want).abs().max() < 2e-3
-    # the original's §1.4 formula at 256 px
+    # the original's weak-perspective formula at 256 px
     X = torch.randn(1, 5, 3) * 0.1
     uv, _ = WeakPerspectiveCamera(torch.tensor([0.7]), torch.tensor([[0.1, -0.3]])).project(X)
     assert torch.allclose(uv, 256 * 0.7 * X[..., :2] + 128 * torch.tensor([0.1, -0.3]) + 128, atol=1e-4)
