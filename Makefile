@@ -11,7 +11,7 @@ export IPYTHONDIR := $(CURDIR)/.cache/ipython
 export MPLCONFIGDIR := $(CURDIR)/.cache/matplotlib
 $(shell mkdir -p .cache/jupyter/config .cache/jupyter/data .cache/ipython .cache/matplotlib)
 
-.PHONY: setup demo test test-all export clean-nbs check-sync bench
+.PHONY: setup demo test test-all export clean-nbs check-sync bench docs
 
 setup: $(STAMP)
 
@@ -55,3 +55,8 @@ check-sync: setup
 
 bench: setup
 	@for f in bench/[!_]*.py; do echo "== $$f"; $(PY) $$f --quick || exit 1; done
+
+# The chapters executed (as nbdev_test runs them) and rendered to a static site: _docs/index.html.
+# Options through DOCS_ARGS, e.g. make docs DOCS_ARGS="--only 01_io,05_render --force" (see tools/docs.py).
+docs: setup
+	$(PY) tools/docs.py $(DOCS_ARGS)
