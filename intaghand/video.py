@@ -5,7 +5,7 @@
 # %% auto #0
 __all__ = ['VIDEO_SUFFIXES', 'FOURCC', 'STREAM_STAGES', 'VideoError', 'partial_name', 'remove_stale_partials', 'open_writer',
            'gui_available', 'draw_hud', 'centre_box', 'OneEuroFilter', 'ResultSmoother', 'tracked_box', 'run_stream',
-           'stage_means_ms', 'run_video', 'run_live']
+           'stage_means_ms', 'run_video', 'open_camera', 'run_live']
 
 # %% ../nbs/16b_video.ipynb #ae2b20b5
 import math
@@ -297,12 +297,21 @@ def run_video(demo: Demo, video, save_path, max_frames: int | None = None, log=p
     return summary
 
 # %% ../nbs/16b_video.ipynb #6c543dad
+def open_camera(index: int):
+    "`cv2.VideoCapture(index)` without OpenCV's own warnings when there is no such camera (the caller says so itself)."
+    log = cv2.utils.logging
+    level = log.getLogLevel()
+    log.setLogLevel(log.LOG_LEVEL_ERROR)
+    try: return cv2.VideoCapture(int(index))
+    finally: log.setLogLevel(level)
+
+
 def run_live(demo: Demo, camera: int = 0, save_path=None, max_frames: int | None = None, mirror: bool = False,
              log=print, detect_every: int = 1, smoother=None, overlay: str = "paint") -> dict:
     "The webcam demo: show the overlay live (needs a GUI) and/or record it to `save_path`."
     show, why = gui_available()
     if not show and save_path is None: raise VideoError(f"--live_demo cannot show a window: {why}")
-    cap = cv2.VideoCapture(int(camera))
+    cap = open_camera(camera)
     if not cap.isOpened():
         raise VideoError(f"no camera at index {camera}: cv2.VideoCapture({camera}) could not open it "
                          "(check --camera, that a camera is connected, and access to /dev/video*)")
