@@ -4,11 +4,11 @@
 
 # %% auto #0
 __all__ = ['MANO_PARENTS', 'FINGERTIP_VERTS', 'NEW_ORDER', 'JOINT_PARENTS', 'JOINT_NAMES', 'ROOT_JOINT', 'HANDS', 'MANO_KEYS',
-           'NUM_BETAS', 'ManoFormatError', 'check_mano_model', 'kintree_parents', 'load_mano_model', 'save_mano_npz',
-           'save_mano_pkl', 'mirror_mano_model', 'rodrigues', 'rodrigues_np', 'blend_shapes', 'pose_features',
-           'regress_joints', 'depth_levels', 'chain_plan', 'kinematic_chain', 'skin_vmajor', 'skin', 'pca_to_axis',
-           'axis_to_pca', 'joint_regressor_21', 'fix_left_shapedirs', 'ManoLayer', 'fix_shape', 'mano_layers',
-           'hand_figure']
+           'NUM_BETAS', 'MIRROR', 'AXIS_SIGN', 'ManoFormatError', 'kintree_parents', 'check_mano_model',
+           'load_mano_model', 'save_mano_npz', 'save_mano_pkl', 'mirror_mano_model', 'joint_regressor_21',
+           'fix_left_shapedirs', 'ManoLayer', 'fix_shape', 'mano_layers', 'hand_figure', 'rodrigues', 'rodrigues_np',
+           'blend_shapes', 'pose_features', 'regress_joints', 'depth_levels', 'chain_plan', 'kinematic_chain',
+           'skin_vmajor', 'skin', 'pca_to_axis', 'axis_to_pca']
 
 # %% ../nbs/02_mano.ipynb #e916acdf
 import io
@@ -23,6 +23,9 @@ import torch.nn as nn
 from fastcore.basics import patch
 
 from .io import UnsafePickleError, atomic_pickle, atomic_write_bytes, safe_load_pickle
+from .posing import (
+    axis_to_pca, blend_shapes, chain_plan, depth_levels, kinematic_chain, pca_to_axis, pose_features, regress_joints,
+    rodrigues, rodrigues_np, skin, skin_vmajor)
 
 # %% ../nbs/02_mano.ipynb #88f9353d
 MANO_PARENTS = (-1, 0, 1, 2, 0, 4, 5, 0, 7, 8, 0, 10, 11, 0, 13, 14)   # the 16-joint kinematic tree
@@ -52,12 +55,26 @@ def _dense(x):
     return np.asarray(x)
 
 
-NUM_BETAS = 10   # MANO's shape space: the official files, the InterHand2.6M fits and the network all use 10 betas
+def kintree_parents(kintree_table, source: str = "model") -> list:
+    "Parent of each joint from a MANO `kintree_table` (row 0; the root's entry is ignored and becomes -1)."
+    kt = np.asarray(kintree_table).astype(np.int64)
+    J = kt.shape[1]
+    if not np.array_equal(kt[1], np.arange(J)):
+        raise ManoFormatError(f"{source}: key 'kintree_table' row 1 must list the joints 0..{J - 1} in order")
+    parents = [-1] + [int(p) for p in kt[0, 1:]]
+    for j, p in enumerate(parents[1:], 1):
+        if not 0 <= p < J or p == j:
+            raise ManoFormatError(f"{source}: key 'kintree_table' gives joint {j} the parent {p}; expected a joint in [0, {J})")
+    for j in range(J):                       # every chain must reach the root
+        seen, k = set(), j
+        while k != 0:
+            if k in seen: raise ManoFormatError(f"{source}: key 'kintree_table' has a cycle through joint {j}")
+            seen.add(k); k = parents[k]
+    return parents
 
-
-def check_mano_model(model: dict, source: str = "model", num_betas: int | None = NUM_BETAS) -> dict:
-    """Check keys, shapes and values of a MANO-format dict; return its arrays (dense numpy, faces int64).
-    `num_betas`: the number of shape components `shapedirs` must have (None: any)."""
+# %% ../nbs/02_mano.ipynb #1f499b45
+def _mano_arrays(model, source: str) -> dict:
+    "MANO's keys of `model` (and `J` if present) as numeric numpy arrays; refuses a non-dict, missing keys, non-numbers."
     if not isinstance(model, dict):
         raise ManoFormatError(f"{source}: expected a dict of MANO arrays, found {type(model).__name__}")
     missing = [k for k in MANO_KEYS if k not in model]
@@ -71,6 +88,14 @@ def check_mano_model(model: dict, source: str = "model", num_betas: int | None =
         if a.dtype == object or not (np.issubdtype(a.dtype, np.number)):
             raise ManoFormatError(f"{source}: key '{k}' must be numeric, found dtype {a.dtype}")
         out[k] = a
+    return out
+
+# %% ../nbs/02_mano.ipynb #40eb52f7
+NUM_BETAS = 10   # MANO's shape space: the official files, the InterHand2.6M fits and the network all use 10 betas
+
+
+def _check_sizes(out: dict, source: str, num_betas: int | None) -> tuple:
+    "Shapes of the arrays `out` against each other, finite values, faces in range; the sizes (V, J, P = 3(J − 1))."
     V = out["v_template"].shape[0] if out["v_template"].ndim == 2 else -1
     J = out["kintree_table"].shape[1] if out["kintree_table"].ndim == 2 else -1
     P = 3 * (J - 1)
@@ -93,7 +118,15 @@ def check_mano_model(model: dict, source: str = "model", num_betas: int | None =
     f = out["f"]
     if not np.all(f == np.round(f)) or f.min() < 0 or f.max() >= V:
         raise ManoFormatError(f"{source}: key 'f' must hold vertex indices in [0, {V}), found [{f.min()}, {f.max()}]")
-    out["f"] = f.astype(np.int64)
+    return V, J, P
+
+# %% ../nbs/02_mano.ipynb #1824bcb2
+def check_mano_model(model: dict, source: str = "model", num_betas: int | None = NUM_BETAS) -> dict:
+    """Check keys, shapes and values of a MANO-format dict; return its arrays (dense numpy, faces int64).
+    `num_betas`: the number of shape components `shapedirs` must have (None: any)."""
+    out = _mano_arrays(model, source)
+    V, J, P = _check_sizes(out, source, num_betas)
+    out["f"] = out["f"].astype(np.int64)
     out["kintree_table"] = out["kintree_table"].astype(np.int64)
     parents = kintree_parents(out["kintree_table"], source)
     out["parents"] = np.asarray(parents, dtype=np.int64)
@@ -104,24 +137,6 @@ def check_mano_model(model: dict, source: str = "model", num_betas: int | None =
     if np.linalg.matrix_rank(out["hands_components"]) < P:
         raise ManoFormatError(f"{source}: key 'hands_components' is singular; the PCA pose space needs {P} independent rows")
     return out
-
-
-def kintree_parents(kintree_table, source: str = "model") -> list:
-    "Parent of each joint from a MANO `kintree_table` (row 0; the root's entry is ignored and becomes -1)."
-    kt = np.asarray(kintree_table).astype(np.int64)
-    J = kt.shape[1]
-    if not np.array_equal(kt[1], np.arange(J)):
-        raise ManoFormatError(f"{source}: key 'kintree_table' row 1 must list the joints 0..{J - 1} in order")
-    parents = [-1] + [int(p) for p in kt[0, 1:]]
-    for j, p in enumerate(parents[1:], 1):
-        if not 0 <= p < J or p == j:
-            raise ManoFormatError(f"{source}: key 'kintree_table' gives joint {j} the parent {p}; expected a joint in [0, {J})")
-    for j in range(J):                       # every chain must reach the root
-        seen, k = set(), j
-        while k != 0:
-            if k in seen: raise ManoFormatError(f"{source}: key 'kintree_table' has a cycle through joint {j}")
-            seen.add(k); k = parents[k]
-    return parents
 
 # %% ../nbs/02_mano.ipynb #9e69840d
 def load_mano_model(path) -> dict:
@@ -143,7 +158,7 @@ def load_mano_model(path) -> dict:
             raise ManoFormatError(f"{path}: not a MANO model file: {e}") from None
     return check_mano_model(raw, str(path))
 
-
+# %% ../nbs/02_mano.ipynb #3f44cdf9
 def _as_mano_arrays(model: dict) -> dict:
     "The checked arrays of `model` in the on-disk layout (no derived `parents`)."
     m = check_mano_model(model) if "parents" not in model else model
@@ -167,146 +182,28 @@ def save_mano_pkl(model: dict, path, extra: dict | None = None) -> Path:
     return atomic_pickle(m, path, protocol=2)
 
 # %% ../nbs/02_mano.ipynb #0569d61e
-_AXIS_SIGN = np.array([1.0, -1.0, -1.0])   # the mirror image (in x) of an axis-angle vector
+MIRROR = np.array([-1.0, 1.0, 1.0])   # the mirror image (in x) of a point: right <-> left
+AXIS_SIGN = -MIRROR                   # the mirror image (in x) of an axis-angle vector
 
 
 def mirror_mano_model(model: dict) -> dict:
     "The mirror image of a MANO-format model in the plane x = 0 (right ↔ left)."
     m = dict(model)
-    M = np.array([-1.0, 1.0, 1.0])
-    m["v_template"] = _dense(model["v_template"]) * M
-    if "J" in model: m["J"] = _dense(model["J"]) * M
-    m["shapedirs"] = _dense(model["shapedirs"]) * M[None, :, None]
+    m["v_template"] = _dense(model["v_template"]) * MIRROR
+    if "J" in model: m["J"] = _dense(model["J"]) * MIRROR
+    m["shapedirs"] = _dense(model["shapedirs"]) * MIRROR[None, :, None]
     pd = _dense(model["posedirs"])
-    entry_sign = np.tile(np.outer(_AXIS_SIGN * -1, _AXIS_SIGN * -1).ravel(), pd.shape[2] // 9)
-    m["posedirs"] = pd * M[None, :, None] * entry_sign[None, None, :]
+    entry_sign = np.tile(np.outer(MIRROR, MIRROR).ravel(), pd.shape[2] // 9)
+    m["posedirs"] = pd * MIRROR[None, :, None] * entry_sign[None, None, :]
     n = _dense(model["hands_mean"]).shape[0] // 3
-    m["hands_components"] = _dense(model["hands_components"]) * np.tile(_AXIS_SIGN, n)[None, :]
-    m["hands_mean"] = _dense(model["hands_mean"]) * np.tile(_AXIS_SIGN, n)
+    m["hands_components"] = _dense(model["hands_components"]) * np.tile(AXIS_SIGN, n)[None, :]
+    m["hands_mean"] = _dense(model["hands_mean"]) * np.tile(AXIS_SIGN, n)
     m["f"] = np.asarray(model["f"])[:, [0, 2, 1]]
     return m
 
-# %% ../nbs/02_mano.ipynb #c465ac21
-def rodrigues(axis_angle: torch.Tensor) -> torch.Tensor:
-    "Rotation matrices `...×3×3` from axis-angle vectors `...×3` (radians)."
-    angle = axis_angle.norm(dim=-1) + 1e-8
-    x, y, z = (axis_angle / angle[..., None]).unbind(-1)
-    s, c = torch.sin(angle), 1 - torch.cos(angle)
-    d = 1 - c * (x * x + y * y + z * z)               # K² = n nᵀ − (n·n) I, written out entry by entry
-    xy, xz, yz = c * x * y, c * x * z, c * y * z
-    return torch.stack([d + c * x * x, xy - s * z, xz + s * y,
-                        xy + s * z, d + c * y * y, yz - s * x,
-                        xz - s * y, yz + s * x, d + c * z * z], -1).view(*angle.shape, 3, 3)
-
-
-def rodrigues_np(axis_angle, angle=None, eps: float = 0.0) -> np.ndarray:
-    """Rotation matrices `...×3×3` (float64 numpy) from axis-angle vectors `...×3`, or, with `angle` (radians,
-    shape `...`), by `angle` about the axes `axis_angle`. `eps` is added to ‖a‖ (1e-8: the original's rule)."""
-    a = np.asarray(axis_angle, np.float64)
-    th = np.linalg.norm(a, axis=None if a.ndim == 1 else -1, keepdims=True) + eps   # one vector: norm's dot path
-    k = a / np.maximum(th, 1e-12)
-    if angle is not None: th = np.asarray(angle, np.float64)[..., None]
-    K = np.zeros(a.shape + (3,))
-    K[..., 0, 1], K[..., 0, 2], K[..., 1, 2] = -k[..., 2], k[..., 1], -k[..., 0]
-    K = K - np.swapaxes(K, -1, -2)
-    s, c = np.sin(th)[..., None], np.cos(th)[..., None]
-    return np.eye(3) + s * K + (1 - c) * K @ K
-
-
-def blend_shapes(coeffs: torch.Tensor, dirs: torch.Tensor) -> torch.Tensor:
-    "Offsets `B×V×3` from coefficients `B×K` and directions `V×3×K`."
-    return torch.einsum("bk,vck->bvc", coeffs, dirs)
-
-
-def pose_features(rotmats: torch.Tensor) -> torch.Tensor:
-    "Pose-corrective features `B×(9·N)`: the N joint rotations `B×N×3×3` minus identity, flattened row-major."
-    eye = torch.eye(3, dtype=rotmats.dtype, device=rotmats.device)
-    return (rotmats - eye).flatten(1)
-
-
-def regress_joints(regressor: torch.Tensor, verts: torch.Tensor) -> torch.Tensor:
-    "Joints `…×J×C` as weighted sums of vertices `…×V×C` with a `J×V` regressor (cast to the vertices' device/dtype)."
-    return torch.matmul(regressor.to(verts), verts)
-
-
-def depth_levels(parents) -> list:
-    "Joint indices grouped by depth in the tree (level 0 = the root), as lists."
-    parents = [int(p) for p in parents]
-    depth = [0] * len(parents)
-    for j in range(len(parents)):
-        k = j
-        while parents[k] >= 0: depth[j] += 1; k = parents[k]
-    return [[j for j in range(len(parents)) if depth[j] == d] for d in range(max(depth) + 1)]
-
-
-def _as_index(ids: list, device=None):
-    "A slice when `ids` is a run with a constant step (a view, no copy; one repeated id broadcasts), else an index tensor."
-    if all(i == ids[0] for i in ids): return slice(ids[0], ids[0] + 1)
-    step = ids[1] - ids[0]
-    if step > 0 and all(b - a == step for a, b in zip(ids, ids[1:])): return slice(ids[0], ids[-1] + 1, step)
-    return torch.tensor(ids, device=device)
-
-
-def chain_plan(parents, device=None) -> dict:
-    "How `kinematic_chain` walks a tree: per depth, the joints and their parents' positions in the level above."
-    par = [int(p) for p in parents]
-    levels = depth_levels(par)
-    if levels[0] != [0]: raise ValueError(f"joint 0 must be the only root, got parents {par}")
-    steps = [(_as_index(lvl, device), _as_index([prev.index(par[j]) for j in lvl], device))
-             for prev, lvl in zip(levels, levels[1:])]
-    flat = [j for lvl in levels for j in lvl]
-    order = None if flat == sorted(flat) else torch.as_tensor(np.argsort(flat), device=device)
-    return {"steps": steps, "order": order}
-
-
-def kinematic_chain(rotmats: torch.Tensor, joints: torch.Tensor, parents, plan=None):
-    """Pose a skeleton: local rotations `B×J×3×3` about rest joints `B×J×3` (joint 0 the root, `parents[0] = -1`).
-
-    Returns `(posed_joints B×J×3, A B×J×3×3, b B×J×3)`, where x ↦ A_j x + b_j moves a rest-pose point
-    rigidly with joint j. All joints of one tree depth are composed at once (`plan` from `chain_plan`); for
-    MANO's tree every level and its parents are strided views, so the walk copies nothing."""
-    plan = chain_plan(parents, joints.device) if plan is None else plan
-    A_lv, P_lv, J_lv = [rotmats[:, :1]], [joints[:, :1]], [joints[:, :1]]
-    for idx, pos in plan["steps"]:
-        Jl, Ap, Pp, Jp = joints[:, idx], A_lv[-1][:, pos], P_lv[-1][:, pos], J_lv[-1][:, pos]
-        P_lv.append((Ap @ (Jl - Jp)[..., None])[..., 0] + Pp)
-        A_lv.append(Ap @ rotmats[:, idx])
-        J_lv.append(Jl)
-    A, P = torch.cat(A_lv, 1), torch.cat(P_lv, 1)
-    if plan["order"] is not None: A, P = A.index_select(1, plan["order"]), P.index_select(1, plan["order"])
-    b = P - (A @ joints[..., None])[..., 0]
-    return P, A, b
-
-
-def skin_vmajor(verts_t: torch.Tensor, weights: torch.Tensor, A: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """`skin` on vertex-major tensors: rest vertices `V×3×B` → posed vertices `V×3×B`.
-
-    The blended transforms of all samples come from ONE matrix product `V×J @ J×12B`, and applying them
-    is elementwise over a contiguous batch axis: much faster on CPU than B small products."""
-    B, J = A.shape[:2]
-    M = torch.cat([A.transpose(-1, -2).reshape(B, J, 9), b], -1)   # per joint: columns of A, then b
-    T = (weights @ M.permute(1, 2, 0).reshape(J, -1)).view(-1, 12, B)
-    out = T[:, 9:12] + T[:, 0:3] * verts_t[:, 0:1]
-    return out.addcmul_(T[:, 3:6], verts_t[:, 1:2]).addcmul_(T[:, 6:9], verts_t[:, 2:3])
-
-
-def skin(verts: torch.Tensor, weights: torch.Tensor, A: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    "Linear blend skinning of rest-pose vertices `B×V×3` with weights `V×J` and joint transforms (`A B×J×3×3`, `b B×J×3`)."
-    return skin_vmajor(verts.permute(1, 2, 0), weights, A, b).permute(2, 0, 1)
-
-# %% ../nbs/02_mano.ipynb #ee37732f
-def pca_to_axis(coeffs: torch.Tensor, components: torch.Tensor, mean: torch.Tensor | None = None) -> torch.Tensor:
-    "Finger axis-angle `B×45` from PCA coefficients `B×k` (rows `components[:k]`), plus `mean` when given."
-    axis = coeffs @ components[: coeffs.shape[-1]]
-    return axis if mean is None else axis + mean
-
-
-def axis_to_pca(axis: torch.Tensor, components: torch.Tensor, ncomps: int | None = None,
-                mean: torch.Tensor | None = None) -> torch.Tensor:
-    "PCA coefficients `B×k` of finger axis-angle `B×45` (minus `mean` when given); least squares for k < 45."
-    k = components.shape[0] if ncomps is None else ncomps
-    if mean is not None: axis = axis - mean
-    return axis @ torch.linalg.pinv(components[:k])
+# %% ../nbs/02_mano.ipynb #50e6ec7a
+_all_ = ["rodrigues", "rodrigues_np", "blend_shapes", "pose_features", "regress_joints", "depth_levels", "chain_plan",
+         "kinematic_chain", "skin_vmajor", "skin", "pca_to_axis", "axis_to_pca"]
 
 # %% ../nbs/02_mano.ipynb #5e4e2193
 def joint_regressor_21(J_regressor) -> np.ndarray:
