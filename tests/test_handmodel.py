@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from intaghand import handmodel as hm
+from intaghand import handmesh, handposes, handmodel as hm
 from intaghand.io import safe_load_pickle
 from intaghand.mano import rodrigues_np
 
@@ -99,7 +99,7 @@ def test_manifold_oriented_one_wrist_hole(side, right, left):
 
 
 def test_fingertip_ids_are_finger_extremes(right):
-    topo = hm._topology()
+    topo = handmesh._topology()
     V = right["v_template"]
     for name, i in hm.TIP_IDS.items():
         j3 = hm.CHAIN_JOINTS[name][2]
@@ -114,7 +114,7 @@ def test_hand_proportions(right):
     V, J = right["v_template"], right["J"]
     length = J[0, 0] - V[hm.TIP_IDS["middle"], 0]
     assert 0.17 < length < 0.20                                       # MANO: about 0.18 m wrist to middle tip
-    assert 0.07 < np.ptp(V[hm._topology()["rings"]["palm"][-1], 2]) < 0.10          # palm width at the knuckles
+    assert 0.07 < np.ptp(V[handmesh._topology()["rings"]["palm"][-1], 2]) < 0.10    # palm width at the knuckles
     assert 0.085 < np.linalg.norm(J[0] - J[4]) < 0.1                  # wrist -> middle MCP ≈ the original's 0.095
     assert V[hm.TIP_IDS["thumb"], 2] > J[1, 2] + 0.02                 # thumb on the +z side, beside the index
 
@@ -126,7 +126,7 @@ def test_weights_and_regressor(right):
     assert np.abs(R @ right["v_template"] - right["J"]).max() < 1e-8
     assert (np.diff(R.tocsr().indptr) >= 8).all()                     # every joint averages a ring, not one vertex
     # joints sit inside the surface near their design points
-    topo = hm._topology()
+    topo = handmesh._topology()
     for name, js in hm.CHAIN_JOINTS.items():
         for i, j in enumerate(js):
             assert np.linalg.norm(right["J"][j] - topo["chains"][name]["points"][i]) < 0.003
@@ -136,12 +136,12 @@ def test_pca_basis(right, left):
     C = right["hands_components"]
     assert np.allclose(C @ C.T, np.eye(45), atol=1e-8)
     assert np.allclose(left["hands_components"] @ left["hands_components"].T, np.eye(45), atol=1e-8)
-    X = hm._pose_samples(512)
+    X = handposes._pose_samples(512)
     var = (((X - right["hands_mean"]) @ C.T) ** 2).mean(0)
     assert var[0] > 3 * var[1] and (np.diff(var[:10]) < 0.05 * var[0]).all()
     # component 0 is a grasp: every finger's flexion moves the same way
     pc0 = C[0].reshape(15, 3)
-    frames = hm._joint_frames()
+    frames = handmesh._joint_frames()
     flex = [pc0[j - 1] @ frames[j][1] for j in range(1, 13)]
     assert all(np.sign(f) == np.sign(flex[0]) for f in flex) and min(abs(f) for f in flex) > 0.05
     # the mean pose is a relaxed, slightly curled hand
@@ -165,7 +165,7 @@ def test_skinning_does_not_tear(right, name):
 
 @pytest.mark.parametrize("k", range(3))
 def test_skinning_along_the_first_components(right, k):
-    X = hm._pose_samples(512)
+    X = handposes._pose_samples(512)
     sd = ((X - right["hands_mean"]) @ right["hands_components"].T).std(0)
     for sign in (-2, 2):
         q = hm.skinning_quality(right, right["hands_mean"] + sign * sd[k] * right["hands_components"][k])
@@ -182,7 +182,7 @@ def test_opposition_reaches_the_fingers(right):
 def test_posedirs_are_local_and_small(right):
     P = right["posedirs"]
     assert np.abs(P).max() > 1e-4                                     # not zeros
-    frames = hm._joint_frames()
+    frames = handmesh._joint_frames()
     for j in (2, 5, 14):
         R = rodrigues_np(np.pi / 2 * frames[j][1])
         vec = np.zeros(135); vec[9 * (j - 1):9 * j] = (R - np.eye(3)).ravel()
@@ -198,10 +198,11 @@ def test_posedirs_are_local_and_small(right):
 def _measure(v, name, jreg):
     J = hm.CHAIN_JOINTS
     tip = lambda f: v[hm.TIP_IDS[f]]
-    ring = lambda f, j: hm._topology()["rings"][f][(hm.THUMB_STATIONS if f == "thumb" else hm.FINGER_STATIONS).index(j)]
+    stations = lambda f: hm.THUMB_STATIONS if f == "thumb" else hm.FINGER_STATIONS
+    ring = lambda f, j: handmesh._topology()["rings"][f][stations(f).index(j)]
     if name == "finger_length": return np.mean([np.linalg.norm(tip(f) - v[ring(f, 1.0)].mean(0)) for f in hm.SPATIAL])
-    if name == "palm_width": return np.ptp(v[hm._topology()["rings"]["palm"][-1], 2])
-    if name == "thickness": return np.ptp(v[hm._topology()["rings"]["palm"][8], 1])
+    if name == "palm_width": return np.ptp(v[handmesh._topology()["rings"]["palm"][-1], 2])
+    if name == "thickness": return np.ptp(v[handmesh._topology()["rings"]["palm"][8], 1])
     if name == "finger_girth": return np.ptp(v[ring("middle", 1.0), 2])
     if name == "thumb_length": return np.linalg.norm(tip("thumb") - v[ring("thumb", 1.0)].mean(0))
     if name == "palm_length": return (jreg @ v)[0, 0] - (jreg @ v)[4, 0]            # wrist to middle MCP
@@ -223,7 +224,7 @@ def test_shape_directions_change_their_measure(right, k):
     elif name == "index_ring": assert change > 0.004
     else: assert 1.5 * step < change / base < 2.5 * step, (name, change / base)
     # ... and mostly only that: the middle finger's length moves only with scale, finger length and nothing else
-    mid = lambda v: np.linalg.norm(v[hm.TIP_IDS["middle"]] - v[hm._topology()["rings"]["middle"][3]].mean(0))
+    mid = lambda v: np.linalg.norm(v[hm.TIP_IDS["middle"]] - v[handmesh._topology()["rings"]["middle"][3]].mean(0))
     if name not in ("scale", "finger_length"):
         assert abs(mid(v0 + 2 * sd[:, :, k]) - mid(v0)) < 5e-4, name
 
@@ -258,7 +259,7 @@ def test_left_is_the_mirror(right, left):
 
 def test_deterministic_bytes():
     a = hm.model_bytes(hm.build_hand_model("left"))
-    hm._right_model_cached.cache_clear(); hm._topology.cache_clear()
+    hm._right_model_cached.cache_clear(); handmesh._topology.cache_clear()
     b = hm.model_bytes(hm.build_hand_model("left"))
     assert hashlib.sha256(a).hexdigest() == hashlib.sha256(b).hexdigest()
     assert a[:2] == b"\x80\x02"                                       # pickle protocol 2, like the MANO files
