@@ -334,6 +334,7 @@ def process_split(data_path, save_path, split: str, layers: dict, renderer=None,
     """Process one split of InterHand2.6M into `<save_path>/<split>`; returns (and writes) its report. A resumed run
     removes the temporaries a killed one left and refuses (`ProcessInputsError`) when its inputs differ."""
     import shutil
+    if render and renderer is None: raise ValueError("rendering needs a renderer (see `gt_renderer`) or render=False")
     save_path = Path(save_path); out = save_path / split; staging = out / ".staging"
     report_path = save_path / f"process_report_{split}.json"
     stale = remove_stale_temps(out, recursive=True) + remove_stale_temps(save_path, report_path.name)
@@ -368,7 +369,6 @@ def process_split(data_path, save_path, split: str, layers: dict, renderer=None,
         atomic_write_json(report_path, report)
         shutil.rmtree(staging, ignore_errors=True)
     if render:
-        if renderer is None: raise ValueError("rendering needs a renderer (see `gt_renderer`) or render=False")
         if "render_inputs" in report:
             _check_inputs(report["render_inputs"], render_inputs(renderer), report_path, split, save_path, progress)
         report["render_inputs"] = render_inputs(renderer)
