@@ -21,10 +21,10 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from .layout import (BONE_LENGTH, HEATMAP_SIGMA, HEATMAP_SIZE, HM_GROUPS, IMAGENET_MEAN, IMAGENET_STD,
-                              ROOT_JOINT, gaussian_heatmaps, hand_labels, images_to_heatmaps, missing_indices,
+                              gaussian_heatmaps, hand_labels, images_to_heatmaps, missing_indices,
                               read_anno, sample_files, sample_indices)
 from .io import ImageReadError, read_image
-from .mano import HANDS
+from .mano import HANDS, ROOT_JOINT
 from .tensors import map_tensors
 
 # %% ../nbs/10_dataset.ipynb #35cb4d84

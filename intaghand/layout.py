@@ -4,10 +4,10 @@
 
 # %% auto #0
 __all__ = ['IMG_SIZE', 'HAND_BBOX_RATIO', 'HEATMAP_SIZE', 'HEATMAP_SIGMA', 'BONE_LENGTH', 'IMAGENET_MEAN', 'IMAGENET_STD',
-           'SPLITS', 'ROOT_JOINT', 'HM_GROUPS', 'GT_BACKGROUND', 'SampleFiles', 'sample_files', 'sample_complete',
-           'sample_indices', 'missing_indices', 'count_samples', 'gaussian_heatmaps', 'heatmaps_to_images',
-           'images_to_heatmaps', 'mano_world', 'to_camera', 'project', 'hand_labels', 'gt_background', 'write_sample',
-           'AnnotationError', 'read_anno', 'crop_matrix']
+           'SPLITS', 'HM_GROUPS', 'GT_BACKGROUND', 'SampleFiles', 'sample_files', 'sample_complete', 'sample_indices',
+           'missing_indices', 'count_samples', 'gaussian_heatmaps', 'heatmaps_to_images', 'images_to_heatmaps',
+           'mano_world', 'to_camera', 'project', 'hand_labels', 'gt_background', 'write_sample', 'AnnotationError',
+           'read_anno', 'crop_matrix']
 
 # %% ../nbs/08a_layout.ipynb #1464ea9e
 from dataclasses import dataclass
@@ -27,7 +27,6 @@ BONE_LENGTH = 0.095       # mean wrist -> middle MCP length of normalised 3D lab
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 SPLITS = ("train", "test", "val")
-ROOT_JOINT = 9            # middle-finger MCP: the root of each hand
 HM_GROUPS = 7             # 21 heatmaps stored as 7 three-channel images per hand
 GT_BACKGROUND = 1         # stored mask / dense-map background: the original's PyTorch3D white (1.0) over 255
 

@@ -17,11 +17,11 @@ import cv2
 import numpy as np
 import torch
 
-from .layout import (HAND_BBOX_RATIO, HEATMAP_SIZE, IMG_SIZE, ROOT_JOINT, count_samples, crop_matrix,
+from .layout import (HAND_BBOX_RATIO, HEATMAP_SIZE, IMG_SIZE, count_samples, crop_matrix,
                               gaussian_heatmaps, project, sample_complete, write_sample)
 from .pool import WORKER, run_parallel
 from .io import atomic_write_json
-from .mano import HANDS, rodrigues_np
+from .mano import HANDS, ROOT_JOINT, rodrigues_np
 
 # %% ../nbs/09_synthetic.ipynb #d9f8b343
 def canonical_rotation(layer, side: str) -> np.ndarray:
