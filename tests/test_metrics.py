@@ -7,8 +7,9 @@ import pytest
 import torch
 
 from intaghand.mano import JOINT_NAMES, regress_joints
-from intaghand.metrics import (PROTOCOLS, EvalAccumulator, align_hand, bone_length, hand_errors,
-                               relative_root_error, write_eval_report)
+import intaghand.metrics
+from intaghand.metrics import EvalAccumulator, write_eval_report
+from intaghand.protocol import PROTOCOLS, align_hand, bone_length, hand_errors, relative_root_error, sample_errors
 
 V = 778
 TIPS = (4, 8, 12, 16, 20)
@@ -35,6 +36,14 @@ def world():
     gt = {"left": torch.rand(B, V, 3, generator=g) * size + torch.tensor([-0.07, 0.0, 0.6]),
           "right": torch.rand(B, V, 3, generator=g) * size + torch.tensor([0.05, 0.01, 0.62])}
     return reg, gt
+
+
+def test_metrics_keeps_the_protocol_names():
+    "The protocol moved to its own module; `from intaghand.metrics import hand_errors` etc. still give its objects."
+    import intaghand.protocol
+    for name in ("PROTOCOLS", "MRRPE_LABEL", "MRRPE_CAVEAT", "Protocol", "bone_length", "align_hand", "hand_errors",
+                 "relative_root_error"):
+        assert getattr(intaghand.metrics, name) is getattr(intaghand.protocol, name) and name in intaghand.metrics.__all__
 
 
 def test_pure_translation_is_zero(world):
@@ -67,6 +76,7 @@ def test_single_joint_offset_10mm(world):
         assert je[:, 8].tolist() == pytest.approx([10.0] * 5, rel=1e-4)
         assert je.mean(1).tolist() == pytest.approx([10 / 21] * 5, rel=1e-3)
         assert ve.mean(1).tolist() == pytest.approx([10 / V] * 5, rel=1e-3)
+        assert all(torch.equal(a, b.mean(1)) for a, b in zip(sample_errors(pred, gt["right"], reg, name), (je, ve)))
         others = torch.cat([je[:, :8], je[:, 9:]], 1)
         assert float(others.max()) < 1e-3
 
