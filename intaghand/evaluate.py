@@ -68,7 +68,7 @@ def gallery_drawer(model, samples: EvalSamples, faces: dict, device=None, every:
         ax.set_xlim(0, img.shape[1]); ax.set_ylim(img.shape[0], 0)
     return draw
 
-# %% ../nbs/14_evaluate.ipynb #9794b3d0
+# %% ../nbs/14_evaluate.ipynb #0a3bc99e
 @dataclass
 class Evaluation:
     "What `evaluate` returns: per-sample results, the summary (as in summary.json) and the written files."
@@ -91,7 +91,7 @@ class Evaluation:
         if base: rows.append(f"\nbaseline: {base['name']}")
         return "\n".join(rows)
 
-
+# %% ../nbs/14_evaluate.ipynb #4d39d757
 BASELINE_NAME = "constant mean hand: the hand model's mean mesh (zero PCA pose = mean pose, zero shape, no rotation) for every sample"
 
 
@@ -105,16 +105,9 @@ def mean_hand_meshes(layers: dict) -> dict:
             out[h] = v[0].float().cpu()
     return out
 
-
-def evaluate(model_or_reconstructor, data_path, split: str = "test", batch_size: int = 32, cfg=None, device=None,
-             out=None, protocols=("original", "wrist"), max_samples: int | None = None, num_workers: int = 0,
-             n_worst: int = 8, progress: bool | str = True, layers: dict | None = None, meta: dict | None = None) -> Evaluation:
-    """Run a model over the processed `split` of `data_path` with IntagHand's evaluation protocol: every sample in
-    index order, no augmentation, GT joints re-regressed from the GT meshes; errors under `protocols` (see
-    `intaghand.metrics`) and MRRPE. `model_or_reconstructor`: a network, an `intaghand.inference.Reconstructor`, or a
-    checkpoint path (`load_for_eval`). With `out`, writes summary.json, per_sample.csv and the plots there, the
-    worst `n_worst` samples drawn with their predicted meshes."""
-    m = model_or_reconstructor
+# %% ../nbs/14_evaluate.ipynb #fa6950cf
+def _model_and_config(m, cfg=None, device=None, meta=None) -> tuple:
+    "(network in eval mode on its device, config, device, meta) from `evaluate`'s first argument (see there)."
     if isinstance(m, (str, Path)):
         meta = {"checkpoint": str(m), **(meta or {})}
         m, cfg = load_for_eval(m, cfg, device)
@@ -125,6 +118,18 @@ def evaluate(model_or_reconstructor, data_path, split: str = "test", batch_size:
     model = m
     dev = resolve_device(device) if device is not None else next(model.parameters()).device
     model = model.to(dev).eval()
+    return model, cfg, dev, meta
+
+# %% ../nbs/14_evaluate.ipynb #9d58b244
+def evaluate(model_or_reconstructor, data_path, split: str = "test", batch_size: int = 32, cfg=None, device=None,
+             out=None, protocols=("original", "wrist"), max_samples: int | None = None, num_workers: int = 0,
+             n_worst: int = 8, progress: bool | str = True, layers: dict | None = None, meta: dict | None = None) -> Evaluation:
+    """Run a model over the processed `split` of `data_path` with IntagHand's evaluation protocol: every sample in
+    index order, no augmentation, GT joints re-regressed from the GT meshes; errors under `protocols` (see
+    `intaghand.protocol`) and MRRPE. `model_or_reconstructor`: a network, an `intaghand.inference.Reconstructor`, or a
+    checkpoint path (`load_for_eval`). With `out`, writes summary.json, per_sample.csv and the plots there, the
+    worst `n_worst` samples drawn with their predicted meshes."""
+    model, cfg, dev, meta = _model_and_config(model_or_reconstructor, cfg, device, meta)
     layers = layers if layers is not None else mano_layers(cfg)
     samples = EvalSamples(HandDataset(data_path, split, cfg=cfg, mano_layers=layers, train=False), max_samples)
     loader = DataLoader(samples, batch_size, shuffle=False, drop_last=False, num_workers=num_workers, collate_fn=collate_eval)

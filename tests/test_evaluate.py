@@ -14,7 +14,8 @@ from intaghand.mano import mano_layers
 from intaghand.io import CheckpointError
 from intaghand.mano import HANDS
 from intaghand.evaluate import checkpoint_config, eval_main, evaluate, load_for_eval
-from intaghand.train import Trainer, export_weights, validation_errors
+from intaghand.run_files import export_weights
+from intaghand.train import Trainer, validation_errors
 
 TINY = ["MODEL.IMG_SIZE", "64", "TRAIN.BATCH_SIZE", "4", "TRAIN.EPOCHS", "1"]
 
