@@ -7,7 +7,7 @@ __all__ = ['ASSET_NAMES', 'RESNETS', 'load_graph_assets', 'prepare_graph', 'ResN
            'resnet_stages', 'ResNetSimple', 'resnet_mid', 'decoder', 'HandNET_GCN', 'build_model', 'load_weights',
            'optimize_for_inference', 'mano_joint_regressors']
 
-# %% ../nbs/06_model.ipynb #d7fffe4a
+# %% ../nbs/06_model.ipynb #bcd1cd67
 import contextlib
 import copy
 
@@ -16,6 +16,7 @@ import scipy.sparse as sp
 import torch
 import torch.nn.functional as F
 import torchvision
+from fastcore.basics import patch
 from torch import nn
 
 from .config import get_config, graph_asset, resolve_path
@@ -58,7 +59,7 @@ def prepare_graph(graph: dict, n_levels: int, n_verts: int) -> dict:
                          f"[{int(perm.min())}, {int(perm.max())}]")
     return {"L": [_to_dense(L) for L in Ls[:n_levels]], "sizes": sizes, "perm": perm, "perm_reverse": rev}
 
-# %% ../nbs/06_model.ipynb #5e7cdb69
+# %% ../nbs/06_model.ipynb #f5647193
 RESNETS = {"resnet18": torchvision.models.resnet18, "resnet34": torchvision.models.resnet34,
            "resnet50": torchvision.models.resnet50, "resnet101": torchvision.models.resnet101,
            "resnet152": torchvision.models.resnet152}
@@ -87,7 +88,7 @@ class ResNetSimple_decoder(nn.Module):
             fmaps.append(x)
         return self.final_layer(x), fmaps
 
-
+# %% ../nbs/06_model.ipynb #f302cc50
 def resnet_channels(resnet: nn.Module) -> list[int]:
     "Output channels of layer1..layer4 of a torchvision ResNet."
     out = []
@@ -104,7 +105,7 @@ def resnet_stages(resnet: nn.Module, x) -> list:
     x4 = r.layer1(x); x3 = r.layer2(x4); x2 = r.layer3(x3); x1 = r.layer4(x2)
     return [x1, x2, x3, x4]
 
-
+# %% ../nbs/06_model.ipynb #073eb3a3
 class ResNetSimple(nn.Module):
     "ResNet backbone + heatmap and mask/dense decoders; B×3×S×S -> (hms, mask, dp, img_fmaps, hms_fmaps, dp_fmaps)."
     def __init__(self, model_type: str = "resnet50", fmapDim=(128, 128, 128, 128), handNum: int = 2, heatmapDim: int = 21):
@@ -149,7 +150,7 @@ class resnet_mid(nn.Module):
             fmaps.append(conv(x))
         return global_feature, fmaps
 
-# %% ../nbs/06_model.ipynb #750b366b
+# %% ../nbs/06_model.ipynb #45546a15
 class decoder(nn.Module):
     "Global feature B×C + feature maps -> per-hand meshes; returns (HandPrediction left, right)."
     def __init__(self, global_feature_dim, f_in_Dim, f_out_Dim, gcn_in_dim, gcn_out_dim, graph_k, graph_layer_num,
@@ -158,15 +159,7 @@ class decoder(nn.Module):
         super().__init__()
         n = len(gcn_in_dim)
         self.gf_dim, self.img_size = global_feature_dim, img_size
-        sizes = left_graph["sizes"]
-        if right_graph["sizes"] != sizes: raise ValueError(f"left and right graphs differ in size: {sizes} vs {right_graph['sizes']}")
-        self.vNum_in, self.vNum_out, self.vNum_all = sizes[0], sizes[n - 1], sizes[-1]
-        self.vNum_mano = int(dense_coor.shape[0])
-        if self.vNum_all % self.vNum_in or self.vNum_all % self.vNum_out:
-            raise ValueError(f"finest graph size {self.vNum_all} is not a multiple of {self.vNum_in} and {self.vNum_out}")
-        if tuple(upsample_weight.shape) != (self.vNum_mano, self.vNum_out):
-            raise ValueError(f"upsample matrix {tuple(upsample_weight.shape)} should be {(self.vNum_mano, self.vNum_out)} "
-                             "(mesh vertices × vertices of the last GCN level)")
+        self._set_sizes(left_graph, right_graph, n, dense_coor, upsample_weight)
         self.register_buffer("dense_coor", torch.as_tensor(np.asarray(dense_coor), dtype=torch.float32).clone())
         grid = img_size // 32
         self.dual_gcn = DualGraph(
@@ -174,69 +167,111 @@ class decoder(nn.Module):
             graph_k=[graph_k] * n, graph_layer_num=[graph_layer_num] * n,
             img_size=[grid * 2 ** i for i in range(n)], img_f_dim=f_in_Dim[:n], grid_size=[grid] * n,
             grid_f_dim=f_out_Dim, n_heads=num_attn_heads, dropout=dropout)
-        self.gf_layer_left = nn.Sequential(nn.Linear(global_feature_dim, gcn_in_dim[0] - 3), nn.LayerNorm(gcn_in_dim[0] - 3, eps=LN_EPS))
-        self.gf_layer_right = nn.Sequential(nn.Linear(global_feature_dim, gcn_in_dim[0] - 3), nn.LayerNorm(gcn_in_dim[0] - 3, eps=LN_EPS))
-        self.unsample_layer = nn.Linear(self.vNum_out, self.vNum_mano, bias=False)
-        self.coord_head = nn.Linear(gcn_out_dim[-1], 3)
-        self.avg_head = nn.Linear(self.vNum_out, 1)
-        self.params_head = nn.Linear(gcn_out_dim[-1], 3)
-        # xavier for the heads; gf_layer_* keep PyTorch's init (the original calls weights_init on the Sequential: a no-op)
-        for m in (self.coord_head, self.avg_head, self.params_head): _xavier_init(m)
-        with torch.no_grad(): self.unsample_layer.weight.copy_(torch.as_tensor(np.asarray(upsample_weight), dtype=torch.float32))
-        self.mean_hand = bool(mean_hand)
-        if mean_hand:   # workbench (MODEL.MEAN_HAND): standardised outputs, see the note below; saved with the weights
-            for side in HANDS:
-                self.register_buffer(f"mean_verts_{side}", torch.zeros(self.vNum_out, 3))
-                self.register_buffer(f"std_verts_{side}", torch.ones(self.vNum_out, 3))
-                self.register_buffer(f"mean_camera_{side}", torch.zeros(3))
-                self.register_buffer(f"std_camera_{side}", torch.ones(3))
-        for side, g in (("left", left_graph), ("right", right_graph)):
-            self.register_buffer(f"graph_perm_{side}", g["perm"].clone(), persistent=False)
-            self.register_buffer(f"graph_perm_reverse_{side}", g["perm_reverse"].clone(), persistent=False)
+        self._add_heads(global_feature_dim, gcn_in_dim, gcn_out_dim, upsample_weight)
+        self._add_standardisation(mean_hand)
+        self._add_graph_order(left_graph, right_graph)
 
-    def vert_to_GCN(self, x, side):
-        "B×778×C mesh order -> B×V_all×C GCN order (fake slots duplicate a sibling)."
-        return x[:, getattr(self, f"graph_perm_{side}")]
+# %% ../nbs/06_model.ipynb #ad6de534
+@patch
+def _set_sizes(self: decoder, left_graph, right_graph, n, dense_coor, upsample_weight):
+    "`vNum_in`, `vNum_out`, `vNum_all` (coarsest, last and finest graph level) and `vNum_mano` (mesh), checked."
+    sizes = left_graph["sizes"]
+    if right_graph["sizes"] != sizes: raise ValueError(f"left and right graphs differ in size: {sizes} vs {right_graph['sizes']}")
+    self.vNum_in, self.vNum_out, self.vNum_all = sizes[0], sizes[n - 1], sizes[-1]
+    self.vNum_mano = int(dense_coor.shape[0])
+    if self.vNum_all % self.vNum_in or self.vNum_all % self.vNum_out:
+        raise ValueError(f"finest graph size {self.vNum_all} is not a multiple of {self.vNum_in} and {self.vNum_out}")
+    if tuple(upsample_weight.shape) != (self.vNum_mano, self.vNum_out):
+        raise ValueError(f"upsample matrix {tuple(upsample_weight.shape)} should be {(self.vNum_mano, self.vNum_out)} "
+                         "(mesh vertices × vertices of the last GCN level)")
 
-    def GCN_to_vert(self, x, side):
-        "B×V_all×C GCN order -> B×778×C mesh order."
-        return x[:, getattr(self, f"graph_perm_reverse_{side}")]
+# %% ../nbs/06_model.ipynb #dfc9b313
+@patch
+def _add_heads(self: decoder, global_feature_dim, gcn_in_dim, gcn_out_dim, upsample_weight):
+    "The per-hand global-feature layers, the upsampling layer (set to `upsample_weight`) and the shared heads."
+    self.gf_layer_left = nn.Sequential(nn.Linear(global_feature_dim, gcn_in_dim[0] - 3), nn.LayerNorm(gcn_in_dim[0] - 3, eps=LN_EPS))
+    self.gf_layer_right = nn.Sequential(nn.Linear(global_feature_dim, gcn_in_dim[0] - 3), nn.LayerNorm(gcn_in_dim[0] - 3, eps=LN_EPS))
+    self.unsample_layer = nn.Linear(self.vNum_out, self.vNum_mano, bias=False)
+    self.coord_head = nn.Linear(gcn_out_dim[-1], 3)
+    self.avg_head = nn.Linear(self.vNum_out, 1)
+    self.params_head = nn.Linear(gcn_out_dim[-1], 3)
+    # xavier for the heads; gf_layer_* keep PyTorch's init (the original calls weights_init on the Sequential: a no-op)
+    for m in (self.coord_head, self.avg_head, self.params_head): _xavier_init(m)
+    with torch.no_grad(): self.unsample_layer.weight.copy_(torch.as_tensor(np.asarray(upsample_weight), dtype=torch.float32))
 
-    def destandardise(self, x, side, what):
-        "Head output in units of the data's spread -> label units: mean + std · x (`what`: 'verts' or 'camera')."
-        return getattr(self, f"mean_{what}_{side}").to(x.dtype) + getattr(self, f"std_{what}_{side}").to(x.dtype) * x
+# %% ../nbs/06_model.ipynb #bd1a72ba
+@patch
+def _add_standardisation(self: decoder, mean_hand: bool):
+    "`mean_hand`; with it the per-hand `mean_/std_verts_*` (V×3) and `mean_/std_camera_*` (3) buffers."
+    self.mean_hand = bool(mean_hand)
+    if mean_hand:   # workbench (MODEL.MEAN_HAND): standardised outputs, see the chapter's note; saved with the weights
+        for side in HANDS:
+            self.register_buffer(f"mean_verts_{side}", torch.zeros(self.vNum_out, 3))
+            self.register_buffer(f"std_verts_{side}", torch.ones(self.vNum_out, 3))
+            self.register_buffer(f"mean_camera_{side}", torch.zeros(3))
+            self.register_buffer(f"std_camera_{side}", torch.ones(3))
 
-    def get_hand_pe(self, bs):
-        "Positional code per coarse vertex: mean of 2·v_color−1 over its descendants; two B×V_in×3."
-        dense = (self.dense_coor * 2 - 1).unsqueeze(0).expand(bs, -1, -1)
-        p = self.vNum_all // self.vNum_in
-        return [graph_avg_pool(self.vert_to_GCN(dense, s), p) for s in HANDS]
 
-    def forward(self, x, fmaps):
-        B = x.shape[0]
-        if x.shape[1] != self.gf_dim: raise ValueError(f"global feature of width {x.shape[1]}, expected {self.gf_dim}")
-        pel, per = self.get_hand_pe(B)
-        Lf = torch.cat([self.gf_layer_left(x).unsqueeze(1).expand(-1, self.vNum_in, -1), pel], dim=-1)
-        Rf = torch.cat([self.gf_layer_right(x).unsqueeze(1).expand(-1, self.vNum_in, -1), per], dim=-1)
-        Lf, Rf = self.dual_gcn(Lf, Rf, fmaps[: len(self.dual_gcn.layers)])
-        hands = []
-        for side, f in (("left", Lf), ("right", Rf)):
-            p = self.params_head(self.avg_head(f.transpose(-1, -2))[..., 0])
-            v3 = self.coord_head(f)                                           # B×V_out×3, GCN order
-            if self.mean_hand:
-                p = self.destandardise(p, side, "camera")
-                v3 = self.destandardise(v3, side, "verts")
-            scale, trans2d = p[:, 0], p[:, 1:]
-            v2 = projection_batch(scale, trans2d, v3, self.img_size)
-            verts3d = self.unsample_layer(v3.transpose(1, 2)).transpose(1, 2)  # B×778×3, mesh order
-            verts2d = projection_batch(scale, trans2d, verts3d, self.img_size)
-            up = self.vNum_all // v3.shape[1]
-            level = MeshLevel(v3, v2, self.GCN_to_vert(graph_upsample(v3, up), side),
-                              self.GCN_to_vert(graph_upsample(v2, up), side))
-            hands.append(HandPrediction(verts3d, verts2d, scale, trans2d, levels=[level]))
-        return hands[0], hands[1]
+@patch
+def _add_graph_order(self: decoder, left_graph, right_graph):
+    "The permutations mesh -> GCN order and back, per hand (non-persistent buffers)."
+    for side, g in (("left", left_graph), ("right", right_graph)):
+        self.register_buffer(f"graph_perm_{side}", g["perm"].clone(), persistent=False)
+        self.register_buffer(f"graph_perm_reverse_{side}", g["perm_reverse"].clone(), persistent=False)
 
-# %% ../nbs/06_model.ipynb #d678a28c
+# %% ../nbs/06_model.ipynb #16fe5fa0
+@patch
+def vert_to_GCN(self: decoder, x, side):
+    "B×778×C mesh order -> B×V_all×C GCN order (fake slots duplicate a sibling)."
+    return x[:, getattr(self, f"graph_perm_{side}")]
+
+
+@patch
+def GCN_to_vert(self: decoder, x, side):
+    "B×V_all×C GCN order -> B×778×C mesh order."
+    return x[:, getattr(self, f"graph_perm_reverse_{side}")]
+
+
+@patch
+def destandardise(self: decoder, x, side, what):
+    "Head output in units of the data's spread -> label units: mean + std · x (`what`: 'verts' or 'camera')."
+    return getattr(self, f"mean_{what}_{side}").to(x.dtype) + getattr(self, f"std_{what}_{side}").to(x.dtype) * x
+
+
+@patch
+def get_hand_pe(self: decoder, bs):
+    "Positional code per coarse vertex: mean of 2·v_color−1 over its descendants; two B×V_in×3."
+    dense = (self.dense_coor * 2 - 1).unsqueeze(0).expand(bs, -1, -1)
+    p = self.vNum_all // self.vNum_in
+    return [graph_avg_pool(self.vert_to_GCN(dense, s), p) for s in HANDS]
+
+# %% ../nbs/06_model.ipynb #0974ac2a
+@patch
+def forward(self: decoder, x, fmaps):
+    B = x.shape[0]
+    if x.shape[1] != self.gf_dim: raise ValueError(f"global feature of width {x.shape[1]}, expected {self.gf_dim}")
+    pel, per = self.get_hand_pe(B)
+    Lf = torch.cat([self.gf_layer_left(x).unsqueeze(1).expand(-1, self.vNum_in, -1), pel], dim=-1)
+    Rf = torch.cat([self.gf_layer_right(x).unsqueeze(1).expand(-1, self.vNum_in, -1), per], dim=-1)
+    Lf, Rf = self.dual_gcn(Lf, Rf, fmaps[: len(self.dual_gcn.layers)])
+    hands = []
+    for side, f in (("left", Lf), ("right", Rf)):
+        p = self.params_head(self.avg_head(f.transpose(-1, -2))[..., 0])
+        v3 = self.coord_head(f)                                           # B×V_out×3, GCN order
+        if self.mean_hand:
+            p = self.destandardise(p, side, "camera")
+            v3 = self.destandardise(v3, side, "verts")
+        scale, trans2d = p[:, 0], p[:, 1:]
+        v2 = projection_batch(scale, trans2d, v3, self.img_size)
+        verts3d = self.unsample_layer(v3.transpose(1, 2)).transpose(1, 2)  # B×778×3, mesh order
+        verts2d = projection_batch(scale, trans2d, verts3d, self.img_size)
+        up = self.vNum_all // v3.shape[1]
+        level = MeshLevel(v3, v2, self.GCN_to_vert(graph_upsample(v3, up), side),
+                          self.GCN_to_vert(graph_upsample(v2, up), side))
+        hands.append(HandPrediction(verts3d, verts2d, scale, trans2d, levels=[level]))
+    return hands[0], hands[1]
+
+# %% ../nbs/06_model.ipynb #6a408a1a
 class HandNET_GCN(nn.Module):
     "IntagHand: image B×3×S×S (ImageNet-normalised RGB) -> `HandOutput`."
     def __init__(self, encoder, mid_model, decoder, img_size: int = 256):
@@ -263,42 +298,48 @@ class HandNET_GCN(nn.Module):
             if hasattr(m, "fast"): m.fast = on
         return self
 
-    def forward(self, img, return_attention: bool = False) -> HandOutput:
-        if img.dim() != 4 or tuple(img.shape[1:]) != (3, self.img_size, self.img_size):
-            raise ValueError(f"expected images B×3×{self.img_size}×{self.img_size}, got {tuple(img.shape)}")
-        ctx = capture_attention() if return_attention else contextlib.nullcontext()
-        with ctx as sink:
-            hms, mask, dp, img_fmaps, hms_fmaps, dp_fmaps = self.encoder(img)
-            global_feature, fmaps = self.mid_model(img_fmaps, hms_fmaps, dp_fmaps)
-            left, right = self.decoder(global_feature, fmaps)
-        for side, hand in (("left", left), ("right", right)):
-            J = getattr(self, f"joint_regressor_{side}")
-            if J is not None:
-                J = J.to(hand.verts3d.dtype)
-                hand.joints3d = torch.einsum("jv,bvc->bjc", J, hand.verts3d)
-                hand.joints2d = projection_batch(hand.scale, hand.trans2d, hand.joints3d, self.img_size)
-        out = HandOutput(left, right, hms, mask, dp, img_size=self.img_size)
-        if return_attention: out.attention = self.collect_attention(sink)
-        return out
+# %% ../nbs/06_model.ipynb #d4f39d1d
+@patch
+def forward(self: HandNET_GCN, img, return_attention: bool = False) -> HandOutput:
+    if img.dim() != 4 or tuple(img.shape[1:]) != (3, self.img_size, self.img_size):
+        raise ValueError(f"expected images B×3×{self.img_size}×{self.img_size}, got {tuple(img.shape)}")
+    ctx = capture_attention() if return_attention else contextlib.nullcontext()
+    with ctx as sink:
+        hms, mask, dp, img_fmaps, hms_fmaps, dp_fmaps = self.encoder(img)
+        global_feature, fmaps = self.mid_model(img_fmaps, hms_fmaps, dp_fmaps)
+        left, right = self.decoder(global_feature, fmaps)
+    for side, hand in (("left", left), ("right", right)):
+        J = getattr(self, f"joint_regressor_{side}")
+        if J is not None:
+            J = J.to(hand.verts3d.dtype)
+            hand.joints3d = torch.einsum("jv,bvc->bjc", J, hand.verts3d)
+            hand.joints2d = projection_batch(hand.scale, hand.trans2d, hand.joints3d, self.img_size)
+    out = HandOutput(left, right, hms, mask, dp, img_size=self.img_size)
+    if return_attention: out.attention = self.collect_attention(sink)
+    return out
 
-    def vertex_level_index(self, level: int, side: str = "left") -> torch.Tensor:
-        """For each of the 778 mesh vertices, its ancestor's index among the V vertices of graph `level` (0 = coarsest):
-        use it to paint per-vertex attention of that level on the mesh, e.g. `att.image[l]['left'][b, h][idx]`."""
-        V = self.decoder.dual_gcn.layers[level].verts_num
-        return getattr(self.decoder, f"graph_perm_reverse_{side}") // (self.decoder.vNum_all // V)
+# %% ../nbs/06_model.ipynb #32a49de4
+@patch
+def vertex_level_index(self: HandNET_GCN, level: int, side: str = "left") -> torch.Tensor:
+    """For each of the 778 mesh vertices, its ancestor's index among the V vertices of graph `level` (0 = coarsest):
+    use it to paint per-vertex attention of that level on the mesh, e.g. `att.image[l]['left'][b, h][idx]`."""
+    V = self.decoder.dual_gcn.layers[level].verts_num
+    return getattr(self.decoder, f"graph_perm_reverse_{side}") // (self.decoder.vNum_all // V)
 
-    def collect_attention(self, sink: dict) -> AttentionMaps:
-        "Arrange the weights recorded by `capture_attention` by level, kind and hand."
-        image, image_full, grid, vself, cross = [], [], [], [], []
-        for layer in self.decoder.dual_gcn.layers:
-            full = {s: sink[getattr(layer, f"img_ex_{s}").attn.Attn] for s in HANDS}
-            V = full["left"].shape[-1] - getattr(layer, "img_ex_left").encoder.grid_size ** 2
-            image_full.append(full)
-            image.append({s: a[:, :, :V, V:] for s, a in full.items()})
-            grid.append({s: sink[getattr(layer, f"img_ex_{s}").encoder.self_attn] for s in HANDS})
-            vself.append({"left": sink[layer.attn.L_self_attn_layer], "right": sink[layer.attn.R_self_attn_layer]})
-            cross.append({k: sink[_Slot(layer.attn, k)] for k in ("r2l", "l2r")})
-        return AttentionMaps(image, image_full, grid, vself, cross, grid_size=self.img_size // 32)
+
+@patch
+def collect_attention(self: HandNET_GCN, sink: dict) -> AttentionMaps:
+    "Arrange the weights recorded by `capture_attention` by level, kind and hand."
+    image, image_full, grid, vself, cross = [], [], [], [], []
+    for layer in self.decoder.dual_gcn.layers:
+        full = {s: sink[getattr(layer, f"img_ex_{s}").attn.Attn] for s in HANDS}
+        V = full["left"].shape[-1] - getattr(layer, "img_ex_left").encoder.grid_size ** 2
+        image_full.append(full)
+        image.append({s: a[:, :, :V, V:] for s, a in full.items()})
+        grid.append({s: sink[getattr(layer, f"img_ex_{s}").encoder.self_attn] for s in HANDS})
+        vself.append({"left": sink[layer.attn.L_self_attn_layer], "right": sink[layer.attn.R_self_attn_layer]})
+        cross.append({k: sink[_Slot(layer.attn, k)] for k in ("r2l", "l2r")})
+    return AttentionMaps(image, image_full, grid, vself, cross, grid_size=self.img_size // 32)
 
 # %% ../nbs/06_model.ipynb #2248470d
 def build_model(cfg=None, graph_assets: dict | None = None, joint_regressor=None) -> nn.Module:
