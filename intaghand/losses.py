@@ -18,7 +18,7 @@ from torch.optim.lr_scheduler import LRScheduler
 
 from .mano import HANDS, regress_joints
 
-# %% ../nbs/11_losses.ipynb #3d2d50c5
+# %% ../nbs/11_losses.ipynb #75ddd4e4
 @dataclass
 class PredictedHand:
     "One hand's predicted meshes: `verts3d` B×V×3, `verts2d` B×V×2 (pixels), graph levels in GCN order."
@@ -58,7 +58,7 @@ class LossPrediction:
         return cls(hand("left"), hand("right"), getattr(out, "hms", None), getattr(out, "mask", None),
                    getattr(out, "dense", None), upsample_weight)
 
-
+# %% ../nbs/11_losses.ipynb #b333e56a
 @dataclass
 class HandTarget:
     "One hand's labels: `v3d` B×V×3 (own-root relative), `v2d` B×V×2 (pixels); joints optional."
@@ -93,7 +93,7 @@ class LossTarget:
         hand = lambda h: HandTarget(h.verts3d, h.verts2d, getattr(h, "joints3d", None), getattr(h, "joints2d", None))
         return cls(hand(sample.left), hand(sample.right), sample.root_rel, sample.mask, sample.dense, sample.hms)
 
-
+# %% ../nbs/11_losses.ipynb #607479bc
 @dataclass
 class HandMeshSpec:
     "Per-hand mesh assets for the losses: `regressor` 21×V, `faces` F×3 (long), `graph_perm` (P,) long or None."
@@ -242,7 +242,7 @@ class LossWeights:
                    float(w.GRAPH.NORM.EDGE), int(w.GRAPH.NORM.NORM_EPOCH), float(w.NORM.UPSAMPLE),
                    float(w.AUX.MASK), float(w.AUX.DENSEPOSE), float(w.AUX.HMS))
 
-# %% ../nbs/11_losses.ipynb #80a29dd8
+# %% ../nbs/11_losses.ipynb #83102c76
 def prepare_targets(target: LossTarget) -> LossTarget:
     "Right-hand 3D labels shifted by `root_rel` (B×3) so both hands are relative to the LEFT root."
     if target.root_rel is None: raise ValueError("target.root_rel (B×3) is needed to express the right hand "
@@ -261,7 +261,7 @@ def hand_mesh_losses(pred: PredictedHand, gt: HandTarget, spec: HandMeshSpec, im
             "norm_loss": normal_loss(pred.verts3d, gt.v3d, spec.faces),
             "edge_loss": edge_length_loss(pred.verts3d, gt.v3d, spec.faces)}
 
-
+# %% ../nbs/11_losses.ipynb #372508ea
 @dataclass
 class LossBreakdown:
     "Total loss, every unweighted term by its original TensorBoard name, and the weighted group sums."
@@ -279,7 +279,36 @@ class LossBreakdown:
         out.update({f"{prefix}{k}": float(v.detach()) for k, v in self.terms.items()})
         return out
 
+# %% ../nbs/11_losses.ipynb #a8dc2f68
+def _coarsen_terms(coarse: dict, w, terms: dict, ref: torch.Tensor) -> torch.Tensor:
+    "Add 'coarsen_v3d_loss_<i>', 'coarsen_v2d_loss_<i>' (left/right mean) to `terms`; their weighted sum."
+    coarsen_total = torch.zeros_like(ref)
+    if coarse:
+        (l3l, l2l), (l3r, l2r) = coarse["left"], coarse["right"]
+        for i, (a, b) in enumerate(zip(l3l, l3r)):
+            terms[f"coarsen_v3d_loss_{i}"] = (a + b) / 2
+            coarsen_total = coarsen_total + w.label_3d * terms[f"coarsen_v3d_loss_{i}"]
+        for i, (a, b) in enumerate(zip(l2l, l2r)):
+            terms[f"coarsen_v2d_loss_{i}"] = (a + b) / 2
+            coarsen_total = coarsen_total + w.label_2d * terms[f"coarsen_v2d_loss_{i}"]
+    return coarsen_total
 
+
+def _aux_terms(pred: LossPrediction, target: LossTarget, w, terms: dict, ref: torch.Tensor) -> torch.Tensor:
+    "Add 'aux_mask_loss', 'aux_dense_loss', 'aux_hms_loss' (those with prediction and target) to `terms`; their weighted sum."
+    aux_total = torch.zeros_like(ref)
+    if pred.mask is not None and target.mask is not None:
+        terms["aux_mask_loss"] = mask_loss(pred.mask, target.mask)
+        aux_total = aux_total + w.mask * terms["aux_mask_loss"]
+    if pred.dense is not None and target.dense is not None and target.mask is not None:
+        terms["aux_dense_loss"] = dense_loss(pred.dense, target.dense, target.mask)
+        aux_total = aux_total + w.dense * terms["aux_dense_loss"]
+    if pred.hms is not None and target.hms is not None:
+        terms["aux_hms_loss"] = heatmap_loss(pred.hms, target.hms)
+        aux_total = aux_total + w.hms * terms["aux_hms_loss"]
+    return aux_total
+
+# %% ../nbs/11_losses.ipynb #c542e333
 def compute_losses(pred: LossPrediction, target: LossTarget, specs: dict, weights=None, epoch: int = 0,
                    img_size: float = 256, levels: int = 4, upsample_reference: torch.Tensor | None = None,
                    shift_right: bool = True) -> LossBreakdown:
@@ -313,25 +342,8 @@ def compute_losses(pred: LossPrediction, target: LossTarget, specs: dict, weight
     w = weights
     mano_total = (w.label_3d * mano["vert3d_loss"] + w.label_2d * mano["vert2d_loss"] + w.label_3d * mano["joint_loss"]
                   + w.normal * mano["norm_loss"] + alpha * w.edge * mano["edge_loss"])
-    coarsen_total = torch.zeros_like(ref)
-    if coarse:
-        (l3l, l2l), (l3r, l2r) = coarse["left"], coarse["right"]
-        for i, (a, b) in enumerate(zip(l3l, l3r)):
-            terms[f"coarsen_v3d_loss_{i}"] = (a + b) / 2
-            coarsen_total = coarsen_total + w.label_3d * terms[f"coarsen_v3d_loss_{i}"]
-        for i, (a, b) in enumerate(zip(l2l, l2r)):
-            terms[f"coarsen_v2d_loss_{i}"] = (a + b) / 2
-            coarsen_total = coarsen_total + w.label_2d * terms[f"coarsen_v2d_loss_{i}"]
-    aux_total = torch.zeros_like(ref)
-    if pred.mask is not None and target.mask is not None:
-        terms["aux_mask_loss"] = mask_loss(pred.mask, target.mask)
-        aux_total = aux_total + w.mask * terms["aux_mask_loss"]
-    if pred.dense is not None and target.dense is not None and target.mask is not None:
-        terms["aux_dense_loss"] = dense_loss(pred.dense, target.dense, target.mask)
-        aux_total = aux_total + w.dense * terms["aux_dense_loss"]
-    if pred.hms is not None and target.hms is not None:
-        terms["aux_hms_loss"] = heatmap_loss(pred.hms, target.hms)
-        aux_total = aux_total + w.hms * terms["aux_hms_loss"]
+    coarsen_total = _coarsen_terms(coarse, w, terms, ref)
+    aux_total = _aux_terms(pred, target, w, terms, ref)
     upsample = w.upsample * mano["upsample_norm_loss"]
     total = mano_total + coarsen_total + upsample + aux_total
     return LossBreakdown(total, terms, mano_total, coarsen_total, upsample, aux_total, alpha)
