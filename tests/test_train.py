@@ -353,17 +353,11 @@ def test_resume_does_not_need_the_encoder_pretrain_file(data, tmp_path, capsys):
 
 
 def test_moved_names_stay_importable_from_train():
-    "The run-folder helpers, the pictures and the protocol have their own modules; the old imports still work."
+    "The run-folder helpers and the pictures have their own modules; the old imports still work."
     import intaghand.run_files as run_files
     import intaghand.train as train
     import intaghand.train_pictures as train_pictures
-    from intaghand.protocol import sample_errors
     assert train.read_log is run_files.read_log and train.export_weights is run_files.export_weights
     assert train.CHECKPOINT_FORMAT == run_files.CHECKPOINT_FORMAT == "intaghand-train/1"
     assert train.training_images is train_pictures.training_images
-    assert {"read_log", "export_weights", "training_images", "CHECKPOINT_FORMAT", "original_protocol_errors"} <= set(train.__all__)
-    gt = torch.rand(2, 30, 3, generator=torch.Generator().manual_seed(0))
-    off = gt.clone(); off[:, 20] += torch.tensor([0.003, 0.0, 0.004])          # 5 mm on joint 20 (joint j = vertex j)
-    je, ve = train.original_protocol_errors(off, gt, torch.eye(21, 30))
-    assert torch.equal(je, sample_errors(off, gt, torch.eye(21, 30), unit_to_mm=1.0)[0])
-    assert torch.allclose(je, torch.full((2,), 0.005 / 21), atol=1e-7) and torch.allclose(ve, torch.full((2,), 0.005 / 30), atol=1e-7)
+    assert {"read_log", "export_weights", "training_images", "CHECKPOINT_FORMAT"} <= set(train.__all__)

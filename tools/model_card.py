@@ -62,7 +62,7 @@ def root_of(v: torch.Tensor, J: torch.Tensor) -> torch.Tensor:
 def best_constant_mpjpe(ds, n, layers) -> float:
     "MPJPE (mm, original protocol, mean of both hands) of predicting the test set's mean root-aligned GT mesh everywhere."
     from intaghand.dataset import EvalSamples
-    from intaghand.train import original_protocol_errors
+    from intaghand.protocol import sample_errors
     items = EvalSamples(ds, limit=n)
     gts = [items[i][1] for i in range(len(items))]                  # each sample read once, both hands
     errs = []
@@ -70,7 +70,7 @@ def best_constant_mpjpe(ds, n, layers) -> float:
         J = layers[h].joint_regressor.float()
         gt = torch.stack([g[h] for g in gts]).float()
         const = (gt - root_of(gt, J)).mean(0, keepdim=True).expand_as(gt)
-        errs.append(float(original_protocol_errors(const, gt, J)[0].mean()) * 1000)
+        errs.append(float(sample_errors(const, gt, J)[0].mean()))
     return float(np.mean(errs))
 
 
