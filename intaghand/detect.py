@@ -42,7 +42,7 @@ class HandBox:
         if self.landmarks is not None: d["landmarks"] = np.round(np.asarray(self.landmarks, float), 2).tolist()
         return d
 
-
+# %% ../nbs/15_detect.ipynb #f7ce8cd0
 @dataclass
 class Detection:
     "All hands a detector found in one image (best first)."
@@ -110,7 +110,7 @@ def palm_anchors(size: int = PALM_SIZE) -> np.ndarray:
         out.append(np.repeat(centres, per_cell, axis=0))
     return np.concatenate(out).astype(np.float32)
 
-
+# %% ../nbs/15_detect.ipynb #d0adba47
 def decode_palms(raw_boxes: np.ndarray, raw_scores: np.ndarray, anchors: np.ndarray, size: int = PALM_SIZE,
                  threshold: float = 0.5) -> tuple:
     """Anchor-relative regressions (N×18) and logits (N) -> (boxes K×4 as x0, y0, x1, y1 and keypoints K×7×2,
@@ -124,7 +124,7 @@ def decode_palms(raw_boxes: np.ndarray, raw_scores: np.ndarray, anchors: np.ndar
     kps = r[:, 4:].reshape(-1, 7, 2) / size + a[:, None, :]
     return boxes, kps, s
 
-
+# %% ../nbs/15_detect.ipynb #65365a29
 def _iou(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
     x0 = np.maximum(box[0], boxes[:, 0]); y0 = np.maximum(box[1], boxes[:, 1])
     x1 = np.minimum(box[2], boxes[:, 2]); y1 = np.minimum(box[3], boxes[:, 3])
@@ -132,7 +132,7 @@ def _iou(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
     area = lambda b: (b[..., 2] - b[..., 0]) * (b[..., 3] - b[..., 1])
     return inter / np.maximum(area(box) + area(boxes) - inter, 1e-12)
 
-
+# %% ../nbs/15_detect.ipynb #472cd137
 def weighted_nms(boxes, kps, scores, iou_threshold: float = 0.3) -> list:
     "MediaPipe's weighted NMS: each cluster of overlapping boxes becomes their score-weighted mean. [(box, kps, score)]."
     order = np.argsort(-scores)
@@ -177,7 +177,7 @@ class RotatedRect:
         M = cv2.getAffineTransform(src, dst)
         return cv2.warpAffine(image, M, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
 
-
+# %% ../nbs/15_detect.ipynb #cbb6a923
 def palm_to_hand_rect(box, kps, image_size, scale: float = 2.6, shift_y: float = -0.5) -> RotatedRect:
     "MediaPipe's palm -> hand region: box and keypoints in [0, 1] image coordinates -> `RotatedRect` in pixels."
     H, W = image_size
@@ -196,7 +196,7 @@ def palm_to_hand_rect(box, kps, image_size, scale: float = 2.6, shift_y: float =
 class DetectorUnavailable(RuntimeError):
     "The hand detector cannot run here (model files missing); the message says how to get them."
 
-
+# %% ../nbs/15_detect.ipynb #01efe854
 def detector_dirs() -> list:
     "Where the detector's model files are looked for, in order."
     dirs = []
@@ -211,7 +211,7 @@ def detector_dirs() -> list:
         pass
     return dirs
 
-
+# %% ../nbs/15_detect.ipynb #afef821f
 def find_detector_models() -> dict:
     "{'palm': path, 'landmark': path}, or `DetectorUnavailable` saying where it looked and what to do."
     looked = []
@@ -227,7 +227,7 @@ def find_detector_models() -> dict:
         "(uses pip download; nothing is installed), set INTAGHAND_DETECTOR_DIR to a folder holding them, "
         "or run without detection (--no-detect) on images that are already cropped around the hands.")
 
-
+# %% ../nbs/15_detect.ipynb #f819ab89
 def install_detector_models(source=None, dest=None) -> Path:
     """Extract the palm and landmark models into `dest` (default misc/detector/) from `source`: a mediapipe 0.10.14
     wheel file, or None to fetch that wheel with `pip download --no-deps` into a temporary folder."""
@@ -265,12 +265,12 @@ def _letterbox(image_rgb: np.ndarray, size: int) -> tuple:
     out[py: py + h, px: px + w] = small
     return out, k, px, py
 
-
+# %% ../nbs/15_detect.ipynb #e1e18f4c
 def _nchw(image_rgb: np.ndarray, lo: float, hi: float) -> np.ndarray:
     x = image_rgb.astype(np.float32) * ((hi - lo) / 255.0) + lo
     return np.ascontiguousarray(x.transpose(2, 0, 1)[None])
 
-
+# %% ../nbs/15_detect.ipynb #8ccaf066
 class MediaPipeHands:
     """MediaPipe's palm detector + hand-landmark model (0.10.14 'full' models) on OpenCV's DNN module.
     `det(image_bgr)` -> `Detection` with up to `max_hands` hands, best first."""
@@ -329,7 +329,7 @@ class MediaPipeHands:
         hands = _dedupe(sorted(hands, key=lambda h: -h.score))
         return Detection(hands[: self.max_hands], (H, W), self.name)
 
-
+# %% ../nbs/15_detect.ipynb #464e78d2
 def _dedupe(hands: list, iou_threshold: float = 0.5) -> list:
     "Drop hands whose box overlaps a better one by more than `iou_threshold` (two palms of one hand)."
     keep = []
