@@ -169,7 +169,7 @@ def _parse_value(text):
     try: return float(text) if re.fullmatch(r"[-+]?\d*\.?\d+[eE][-+]?\d+", text.strip()) else yaml.safe_load(text)
     except yaml.YAMLError: return text
 
-
+# %% ../nbs/00_config.ipynb #4df8116b
 # Values a key may take beyond its type: (whole number?, low, low excluded?, high, high excluded?); None: no bound.
 _COUNT, _INDEX = (True, 1, False, None, False), (True, 0, False, None, False)
 _RULES = {
@@ -190,14 +190,14 @@ def _rule(key: str):
     if key.startswith(("LOSS_WEIGHT.", "DATA_AUGMENT.")): return (False, 0, False, None, False)   # weights, ranges
     return None
 
-
+# %% ../nbs/00_config.ipynb #089c97fa
 def _describe(rule) -> str:
     whole, lo, lo_open, hi, hi_open = rule
     if whole and lo == 1 and not lo_open and hi is None: return "a positive whole number"
     parts = [f"{'>' if lo_open else '≥'} {lo}"] + ([f"{'<' if hi_open else '≤'} {hi}"] if hi is not None else [])
     return f"{'a whole number' if whole else 'a finite number'} {' and '.join(parts)}"
 
-
+# %% ../nbs/00_config.ipynb #03b10425
 def _number(x, rule, bad):
     "`x` checked against `rule` (None: any finite number); whole-number keys take ints (3.0 -> 3, 3.5 is an error)."
     if isinstance(x, bool) or not isinstance(x, (int, float)): raise bad(f"expects numbers, got {x!r}")
@@ -212,7 +212,7 @@ def _number(x, rule, bad):
         raise bad(f"must be {_describe(rule)}, got {x!r}")
     return x
 
-
+# %% ../nbs/00_config.ipynb #5e800f75
 def _coerce(old, new, key, source):
     """Fit `new` to the type of the default `old` (ints may become floats unless the key counts something; lists stay
     lists) and check it: numbers finite, counts and sizes positive whole numbers (see `_RULES`)."""
@@ -232,7 +232,7 @@ def _coerce(old, new, key, source):
         return str(new)
     raise ConfigError(f"config key '{key}'{where} expects a {type(old).__name__} (default {old!r}), got {new!r}")
 
-
+# %% ../nbs/00_config.ipynb #3f6f620b
 def _set(cfg: CN, key: str, value, source: str = ""):
     _check_key(cfg, key, source)
     *parents, leaf = key.split(".")
@@ -240,13 +240,13 @@ def _set(cfg: CN, key: str, value, source: str = ""):
     for p in parents: node = node[p]
     node[leaf] = _coerce(node[leaf], _parse_value(value), key, source)
 
-
+# %% ../nbs/00_config.ipynb #570f146e
 def merge_dict(cfg: CN, values: dict, source: str = "") -> CN:
     "Merge a nested dict of values into `cfg` (in place), checking every key."
     for k, v in _flatten(values).items(): _set(cfg, k, v, source)
     return cfg
 
-
+# %% ../nbs/00_config.ipynb #29691ea6
 def merge_overrides(cfg: CN, overrides=()) -> CN:
     "Merge command-line style `KEY VALUE` pairs into `cfg` (in place)."
     overrides = list(overrides)
@@ -255,7 +255,7 @@ def merge_overrides(cfg: CN, overrides=()) -> CN:
     for k, v in zip(overrides[::2], overrides[1::2]): _set(cfg, k, v, "overrides")
     return cfg
 
-
+# %% ../nbs/00_config.ipynb #32873ef5
 MAX_YAML_BYTES = 16 * 2**20     # a config is a few kB; anything this large is the wrong file
 
 
@@ -286,7 +286,7 @@ def load_yaml(path) -> dict:
     if not isinstance(data, dict): raise ConfigError(f"{path} must hold a mapping of config sections, got {type(data).__name__}")
     return data
 
-
+# %% ../nbs/00_config.ipynb #cde4e77a
 def get_config(path=None, overrides=(), preset: str | None = None) -> CN:
     "The defaults, then `preset`, then the YAML file at `path`, then `overrides`; returns a frozen config."
     cfg = _defaults()
@@ -335,7 +335,7 @@ HOW_TO_OBTAIN = {
             "`intaghand process-interhand`, or make synthetic data with `intaghand make-synthetic`.",
 }
 
-
+# %% ../nbs/00_config.ipynb #ce0bd7da
 class AssetNotFoundError(FileNotFoundError):
     "An asset file the workbench needs is not where the config says."
     def __init__(self, what: str, looked: list, how: str):
@@ -343,13 +343,13 @@ class AssetNotFoundError(FileNotFoundError):
         super().__init__(f"{what} not found (looked in: {', '.join(self.looked)}). {how}")
     def __str__(self): return self.args[0]
 
-
+# %% ../nbs/00_config.ipynb #413a2c62
 def asset_root() -> Path:
     "Folder that the shipped defaults live in: `$INTAGHAND_ROOT` or the project folder."
     env = os.environ.get("INTAGHAND_ROOT")
     return Path(env).expanduser().resolve() if env else PROJECT_ROOT
 
-
+# %% ../nbs/00_config.ipynb #5efabbbe
 def _shipped(p: Path) -> bool:
     "True for the shipped default locations (the config's default asset paths, the embedded files): asset root only."
     m = _defaults().MISC
@@ -358,7 +358,7 @@ def _shipped(p: Path) -> bool:
                                    "UPSAMPLE_PATH")] + [Path(EMBEDDED_CHECKPOINT), Path(EMBEDDED_CHECKPOINT_CONFIG)]
     return p in files or any(p == d or d in p.parents for d in dirs)
 
-
+# %% ../nbs/00_config.ipynb #5d577e21
 def search_paths(path) -> list:
     """Where `path` is looked for, in order. Absolute: itself. Relative (`run/best.pth`, `./x.pth`): the current
     folder, then the asset root; the shipped defaults (`_shipped`) only in the asset root."""
@@ -369,18 +369,18 @@ def search_paths(path) -> list:
     here = Path.cwd() / p
     return [here] if here == root else [here, root]
 
-
+# %% ../nbs/00_config.ipynb #60061255
 def resolve_path(path) -> Path:
     "A path made absolute: the first of `search_paths(path)` that exists, else the first (where a new one goes)."
     cands = search_paths(path)
     return next((c for c in cands if c.exists()), cands[0])
 
-
+# %% ../nbs/00_config.ipynb #9aa8d9ab
 def _first_file(path):
     "The first of `search_paths(path)` that is a file, else None."
     return next((c for c in search_paths(path) if c.is_file()), None)
 
-
+# %% ../nbs/00_config.ipynb #b1bc46aa
 class OutputPathError(ValueError):
     "An output location that cannot be used (a file, under a file, not writable); the message says which and why."
 
@@ -413,7 +413,7 @@ def hand_model_kind(cfg: CN) -> str:
     if choice != "auto": return choice
     return "mano" if all(_first_file(Path(cfg.MISC.MANO_PATH) / n) for n in MANO_NAMES.values()) else "embedded"
 
-
+# %% ../nbs/00_config.ipynb #0c5f34f5
 def mano_file(cfg: CN, side: str) -> Path:
     "Path of the MANO-format model file for `side` ('left'/'right'), real or embedded per the config."
     if side not in MANO_NAMES: raise ValueError(f"side must be 'left' or 'right', got {side!r}")
@@ -431,7 +431,7 @@ def mano_file(cfg: CN, side: str) -> Path:
                                  looked, HOW_TO_OBTAIN[kind])
     return p
 
-
+# %% ../nbs/00_config.ipynb #b9bcd2ac
 GRAPH_KEYS = {"graph_left": "GRAPH_LEFT_DICT_PATH", "graph_right": "GRAPH_RIGHT_DICT_PATH",
               "upsample": "UPSAMPLE_PATH", "v_color": "DENSE_COLOR", "mano_seg": "MANO_SEG_PATH"}
 
@@ -448,7 +448,7 @@ def graph_asset(cfg: CN, name: str) -> Path:
     if p is None: raise AssetNotFoundError(f"graph asset {rel.name}", [c.parent for c in search_paths(rel)], how)
     return p
 
-
+# %% ../nbs/00_config.ipynb #9b45b53c
 def without_encoder_pretrain(cfg):
     """A copy of `cfg` with `MODEL.ENCODER_PRETRAIN_PATH` 'none' (`cfg` itself when it is already): for building a
     network whose every weight a checkpoint then replaces, where the encoder file may not exist."""
@@ -458,7 +458,7 @@ def without_encoder_pretrain(cfg):
     if frozen: cfg.freeze()
     return cfg
 
-
+# %% ../nbs/00_config.ipynb #5514a4ba
 def checkpoint_file(path) -> Path:
     """A checkpoint path resolved as `search_paths` says (the current folder first, then the asset root), with an
     error naming every place looked when it is missing."""
@@ -471,7 +471,7 @@ def checkpoint_file(path) -> Path:
           HOW_TO_OBTAIN["checkpoint" if shipped else "path"]
     raise AssetNotFoundError(f"checkpoint {path}", cands, how)
 
-
+# %% ../nbs/00_config.ipynb #3424595c
 def data_root(path=None) -> Path:
     "Data folder: `path`, else `$INTAGHAND_DATA`, else `data/` (the current folder's, else the asset root's)."
     p = path or os.environ.get("INTAGHAND_DATA") or "data"
