@@ -80,7 +80,7 @@ def separate(vl, vr, direction, gap: float, iters: int = 8):
 SKIN_TONES = np.array([[245, 208, 188], [236, 188, 165], [226, 170, 140], [208, 150, 120], [186, 128, 98],
                        [160, 106, 80], [128, 84, 62], [96, 62, 46]], np.float32) / 255   # RGB
 
-
+# %% ../nbs/09_synthetic.ipynb #a871ff66
 @dataclass
 class Scene:
     "Every random choice of one synthetic sample (world = the hands' frame; camera X_c = R·X + t)."
@@ -98,14 +98,14 @@ class Scene:
     arms: dict = field(default_factory=dict)   # {'left'|'right': length, thick, sleeve (m from the wrist, inf: none), cloth RGB}
     rest: dict = field(default_factory=dict, repr=False)   # {hand: (verts, joints)} at zero translation (a cache)
 
-
+# %% ../nbs/09_synthetic.ipynb #046d73c5
 def _mano(layer, R, pose, shape, trans):
     t = lambda x: torch.as_tensor(np.asarray(x, np.float32)).to(layer.v_template)
     with torch.no_grad():
         v, j = layer.forward_rotmat(t(R).reshape(1, 3, 3), t(pose).reshape(1, -1), t(shape).reshape(1, -1), t(trans).reshape(1, 3))
     return v[0].cpu().numpy().astype(np.float64), j[0].cpu().numpy().astype(np.float64)
 
-
+# %% ../nbs/09_synthetic.ipynb #6e3eef11
 def draw_scene(rng: np.random.Generator, layers: dict, canon: dict, tau: dict) -> Scene:
     "Draw one interacting two-hand scene."
     mode = INTERACTION_MODES[rng.choice(len(INTERACTION_MODES), p=MODE_PROBS)]
@@ -154,7 +154,7 @@ def _muted(rng, lo=0.0, hi=255.0, sat=0.35) -> np.ndarray:
     c = rng.uniform(lo, hi, 3)
     return c.mean() + (c - c.mean()) * rng.uniform(0, sat)
 
-
+# %% ../nbs/09_synthetic.ipynb #c9f3a5d1
 def _studio_background(rng, size):
     "Dark capture-studio look (like InterHand2.6M's): near-black with a soft gradient and vignette."
     g = np.linspace(-1, 1, size, dtype=np.float32)
@@ -163,7 +163,7 @@ def _studio_background(rng, size):
     img = base * (1 - rng.uniform(0.2, 0.6) * r2[..., None] / 2) + rng.uniform(-20, 20) * g[:, None, None]
     return img
 
-
+# %% ../nbs/09_synthetic.ipynb #f8b06d2c
 def _room_background(rng, size):
     "An out-of-focus room: muted walls, a few large panels (doors, shelves, windows), soft colour noise."
     img = np.ones((size, size, 3), np.float32) * _muted(rng, 40, 230)
@@ -174,7 +174,7 @@ def _room_background(rng, size):
     img += cv2.resize(rng.uniform(-1, 1, (k, k, 3)).astype(np.float32), (size, size), interpolation=cv2.INTER_CUBIC) * rng.uniform(5, 30)
     return cv2.GaussianBlur(img, (0, 0), rng.uniform(2, 8))
 
-
+# %% ../nbs/09_synthetic.ipynb #84203d59
 def _add_torso(rng, img, size):
     "The person behind the hands: a blurred shirt-coloured body and sometimes a face-toned blob at the top."
     col = rng.uniform(10, 230, 3) * rng.uniform(0.3, 1.0)
@@ -183,7 +183,7 @@ def _add_torso(rng, img, size):
                 float(rng.uniform(-20, 20)), 0, 360, tuple(float(c) for c in col), -1, cv2.LINE_AA)
     return cv2.GaussianBlur(img, (0, 0), rng.uniform(1, 4))
 
-
+# %% ../nbs/09_synthetic.ipynb #9d7baaae
 def procedural_background(seed: int, size: int = IMG_SIZE) -> np.ndarray:
     "A size×size×3 uint8 (BGR) background, deterministic for `seed`: studio, room or (sometimes) abstract shapes."
     rng = np.random.default_rng(seed)
@@ -225,7 +225,7 @@ def _abstract_background(rng, size):
 # %% ../nbs/09_synthetic.ipynb #a7f0arm1
 ARM_STATIONS = np.array([0.0, 0.012, 0.035, 0.07, 0.12, 0.19, 0.28, 0.40])   # metres from the wrist opening
 
-
+# %% ../nbs/09_synthetic.ipynb #18a7d71a
 def wrist_loop(faces) -> np.ndarray:
     "The wrist opening's vertex indices in order along the boundary, as directed by the faces (u→v of each boundary edge)."
     from collections import Counter
@@ -240,7 +240,7 @@ def wrist_loop(faces) -> np.ndarray:
         raise ValueError(f"the mesh's {len(nxt)} boundary edges do not form one consistently oriented loop (MANO's wrist)")
     return np.array(loop)
 
-
+# %% ../nbs/09_synthetic.ipynb #e055f88d
 def arm_faces(loop, n_rings: int) -> np.ndarray:
     "Triangles of a tube of `n_rings` rings of len(loop) vertices (ring k holds vertices k·n … k·n+n−1), oriented to continue the hand."
     n, out = len(loop), []
@@ -251,7 +251,7 @@ def arm_faces(loop, n_rings: int) -> np.ndarray:
             out += [(v0, u0, u1), (v0, u1, v1)]
     return np.array(out, np.int64)
 
-
+# %% ../nbs/09_synthetic.ipynb #00183a5c
 def forearm(verts, joints, loop, arm: dict) -> np.ndarray:
     "Forearm vertices (len(ARM_STATIONS)·len(loop) × 3) continuing the wrist opening of one posed hand away from the fingers."
     if len(loop) == 0: return np.zeros((0, 3))
@@ -403,7 +403,7 @@ def split_counts(n: int, splits=("train", "val", "test"), fracs=None) -> dict:
     for k in np.argsort(-(f * n - c))[: n - c.sum()]: c[k] += 1
     return {s: int(k) for s, k in zip(splits, c)}
 
-
+# %% ../nbs/09_synthetic.ipynb #00877e3b
 def _synth_job(item):
     out, split, idxs = item
     for s in WORKER["gen"].make(split, idxs):
@@ -411,7 +411,7 @@ def _synth_job(item):
         write_sample(out, split, s["idx"], anno=s["anno"])                 # last: the sample is complete
     return len(idxs)
 
-
+# %% ../nbs/09_synthetic.ipynb #e5bafc6c
 def default_v_color(cfg=None, layers: dict = None) -> np.ndarray:
     "The dense colours of the config's hand model (`v_color.pkl`), or the normalised template when it is missing."
     from intaghand.config import AssetNotFoundError, get_config, graph_asset
@@ -422,7 +422,7 @@ def default_v_color(cfg=None, layers: dict = None) -> np.ndarray:
         vt = layers["right"].v_template.double().cpu().numpy()
         return ((vt - vt.min(0)) / (vt.max(0) - vt.min(0))).astype(np.float32)
 
-
+# %% ../nbs/09_synthetic.ipynb #3061ce40
 def make_synthetic(out, n: int, seed: int = 0, splits=("train", "val", "test"), fracs=None, size: int = IMG_SIZE,
                    workers: int = 1, cfg=None, layers: dict = None, v_color=None, backend: str = "auto",
                    batch: int = 8, progress: bool = True) -> dict:
