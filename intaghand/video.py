@@ -27,19 +27,19 @@ from .demo_result import DemoResult, reconstruct
 class VideoError(RuntimeError):
     "A video or camera that cannot be read or written, or a window that cannot be shown; the message says why."
 
-
+# %% ../nbs/16b_video.ipynb #e235a8f0
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".m4v", ".webm")
 
 
 FOURCC = {".avi": "MJPG", ".mp4": "mp4v", ".m4v": "mp4v", ".mov": "mp4v", ".mkv": "mp4v"}
 
-
+# %% ../nbs/16b_video.ipynb #13b0aef8
 def partial_name(path) -> Path:
     "The temporary name a video is written under until it is complete: `.NAME.partial.SUFFIX` beside it."
     path = Path(path)
     return path.with_name(f".{path.stem}.partial{path.suffix}")
 
-
+# %% ../nbs/16b_video.ipynb #0772d184
 def remove_stale_partials(folder, min_age: float = 60.0) -> list:
     """Delete `.NAME.partial.SUFFIX` videos a killed run left in `folder` (not written to for `min_age` seconds, so a
     run still writing one keeps it); returns the removed paths."""
@@ -53,7 +53,7 @@ def remove_stale_partials(folder, min_age: float = 60.0) -> list:
         except FileNotFoundError: pass
     return removed
 
-
+# %% ../nbs/16b_video.ipynb #2577e7ba
 def open_writer(path, fps: float, size) -> tuple:
     "(cv2.VideoWriter on a temporary file beside `path`, that temporary path); `VideoError` if OpenCV cannot write it."
     path = Path(path)
@@ -249,7 +249,7 @@ class _Frames(list):
     "Per-frame records of `run_stream`, and whether Ctrl-C stopped it."
     interrupted = False
 
-
+# %% ../nbs/16b_video.ipynb #f7ca371c
 def stage_means_ms(frames: list) -> dict:
     "Mean time per stage over all frames (ms; 0 for a frame that skipped the stage), and their sum: the frame time they explain."
     means = {k: round(float(np.mean([f["timing_ms"].get(k, 0.0) for f in frames])), 2) for k in STREAM_STAGES} if frames else {}
@@ -305,7 +305,7 @@ def open_camera(index: int):
     try: return cv2.VideoCapture(int(index))
     finally: log.setLogLevel(level)
 
-
+# %% ../nbs/16b_video.ipynb #f9b282b0
 def run_live(demo: Demo, camera: int = 0, save_path=None, max_frames: int | None = None, mirror: bool = False,
              log=print, detect_every: int = 1, smoother=None, overlay: str = "paint") -> dict:
     "The webcam demo: show the overlay live (needs a GUI) and/or record it to `save_path`."
