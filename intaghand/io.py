@@ -45,24 +45,24 @@ def atomic_write(path, mode: str = "wb"):
         with contextlib.suppress(FileNotFoundError): os.unlink(tmp)
         raise
 
-
+# %% ../nbs/01_io.ipynb #1800082f
 def atomic_write_bytes(path, data: bytes) -> Path:
     "Write `data` to `path` atomically."
     with atomic_write(path, "wb") as f: f.write(data)
     return Path(path)
 
-
+# %% ../nbs/01_io.ipynb #e0a9897d
 def atomic_write_text(path, text: str) -> Path:
     "Write `text` (UTF-8) to `path` atomically."
     return atomic_write_bytes(path, text.encode("utf-8"))
 
-
+# %% ../nbs/01_io.ipynb #aaa4a4af
 def atomic_write_json(path, obj, **kw) -> Path:
     "Write `obj` as JSON to `path` atomically."
     kw.setdefault("indent", 2)
     return atomic_write_text(path, json.dumps(obj, **kw) + "\n")
 
-
+# %% ../nbs/01_io.ipynb #4e759668
 def atomic_torch_save(obj, path) -> Path:
     "`torch.save` to `path` atomically."
     import torch
@@ -70,12 +70,12 @@ def atomic_torch_save(obj, path) -> Path:
     torch.save(obj, buf)
     return atomic_write_bytes(path, buf.getvalue())
 
-
+# %% ../nbs/01_io.ipynb #fd66430b
 def atomic_pickle(obj, path, protocol: int = 4) -> Path:
     "Pickle `obj` to `path` atomically."
     return atomic_write_bytes(path, pickle.dumps(obj, protocol=protocol))
 
-
+# %% ../nbs/01_io.ipynb #a22a0d16
 def atomic_imwrite(path, image, params=()) -> Path:
     "Encode `image` (OpenCV array, BGR) by the file extension and write it atomically."
     import cv2
@@ -83,7 +83,7 @@ def atomic_imwrite(path, image, params=()) -> Path:
     if not ok: raise ValueError(f"could not encode an image of shape {getattr(image, 'shape', None)} as {Path(path).suffix}")
     return atomic_write_bytes(path, buf.tobytes())
 
-
+# %% ../nbs/01_io.ipynb #b8f06789
 _TEMP_NAME = re.compile(r"^\.(?P<name>.+)\.[A-Za-z0-9_]{8}\.tmp$")   # `atomic_write`'s temporaries (tempfile.mkstemp)
 
 
@@ -107,11 +107,11 @@ def remove_stale_temps(folder, pattern: str = "*", recursive: bool = False, min_
 class UnsafePickleError(pickle.UnpicklingError, ValueError):
     "A pickle asked for a global outside the allow-list (the message names the file and the global)."
 
-
+# %% ../nbs/01_io.ipynb #ea1fd5c6
 class PickleReadError(pickle.UnpicklingError, ValueError):
     "A file that is not a readable pickle (empty, truncated, garbage); the message names the file."
 
-
+# %% ../nbs/01_io.ipynb #2a6932b0
 class ChumpyArray:
     "Stand-in for chumpy's `Ch` objects in MANO pickles; `to_numpy` gives the array it holds."
     def __setstate__(self, state): self.__dict__.update(state if isinstance(state, dict) else {"x": state})
@@ -120,12 +120,12 @@ class ChumpyArray:
             raise pickle.UnpicklingError("a chumpy expression without a stored value ('x') cannot be read without chumpy")
         return np.asarray(self.__dict__["x"])
 
-
+# %% ../nbs/01_io.ipynb #30f26a4e
 def _torch_from_bytes(b):
     import torch
     return torch.load(io.BytesIO(b), weights_only=True)
 
-
+# %% ../nbs/01_io.ipynb #4c736bda
 def _allowed_globals() -> dict:
     import copyreg, collections, codecs
     import numpy.core.multiarray as _ma  # noqa: F401  (older pickles name this module)
@@ -164,7 +164,7 @@ def _allowed_globals() -> dict:
         pass
     return allowed
 
-
+# %% ../nbs/01_io.ipynb #77031c24
 class SafeUnpickler(pickle.Unpickler):
     "An unpickler that resolves only the globals in `allowed` (see `_allowed_globals`)."
     def __init__(self, file, allowed=None, source: str = "<bytes>", **kw):
@@ -183,7 +183,7 @@ class SafeUnpickler(pickle.Unpickler):
                                 "code outside the array/container types its format needs. Only load files you trust "
                                 "from their original source.")
 
-
+# %% ../nbs/01_io.ipynb #10288c41
 def _chumpy_to_numpy(obj):
     if isinstance(obj, ChumpyArray): return obj.to_numpy()
     if isinstance(obj, dict): return {k: _chumpy_to_numpy(v) for k, v in obj.items()}
@@ -191,7 +191,7 @@ def _chumpy_to_numpy(obj):
     if isinstance(obj, tuple): return tuple(_chumpy_to_numpy(v) for v in obj)
     return obj
 
-
+# %% ../nbs/01_io.ipynb #ee37fe40
 def safe_load_pickle(path, allowed=None, encoding: str = "latin1"):
     "Load a pickle file without running code outside the allow-list; chumpy arrays become numpy."
     path = Path(path)
@@ -211,13 +211,13 @@ def safe_load_pickle(path, allowed=None, encoding: str = "latin1"):
 class CheckpointError(RuntimeError):
     "A checkpoint that cannot be read or does not fit the model."
 
-
+# %% ../nbs/01_io.ipynb #e23c87f9
 def _weights_only_refusal(msg: str) -> str | None:
     "The refused global of torch's weights-only refusal ('posix.system'), or None when `msg` is not one."
     m = re.search(r"(?:unsupported )?GLOBAL ([\w.]+)", msg)
     return m.group(1) if m and "Weights only load failed" in msg else None
 
-
+# %% ../nbs/01_io.ipynb #97d2f9a4
 def load_checkpoint(path, map_location="cpu"):
     "Load a checkpoint file safely (`weights_only=True`); a file that is not a readable checkpoint gives a `CheckpointError`."
     import torch
@@ -241,7 +241,7 @@ def load_checkpoint(path, map_location="cpu"):
         raise CheckpointError(f"{path}: not a readable checkpoint (damaged, truncated or another format; "
                               f"{type(e).__name__}{': ' + first if first else ''})") from None
 
-
+# %% ../nbs/01_io.ipynb #9da13a25
 def extract_state_dict(obj) -> dict:
     "The model weights of a loaded checkpoint: a plain state dict, or the `model` entry of a training checkpoint."
     if isinstance(obj, dict) and "model" in obj and isinstance(obj["model"], dict): obj = obj["model"]
@@ -249,12 +249,12 @@ def extract_state_dict(obj) -> dict:
     if not isinstance(obj, dict): raise CheckpointError(f"expected a state dict, found {type(obj).__name__}")
     return obj
 
-
+# %% ../nbs/01_io.ipynb #081da4d1
 def strip_prefix(state: dict, prefix: str = "module.") -> dict:
     "Remove `prefix` from every key that has it (DDP checkpoints)."
     return {(k[len(prefix):] if k.startswith(prefix) else k): v for k, v in state.items()}
 
-
+# %% ../nbs/01_io.ipynb #a43b6d35
 def state_dict_mismatch(model, state: dict) -> dict:
     "Missing, unexpected and shape-mismatched keys of `state` against `model`."
     own = model.state_dict()
@@ -263,7 +263,7 @@ def state_dict_mismatch(model, state: dict) -> dict:
             "shape": [(k, tuple(state[k].shape), tuple(own[k].shape)) for k in own
                       if k in state and hasattr(state[k], "shape") and tuple(state[k].shape) != tuple(own[k].shape)]}
 
-
+# %% ../nbs/01_io.ipynb #52adb6e8
 def load_state_dict_checked(model, state: dict, source: str = "checkpoint"):
     "Strictly load `state` into `model` (with `module.` fallback) or raise a `CheckpointError` listing the differences."
     for candidate in (state, strip_prefix(state)):
@@ -287,13 +287,13 @@ class ImageReadError(ValueError):
         super().__init__(reason if path is None else f"{path}: {reason}")
         self.reason, self.path = reason, path
 
-
+# %% ../nbs/01_io.ipynb #02427a4e
 MAX_IMAGE_BYTES = 1 << 30        # 1 GiB: larger files are refused before they are read
 MAX_IMAGE_PIXELS = 1 << 28       # 268 MP: larger images are refused before they are decoded
 JPEG_MAGIC, PNG_MAGIC = b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n"
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")   # the file types OpenCV decodes
 
-
+# %% ../nbs/01_io.ipynb #ac025750
 def _png_problem(data: bytes) -> str | None:
     "Why `data` is not a complete PNG (chunk cut off, CRC mismatch, no IEND, image stream incomplete), or None."
     pos, idat = len(PNG_MAGIC), zlib.decompressobj()
@@ -312,7 +312,7 @@ def _png_problem(data: bytes) -> str | None:
             return None if idat.eof else "truncated PNG: the compressed image data ends early"
         pos = end
 
-
+# %% ../nbs/01_io.ipynb #2c3ff53f
 def _exif_orientation(data: bytes) -> int:
     "The EXIF orientation (1..8) of a JPEG, 1 when absent or unreadable."
     if b"Exif\x00\x00" not in data[:1 << 16]: return 1
@@ -322,7 +322,7 @@ def _exif_orientation(data: bytes) -> int:
     except Exception: return 1
     return o if 1 <= o <= 8 else 1
 
-
+# %% ../nbs/01_io.ipynb #4a144438
 def _orient(img, o: int):
     "Apply EXIF orientation `o` as OpenCV's `imread` does."
     import cv2
@@ -330,7 +330,7 @@ def _orient(img, o: int):
     flip = {2: 1, 3: -1, 4: 0, 6: 1, 7: -1, 8: 0}.get(o)
     return img if flip is None else cv2.flip(img, flip)
 
-
+# %% ../nbs/01_io.ipynb #a24897a9
 def decode_image(data: bytes, source: str = "<bytes>", max_pixels: int = MAX_IMAGE_PIXELS) -> np.ndarray:
     "H×W×3 uint8 BGR from the bytes of an image file (see `read_image`); `ImageReadError` naming `source` otherwise."
     import cv2
@@ -360,7 +360,7 @@ def decode_image(data: bytes, source: str = "<bytes>", max_pixels: int = MAX_IMA
     check_size(img.shape[1], img.shape[0])
     return img
 
-
+# %% ../nbs/01_io.ipynb #b7778773
 def read_image(path, max_bytes: int = MAX_IMAGE_BYTES, max_pixels: int = MAX_IMAGE_PIXELS) -> np.ndarray:
     """H×W×3 uint8 BGR of an image file the workbench made (a processed data set's crops and maps), decoded strictly
     and fast: JPEG with simplejpeg (truncation is an error, trailing data after the end marker is fine), PNG with its
@@ -461,7 +461,7 @@ def decode_user_image(data: bytes, max_pixels: int = MAX_IMAGE_PIXELS) -> tuple:
         img = to_bgr8(img, notes)
     return img, notes
 
-
+# %% ../nbs/01_io.ipynb #71467e63
 def read_user_image(path, min_side: int = 1, max_pixels: int = MAX_IMAGE_PIXELS, max_bytes: int = MAX_IMAGE_BYTES) -> tuple:
     """(H×W×3 uint8 BGR, notes) from an image file a user gave, or `ImageReadError` naming the file and saying why it
     cannot be used (`.reason`: the why alone). The file's size and the image's pixel count (from its header) are checked
