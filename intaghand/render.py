@@ -43,7 +43,7 @@ def _batch_param(x, shape_tail: tuple, name: str, batch=None) -> torch.Tensor:
     if not torch.isfinite(t).all(): raise ValueError(f"{name}: contains NaN or infinite values")
     return t
 
-
+# %% ../nbs/05_render.ipynb #a76ffd69
 class WeakPerspectiveCamera:
     "The original weak-perspective camera: scale `s` (B), `trans2d` t (B×2), pixel image of `image_size`."
     perspective = False
@@ -86,7 +86,7 @@ class WeakPerspectiveCamera:
 
     def __repr__(self): return f"WeakPerspectiveCamera(B={self.batch_size}, image_size={self.hw})"
 
-
+# %% ../nbs/05_render.ipynb #e5bc7756
 class PerspectiveCamera:
     "Pinhole camera: intrinsics `K` (B×3×3, pixels), extrinsics `R` (B×3×3), `t` (B×3): X_c = R·X + t."
     perspective = True
@@ -131,7 +131,7 @@ class PerspectiveCamera:
 
     def __repr__(self): return f"PerspectiveCamera(B={self.batch_size}, image_size={self.hw})"
 
-
+# %% ../nbs/05_render.ipynb #bb960991
 def screen_to_ndc(screen: torch.Tensor, image_size) -> torch.Tensor:
     "Pixel coordinates + depth (…×3) → PyTorch3D NDC (x left, y up; the shorter side spans [-1, 1]), depth kept."
     H, W = image_hw(image_size)
@@ -155,14 +155,14 @@ class TwoHandScene:
     @property
     def batch_size(self) -> int: return self.screen.shape[0]
 
-
+# %% ../nbs/05_render.ipynb #5f6f8ac2
 def _check_camera(cam, name, batch):
     if not hasattr(cam, "project") or not hasattr(cam, "hw"):
         raise ValueError(f"{name}: expected a WeakPerspectiveCamera or PerspectiveCamera, got {type(cam).__name__}")
     if cam.batch_size not in (1, batch):
         raise ValueError(f"{name}: camera batch size {cam.batch_size} does not match the vertex batch size {batch}")
 
-
+# %% ../nbs/05_render.ipynb #afc84941
 def build_scene(left_verts, right_verts, faces, camera_left, camera_right=None, faces_left=None) -> TwoHandScene:
     """Project left/right vertices (B×Nl×3, B×Nr×3) with their cameras into one screen-space scene.
     `faces` are the right hand's (F×3); the left hand's default to them with flipped winding."""
@@ -237,7 +237,7 @@ def _colour(c, ref: torch.Tensor) -> torch.Tensor:
     if t.max() > 1: t = t / 255.0
     return t.to(ref.dtype).to(ref.device)
 
-
+# %% ../nbs/05_render.ipynb #a5b02b41
 def hand_vertex_colors(scene: TwoHandScene, left=HAND_RGB["left"], right=HAND_RGB["right"]) -> torch.Tensor:
     "V×3 colours in [0, 1]: `left` on the left hand's vertices, `right` on the right hand's."
     V = scene.screen.shape[1]
@@ -245,21 +245,21 @@ def hand_vertex_colors(scene: TwoHandScene, left=HAND_RGB["left"], right=HAND_RG
     c[: scene.n_left_verts] = _colour(left, scene.view)
     return c
 
-
+# %% ../nbs/05_render.ipynb #26c74d4b
 def default_vertex_colors(template) -> torch.Tensor:
     "Dense-map colours from a rest-pose template (N×3): its coordinates normalised to [0, 1] per axis."
     v = torch.as_tensor(np.asarray(template) if not torch.is_tensor(template) else template).double()
     lo, hi = v.amin(0), v.amax(0)
     return ((v - lo) / (hi - lo).clamp_min(1e-12)).float()
 
-
+# %% ../nbs/05_render.ipynb #94237881
 class MaskShader:
     "Per-hand silhouettes: (left, right), each B×H×W bool, occlusion-aware."
     def __call__(self, fragments: Fragments, scene: TwoHandScene):
         f = fragments.pix_to_face
         return (f >= 0) & (f < scene.n_left_faces), f >= scene.n_left_faces
 
-
+# %% ../nbs/05_render.ipynb #0e8b8ee7
 class DenseShader:
     "Interpolated per-vertex colours (V×3 or B×V×3, in [0, 1]), no lighting: the dense-correspondence map."
     def __init__(self, background=(0.0, 0.0, 0.0)): self.background = background
@@ -271,7 +271,7 @@ class DenseShader:
             raise ValueError(f"vertex colours must be V×3 or B×V×3 with V = {V} (both hands), got {tuple(vc.shape)}")
         return interpolate_vertex_attributes(fragments, scene.faces, vc, _colour(self.background, vc))
 
-
+# %% ../nbs/05_render.ipynb #c0cfeb2d
 class DepthShader:
     "Depth (camera Z, or Z + z_offset for the weak-perspective camera) per pixel, `background` elsewhere."
     def __init__(self, background: float = 0.0): self.background = background
@@ -280,7 +280,7 @@ class DepthShader:
         z = interpolate_vertex_attributes(fragments, scene.faces, scene.screen[..., 2:], float(self.background))[..., 0]
         return z
 
-
+# %% ../nbs/05_render.ipynb #70af28ba
 @dataclass
 class Lights:
     "Directional light (`direction`: from the surface towards the light, camera axes) with Phong terms."
@@ -290,7 +290,7 @@ class Lights:
     shininess: float = 64.0
     direction: tuple = (0.0, 0.0, -1.0)
 
-
+# %% ../nbs/05_render.ipynb #6208ac18
 class PhongShader:
     "Two-sided Phong shading of per-vertex colours with smooth normals, in camera space."
     def __init__(self, lights: Lights = None, background=(0.0, 0.0, 0.0)):
@@ -327,7 +327,7 @@ def composite(image, rgb: torch.Tensor, alpha: torch.Tensor, opacity: float = 1.
     a = (alpha.to(rgb) * opacity)[..., None]
     return rgb * a + img * (1 - a)
 
-
+# %% ../nbs/05_render.ipynb #e7e9dfd7
 @dataclass
 class RenderOutput:
     "What `HandRenderer` returns; products not asked for are None."
@@ -362,7 +362,7 @@ class RenderOutput:
         if rgb is None: raise ValueError(f"overlay needs the {product!r} product: render with modes including {product!r}")
         return composite(image, rgb, self.alpha, opacity)
 
-
+# %% ../nbs/05_render.ipynb #1ce233fb
 MODES = ("mask", "dense", "depth", "shaded")
 
 
