@@ -87,7 +87,7 @@ def _hand_result(pred, i: int, frame, origin) -> HandResult:
     j3 = None if pred.joints3d is None else pred.joints3d[i].detach().cpu().double().numpy()
     return HandResult(v3, a * v3[:, :2] + b, j3, None if j3 is None else a * j3[:, :2] + b, s, t, (a, b))
 
-
+# %% ../nbs/16_demo_result.ipynb #65e43459
 def reconstruct(rec, image: np.ndarray, detector=None, fill: float = 0.8, box=None) -> DemoResult:
     """Run `detector` (or None: whole image), crop, reconstruct with `rec` (a `Reconstructor`); 2D in input pixels.
     `detector`: a callable BGR image -> `intaghand.detect.Detection`, or the strings 'disabled' / 'unavailable'.
