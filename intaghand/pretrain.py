@@ -82,7 +82,7 @@ def _partial_path(out) -> Path:
     out = Path(out)
     return out.with_name(out.name + ".partial")
 
-
+# %% ../nbs/12a_pretrain.ipynb #0fd45299
 def pretrain_encoder(data_path, out, cfg=None, steps: int = 2000, batch: int = 16, lr: float = 1e-3, seed: int = 0,
                      n: int = 0, eval_every: int = 250, log=print) -> dict:
     """Pretrain `cfg`'s ResNet on the processed data at `data_path` and write its torchvision state dict to `out`.
