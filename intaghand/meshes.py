@@ -48,7 +48,7 @@ def toy_hand_mesh():
         verts.append(p.vertices); faces.append(p.faces + off); off += len(p.vertices)
     return np.concatenate(verts).astype(np.float32), np.concatenate(faces).astype(np.int64)
 
-
+# %% ../nbs/05b_meshes.ipynb #2ed42902
 def hand_template(cfg=None):
     """The right-hand template mesh: (verts N×3 float32, faces F×3 int64, source str). Reads the MANO-format
     file the config points at (embedded or real, keys 'v_template' and 'f'); falls back to `toy_hand_mesh`."""
@@ -61,7 +61,7 @@ def hand_template(cfg=None):
         v, f = toy_hand_mesh()
         return v, f, "toy_hand_mesh"
 
-
+# %% ../nbs/05b_meshes.ipynb #7a53f437
 def mirror_to_left(verts, faces):
     "A left hand from a right one: x mirrored, winding flipped (how MANO's two hands relate)."
     v = torch.as_tensor(np.asarray(verts) if not torch.is_tensor(verts) else verts)
@@ -76,7 +76,7 @@ def face_normals(verts3d: np.ndarray, faces: np.ndarray) -> tuple:
     if np.nansum(n * (tri.mean(1) - verts3d.mean(0))) < 0: n = -n     # the faces wind inwards: flip
     return n, n[:, 2] < 0
 
-
+# %% ../nbs/05b_meshes.ipynb #b7c10fe6
 def paint_triangles(canvas: np.ndarray, tri2d: np.ndarray, depth: np.ndarray, values) -> np.ndarray:
     """Fill triangles (F×3×2 pixel corners) into `canvas` in place, far (large `depth`) to near, each with its value (a
     colour row or a number per triangle, in the canvas's type), at 1/16-pixel precision; returns `canvas`."""
@@ -86,7 +86,7 @@ def paint_triangles(canvas: np.ndarray, tri2d: np.ndarray, depth: np.ndarray, va
     for p, v in zip(pts, np.asarray(values)[order].tolist()): cv2.fillConvexPoly(canvas, p, v, cv2.LINE_8, 4)
     return canvas
 
-
+# %% ../nbs/05b_meshes.ipynb #af3fe7ba
 def paint_hands(image: np.ndarray, hands, faces, colors=None, opacity=None, ambient: float = 0.35) -> np.ndarray:
     """A copy of `image` (H×W×3 uint8, BGR) with each hand of `hands` — (verts3d V×3 in camera axes, verts2d V×2 in
     the image's pixels) — painted flat-shaded, far faces first, faces turned away left out. `colors`: per hand
@@ -140,7 +140,7 @@ def _one_scene(v, name):
     if v.shape[0] != 1: raise ValueError(f"{name}: export one scene at a time, got a batch of {v.shape[0]} (pass verts[i])")
     return v[0].detach().cpu().double().numpy()
 
-
+# %% ../nbs/05b_meshes.ipynb #248b241f
 def hands_to_trimesh(left_verts, right_verts, faces, faces_left=None, colors=(HAND_RGB["left"], HAND_RGB["right"]), vertex_colors=None):
     "One `trimesh.Trimesh` of both hands (left first) with RGBA uint8 vertex colours."
     import trimesh
@@ -159,7 +159,7 @@ def hands_to_trimesh(left_verts, right_verts, faces, faces_left=None, colors=(HA
     rgba = np.concatenate([np.round(c * 255), np.full((len(v), 1), 255)], 1).astype(np.uint8)
     return trimesh.Trimesh(vertices=v, faces=f, vertex_colors=rgba, process=False)
 
-
+# %% ../nbs/05b_meshes.ipynb #7926302f
 def export_hands(path, left_verts, right_verts, faces, faces_left=None, colors=(HAND_RGB["left"], HAND_RGB["right"]),
                  vertex_colors=None) -> Path:
     "Write both hands with vertex colours to `path` (.obj, .ply or .glb by suffix), atomically."
@@ -170,7 +170,7 @@ def export_hands(path, left_verts, right_verts, faces, faces_left=None, colors=(
     data = mesh.export(file_type=kind, include_normals=False) if kind == "obj" else mesh.export(file_type=kind)
     return atomic_write_bytes(path, data if isinstance(data, bytes) else data.encode("utf-8"))
 
-
+# %% ../nbs/05b_meshes.ipynb #0ecc3012
 def load_mesh(path):
     "Read a mesh file back: (verts N×3 float64, faces F×3 int64, colours N×4 uint8 or None), vertex order kept."
     import trimesh
@@ -182,7 +182,7 @@ def load_mesh(path):
     if getattr(m.visual, "kind", None) == "vertex": cols = np.asarray(m.visual.vertex_colors)
     return np.asarray(m.vertices, np.float64), np.asarray(m.faces, np.int64), cols
 
-
+# %% ../nbs/05b_meshes.ipynb #865bd1a8
 def _camera_lines(camera, depth_range):
     "World-space line segments (list of 2×3 arrays) outlining `camera`'s view volume and axes."
     H, W = camera.hw
@@ -208,7 +208,7 @@ def _camera_lines(camera, depth_range):
     segs += [np.stack([far[k], far[(k + 1) % 4]]) for k in range(4)]
     return segs, centre, axes
 
-
+# %% ../nbs/05b_meshes.ipynb #883a2b89
 def plot_hands(left_verts, right_verts, faces, faces_left=None, colors=(HAND_RGB["left"], HAND_RGB["right"]), camera=None,
                title: str = None):
     "A plotly figure of both hands (first batch element); with `camera`, its view volume (frustum) and axes."
