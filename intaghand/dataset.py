@@ -43,7 +43,7 @@ class ProcessedSample:
 class MissingSamplesWarning(UserWarning):
     "A processed split whose numbering has gaps (annotation files deleted or never written)."
 
-
+# %% ../nbs/10_dataset.ipynb #217c5ef3
 def _imread(path, what: str):
     "A stored image (BGR uint8) read strictly (`read_image`); a missing or damaged file is an error naming it."
     path = Path(path)
@@ -54,7 +54,7 @@ def _imread(path, what: str):
     try: return read_image(path)
     except ImageReadError as e: raise ImageReadError(f"{what} {e}") from None
 
-
+# %% ../nbs/10_dataset.ipynb #0a3c6dfc
 class InterHandDataset(Dataset):
     """Processed samples of `split` under `root` (`<root>/<split>/{img,anno,mask,dense,hms}`). Position `i` is the
     i-th sample that exists (`indices[i]` its file index); gaps in the numbering are reported (`missing`, and a
@@ -109,7 +109,7 @@ class HandLabels:
     verts3d: torch.Tensor   # 778×3
     joints3d: torch.Tensor  # 21×3
 
-
+# %% ../nbs/10_dataset.ipynb #37a7d6f4
 @dataclass
 class HandSample:
     "One training sample, or a batch of them (see the table above)."
@@ -137,7 +137,7 @@ class HandSample:
         return (self.ori_img, self.img, self.mask, self.dense, self.hms, l.verts2d, l.joints2d, r.verts2d, r.joints2d,
                 l.verts3d, l.joints3d, r.verts3d, r.joints3d, self.root_rel)
 
-
+# %% ../nbs/10_dataset.ipynb #e4b8dd9a
 def collate_samples(samples: list) -> HandSample:
     "Stack a list of `HandSample`s into one batch (a `DataLoader` `collate_fn`)."
     def stack(xs):
@@ -158,7 +158,7 @@ class Augmentation:
     gain: tuple = (1.0, 1.0, 1.0)   # per channel (BGR)
     offset: float = 0.0
 
-
+# %% ../nbs/10_dataset.ipynb #25d03de2
 def draw_augmentation(rng: np.random.Generator, theta: float = 90, scale: float = 0.1, uv: float = 0.0,
                       flip: bool = True, photometric: bool = True) -> Augmentation:
     "Draw augmentation parameters like the original `handDataset` (ranges from `cfg.DATA_AUGMENT`)."
@@ -169,13 +169,13 @@ def draw_augmentation(rng: np.random.Generator, theta: float = 90, scale: float 
         a.gain, a.offset = tuple(float(g) for g in rng.uniform(0.7, 1.3, 3)), float(255 * 0.05 * rng.uniform(-1, 1))
     return a
 
-
+# %% ../nbs/10_dataset.ipynb #67b5e90f
 def rotation_2d(theta_deg: float) -> np.ndarray:
     "2×2 rotation [[cos, −sin], [sin, cos]] of θ degrees."
     t = math.radians(theta_deg)
     return np.array([[math.cos(t), -math.sin(t)], [math.sin(t), math.cos(t)]])
 
-
+# %% ../nbs/10_dataset.ipynb #10bc7aef
 def augmentation_matrix(aug: Augmentation, src: int, dst: int) -> np.ndarray:
     "3×3 affine from crop pixels (side `src`) to input pixels (side `dst`)."
     c = src / 2
@@ -186,19 +186,19 @@ def augmentation_matrix(aug: Augmentation, src: int, dst: int) -> np.ndarray:
     if aug.flip: A = np.array([[-1, 0, dst - 1], [0, 1, 0], [0, 0, 1.]]) @ A
     return A
 
-
+# %% ../nbs/10_dataset.ipynb #9358b996
 def apply_affine(A, pts) -> np.ndarray:
     "Map N×2 points with a 3×3 (or 2×3) affine."
     A = np.asarray(A, np.float64)
     return (np.asarray(pts, np.float64) @ A[:2, :2].T + A[:2, 2]).astype(np.float32)
 
-
+# %% ../nbs/10_dataset.ipynb #a7bc5434
 def warp(img, A, size: int):
     "`cv2.warpAffine` with the original's settings (bilinear, black border)."
     return cv2.warpAffine(img, np.asarray(A, np.float64)[:2], (size, size), flags=cv2.INTER_LINEAR,
                           borderMode=cv2.BORDER_CONSTANT, borderValue=0)
 
-
+# %% ../nbs/10_dataset.ipynb #2c58c29d
 def photometric(img, aug: Augmentation) -> np.ndarray:
     "Per-channel gain and one offset, clipped to uint8."
     out = img.astype(np.float32) * np.asarray(aug.gain, np.float32) + aug.offset
@@ -209,7 +209,7 @@ def aux_size(cfg) -> int:
     "Side of the auxiliary targets: IMG_SIZE / 2^(6 − len(DECONV_DIMS)) (64 by default)."
     return int(cfg.MODEL.IMG_SIZE) // 2 ** (6 - len(cfg.MODEL.DECONV_DIMS))
 
-
+# %% ../nbs/10_dataset.ipynb #d8abc82d
 def normalise_3d(hands: dict):
     "Root-relative, bone-normalised 3D labels: ({hand: (verts3d, joints3d)}, root_rel, scale)."
     jl, jr = hands["left"]["joints3d"], hands["right"]["joints3d"]
@@ -219,7 +219,7 @@ def normalise_3d(hands: dict):
     out = {h: ((hands[h]["verts3d"] - root[h]) * scale, (hands[h]["joints3d"] - root[h]) * scale) for h in HANDS}
     return out, (root["right"] - root["left"]) * scale, scale
 
-
+# %% ../nbs/10_dataset.ipynb #8ab61a2a
 class HandDataset(Dataset):
     "Training samples (`HandSample`) from processed data: augmentation, aux targets at IMG_SIZE/4, normalised 3D labels."
     def __init__(self, data, split: str = "train", cfg=None, mano_layers: dict = None, train: bool = None,
