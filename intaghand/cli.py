@@ -80,7 +80,7 @@ def _rasterize_triangle(size: int = 64):
     frags = rast(Meshes(verts=verts, faces=faces))
     return (frags.pix_to_face[0, ..., 0] >= 0).cpu()
 
-
+# %% ../nbs/20_cli.ipynb #6986469e
 def smoke_main(argv) -> int:
     "Check config, assets and a PyTorch3D rasterization; write a picture to --save_path."
     import numpy as np
