@@ -53,15 +53,15 @@ def _sorted_entries(W):
     order = np.lexsort((c, r))
     return r[order], c[order], v[order]
 
-
+# %% ../nbs/04_graph.ipynb #9e68c684
 def _column_sums(W) -> np.ndarray: return np.asarray(W.sum(axis=0)).ravel()
 
-
+# %% ../nbs/04_graph.ipynb #d0d2f150
 def visit_order(W) -> np.ndarray:
     "HEM visiting order: vertices by ascending weighted degree (column sums), ties by index (stable)."
     return np.argsort(_column_sums(W), kind="stable")
 
-
+# %% ../nbs/04_graph.ipynb #371c9277
 def hem_one_level(W, rid, weights) -> np.ndarray:
     "One Heavy-Edge-Matching pass over the symmetric graph `W` visiting `rid`: each vertex's cluster id (int32)."
     rr, cc, vv = _sorted_entries(W)
@@ -93,7 +93,7 @@ def hem_one_level(W, rid, weights) -> np.ndarray:
         count += 1
     return cluster
 
-
+# %% ../nbs/04_graph.ipynb #621ab811
 def hem_coarsen(W, levels: int = COARSENING_LEVELS):
     "Coarsen `W` `levels` times: the graphs (finest first, `levels`+1 CSR float32) and each level's parent ids."
     W = sp.csr_matrix(W, dtype=np.float32)
@@ -304,7 +304,7 @@ def load_graph_pkl(path) -> dict:
 ASSET_FILES = {"graph_left": "graph_left.pkl", "graph_right": "graph_right.pkl", "upsample": "upsample.pkl",
                "v_color": "v_color.pkl", "mano_seg": "mano_seg.pkl"}
 
-
+# %% ../nbs/04_graph.ipynb #533e8052
 def _model_arrays(model, source: str) -> dict:
     "The arrays this chapter needs ('f', 'v_template', 'weights', 'kintree_table') from a MANO-format model."
     get = (lambda k: model.get(k)) if isinstance(model, dict) else (lambda k: getattr(model, k, None))
@@ -318,7 +318,7 @@ def _model_arrays(model, source: str) -> dict:
                          f"weights {out['weights'].shape}, faces up to {out['f'].max()}")
     return out
 
-
+# %% ../nbs/04_graph.ipynb #513ec5d0
 def read_hand_model(path) -> dict:
     """Read a MANO-format model file (official pkl with chumpy inside, the embedded model, or `.npz`) with the MANO
     chapter's checked reader; returns the arrays this chapter needs, faces as uint32 like the MANO files."""
@@ -327,7 +327,7 @@ def read_hand_model(path) -> dict:
     out["f"] = out["f"].astype(np.uint32)        # the reader widens faces to int64; MANO stores them as uint32
     return out
 
-
+# %% ../nbs/04_graph.ipynb #753cef81
 def _model_paths(mano_dir, embedded: bool, say=print) -> dict:
     "Right/left model files in `mano_dir` (real MANO names) or the embedded model's; a clear error if missing."
     if embedded:
@@ -345,7 +345,7 @@ def _model_paths(mano_dir, embedded: bool, say=print) -> dict:
     if missing: raise AssetNotFoundError(f"{what} file(s) {', '.join(missing)}", [d], how)
     return paths
 
-
+# %% ../nbs/04_graph.ipynb #43be0589
 def pickle_bytes(obj, protocol: int = 4) -> bytes:
     """`pickle.dumps(obj)`, except that torch storages are saved in torch's zip format: the default pickling of
     a tensor embeds a memory address, so the same tensor would give different bytes from run to run."""
@@ -365,7 +365,7 @@ def pickle_bytes(obj, protocol: int = 4) -> bytes:
     _Pickler(buf, protocol=protocol).dump(obj)
     return buf.getvalue()
 
-
+# %% ../nbs/04_graph.ipynb #6d418de0
 def build_assets(mano_dir=None, out_dir=None, models=None, overwrite: bool = False, progress: bool = True,
                  embedded: bool = False, levels: int = COARSENING_LEVELS) -> dict:
     "Build graph_left/right, upsample, v_color and mano_seg pickles into `out_dir`; returns {name: path}."
@@ -408,7 +408,7 @@ def build_assets(mano_dir=None, out_dir=None, models=None, overwrite: bool = Fal
     say(f"done in {time.perf_counter() - t0:.1f} s")
     return targets
 
-
+# %% ../nbs/04_graph.ipynb #233e5488
 def build_assets_main(argv=None) -> int:
     "`intaghand build-assets`: build the mesh-graph assets from MANO files or the embedded hand model."
     p = argparse.ArgumentParser(prog="intaghand build-assets", description=
