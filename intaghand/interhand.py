@@ -89,13 +89,13 @@ class FrameTask:
     camera: dict | None    # the capture's camera.json entry
     mano: dict | None      # the frame's MANO_NeuralAnnot entry
 
-
+# %% ../nbs/08_interhand.ipynb #8f17e144
 def _load_json(path):
     path = Path(path)
     if not path.is_file(): raise FileNotFoundError(f"InterHand2.6M annotation file not found: {path}")
     with open(path) as f: return json.load(f)
 
-
+# %% ../nbs/08_interhand.ipynb #81139b16
 def interhand_tasks(data_path, split: str):
     """(tasks, dropped counts, bad entries, listed dropped frames) of one split from the official annotation files.
     Frames dropped for a missing left/right MANO fit are listed (index, file_name, reason, detail) as well as
@@ -169,7 +169,7 @@ def painter_render(points2d, depth, faces, face_colors, size: int, background=0)
         cv2.fillConvexPoly(img, fixed[f], tuple(int(c) for c in face_colors[f]), lineType=cv2.LINE_8, shift=4)
     return img
 
-
+# %% ../nbs/08_interhand.ipynb #a0ce32b8
 class GTRenderer:
     """`renderer(verts_left, verts_right, K, size) -> (mask, dense)` for camera-space vertices (778×3 each), picklable:
     the render chapter's `HandRenderer` (backend 'auto': PyTorch3D on CUDA, the fast z-buffer on CPU; or 'fast',
@@ -202,12 +202,12 @@ class GTRenderer:
         p = project(v, K)
         return painter_render(p, v[:, 2], both, cmask, size), painter_render(p, v[:, 2], both, cdense, size)
 
-
+# %% ../nbs/08_interhand.ipynb #82201169
 def gt_renderer(faces, v_color, backend: str = "auto") -> GTRenderer:
     "The ground-truth renderer (see `GTRenderer`)."
     return GTRenderer(faces, v_color, backend)
 
-
+# %% ../nbs/08_interhand.ipynb #ac564e65
 def render_targets(anno: dict, layers: dict, renderer, size: int = IMG_SIZE):
     "(mask, dense, {hand: 21×64×64 heatmaps}) of one annotation."
     lab = hand_labels(anno, layers)
@@ -259,13 +259,13 @@ def _finalize(tasks, out: Path, staging: Path):
 class ProcessInputsError(ValueError):
     "A resumed run whose inputs (data, hand model, settings) differ from the ones the output folder was made with."
 
-
+# %% ../nbs/08_interhand.ipynb #8c5cf9a7
 def _file_stat(p: Path):
     try: st = p.stat()
     except OSError: return None
     return {"size": st.st_size, "mtime_ns": st.st_mtime_ns}
 
-
+# %% ../nbs/08_interhand.ipynb #09edd2c2
 def _fingerprint(*arrays) -> str:
     h = hashlib.sha256()
     for a in arrays:
@@ -273,7 +273,7 @@ def _fingerprint(*arrays) -> str:
         h.update(f"{a.dtype.str}{a.shape}".encode()); h.update(a.tobytes())
     return h.hexdigest()[:16]
 
-
+# %% ../nbs/08_interhand.ipynb #1b399c99
 def hand_model_fingerprint(layer) -> dict:
     "{'source', 'sha256'} of a MANO layer: the hash of its model file, or of its buffers when built from a dict."
     src = getattr(layer, "source", None)
@@ -283,7 +283,7 @@ def hand_model_fingerprint(layer) -> dict:
     return {"source": str(src), "sha256": _fingerprint(np.frombuffer(repr([k for k, _ in bufs]).encode(), np.uint8),
                                                           *[b for _, b in bufs])}
 
-
+# %% ../nbs/08_interhand.ipynb #ad1e4fbd
 def processing_inputs(data_path, split: str, layers: dict, size: int = IMG_SIZE) -> dict:
     "What the crops of `split` follow from: the data (path, annotation files' size and mtime), the hand model, the settings."
     data_path = Path(data_path).resolve()
@@ -293,12 +293,12 @@ def processing_inputs(data_path, split: str, layers: dict, size: int = IMG_SIZE)
             "hand_model": {h: hand_model_fingerprint(layers[h]) for h in HANDS},
             "img_size": int(size), "hand_bbox_ratio": HAND_BBOX_RATIO}
 
-
+# %% ../nbs/08_interhand.ipynb #7fade5d6
 def render_inputs(renderer) -> dict:
     "What the renders follow from besides the annotations: the renderer's faces and dense colours."
     return {"renderer": _fingerprint(getattr(renderer, "faces", np.zeros(0)), getattr(renderer, "v_color", np.zeros(0)))}
 
-
+# %% ../nbs/08_interhand.ipynb #dcff693f
 def input_differences(recorded: dict, now: dict) -> list:
     "One line per input that differs between a recorded run and this one."
     out = []
@@ -313,7 +313,7 @@ def input_differences(recorded: dict, now: dict) -> list:
         else: out.append(f"{k} was {a!r}, now {b!r}")
     return out
 
-
+# %% ../nbs/08_interhand.ipynb #4b5bf63e
 def _check_inputs(recorded, now: dict, where: Path, split: str, save_path: Path, progress: bool):
     if recorded is None:
         if progress: print(f"{split}: {where} records no inputs (an older version made it); resuming without checking them")
@@ -328,7 +328,7 @@ def _check_inputs(recorded, now: dict, where: Path, split: str, save_path: Path,
 def _listed(rec: dict) -> dict:
     return {k: rec.get(k, "") for k in ("index", "file_name", "reason", "detail")}
 
-
+# %% ../nbs/08_interhand.ipynb #69da37f4
 def process_split(data_path, save_path, split: str, layers: dict, renderer=None, workers: int = 1,
                   size: int = IMG_SIZE, render: bool = True, progress: bool = True) -> dict:
     """Process one split of InterHand2.6M into `<save_path>/<split>`; returns (and writes) its report. A resumed run
@@ -384,7 +384,7 @@ def process_split(data_path, save_path, split: str, layers: dict, renderer=None,
         atomic_write_json(report_path, report)
     return report
 
-
+# %% ../nbs/08_interhand.ipynb #90d8ce72
 def _show(xs, n: int = 10) -> str:
     return ", ".join(map(str, xs[:n])) + (f", ... (+{len(xs) - n} more)" if len(xs) > n else "")
 
