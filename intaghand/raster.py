@@ -24,7 +24,7 @@ def image_hw(image_size) -> tuple:
     if min(hw) <= 0: raise ValueError(f"image_size must be positive, got {hw} (H, W): a zero-size image has nothing to draw")
     return hw
 
-
+# %% ../nbs/05a_raster.ipynb #cad29870
 def check_verts(verts, name: str = "verts") -> torch.Tensor:
     "`verts` as a float B×N×3 tensor (an N×3 array becomes a batch of one); empty or non-finite input raises."
     if verts is None: raise ValueError(f"{name}: expected vertices of shape B×N×3, got None")
@@ -42,7 +42,7 @@ def check_verts(verts, name: str = "verts") -> torch.Tensor:
                          "check the pose/shape parameters or the network output that produced them")
     return v
 
-
+# %% ../nbs/05a_raster.ipynb #33c9ca5f
 def check_faces(faces, n_verts: int, name: str = "faces") -> torch.Tensor:
     "`faces` as a long F×3 tensor indexing `n_verts` vertices; empty, out-of-range or repeated-index faces raise."
     if faces is None: raise ValueError(f"{name}: expected an F×3 array of vertex indices, got None")
@@ -61,7 +61,7 @@ def check_faces(faces, n_verts: int, name: str = "faces") -> torch.Tensor:
         raise ValueError(f"{name}: {int(rep.sum())} degenerate faces repeat a vertex index (first: face {k} = {f[k].tolist()})")
     return f
 
-
+# %% ../nbs/05a_raster.ipynb #939f00b1
 def check_not_degenerate(verts: torch.Tensor, faces: torch.Tensor, name: str = "mesh"):
     "Raise when every face of some batch element has zero area (collapsed vertices)."
     tri = verts[:, faces]
@@ -72,7 +72,7 @@ def check_not_degenerate(verts: torch.Tensor, faces: torch.Tensor, name: str = "
         raise ValueError(f"{name}: the mesh is degenerate in batch element(s) {dead.nonzero().flatten().tolist()}: "
                          "all faces have zero area (vertices collapsed to a point or a line)")
 
-
+# %% ../nbs/05a_raster.ipynb #1796c6d3
 def flip_winding(faces):
     "Faces with the first two indices swapped: the original's left-hand faces from the right-hand ones."
     f = torch.as_tensor(np.asarray(faces) if not torch.is_tensor(faces) else faces)
@@ -89,7 +89,7 @@ class Fragments:
     @property
     def foreground(self) -> torch.Tensor: return self.pix_to_face >= 0
 
-
+# %% ../nbs/05a_raster.ipynb #6830b70d
 def _edge_coefficients(x, y, i0, j0):
     """Per-face edge functions E_k(i0 + di, j0 + dj) = C_k + A_k·di + B_k·dj at pixel centres, for the edges
     opposite each vertex: (1→2), (2→0), (0→1). Each edge is evaluated in a canonical vertex order, so two
@@ -104,7 +104,7 @@ def _edge_coefficients(x, y, i0, j0):
     C = ((x1 - x0) * (cy - y0) - (y1 - y0) * (cx - x0)) * sign
     return C, -(y1 - y0) * sign, (x1 - x0) * sign        # F×3 each
 
-
+# %% ../nbs/05a_raster.ipynb #6615766e
 def rasterize_fast(screen: torch.Tensor, faces: torch.Tensor, image_size, perspective_correct: bool = False,
                    max_candidates: int = 1 << 22) -> Fragments:
     """Z-buffer rasterization of B meshes sharing `faces` (F×3), vertices `screen` B×V×3 (pixel u, v, depth).
