@@ -30,7 +30,7 @@ SPLITS = ("train", "test", "val")
 HM_GROUPS = 7             # 21 heatmaps stored as 7 three-channel images per hand
 GT_BACKGROUND = 1         # stored mask / dense-map background: the original's PyTorch3D white (1.0) over 255
 
-
+# %% ../nbs/08a_layout.ipynb #eff1a026
 @dataclass(frozen=True)
 class SampleFiles:
     "The files of one processed sample (`<root>/<split>/...`)."
@@ -43,7 +43,7 @@ class SampleFiles:
     @property
     def all(self) -> list: return [self.img, self.anno, self.mask, self.dense, *self.hms]
 
-
+# %% ../nbs/08a_layout.ipynb #c8dbd870
 def sample_files(root, split: str, idx: int) -> SampleFiles:
     "Paths of sample `idx` of `split` under a processed data folder `root`."
     d = Path(root) / split
@@ -51,26 +51,26 @@ def sample_files(root, split: str, idx: int) -> SampleFiles:
                        mask=d / "mask" / f"{idx}.jpg", dense=d / "dense" / f"{idx}.jpg",
                        hms=tuple(d / "hms" / f"{idx}_{k}_{hand}.jpg" for hand in HANDS for k in range(HM_GROUPS)))
 
-
+# %% ../nbs/08a_layout.ipynb #e0c1436a
 def sample_complete(root, split: str, idx: int, rendered: bool = True) -> bool:
     "Whether every file of sample `idx` exists (with `rendered=False`: only the crop and the annotation)."
     f = sample_files(root, split, idx)
     return all(p.is_file() for p in (f.all if rendered else [f.img, f.anno]))
 
-
+# %% ../nbs/08a_layout.ipynb #be339e7c
 def sample_indices(root, split: str) -> list:
     "Sorted indices of the samples of `split` that exist (one `anno/<idx>.pkl` each); `missing_indices` gives the gaps."
     d = Path(root) / split / "anno"
     if not d.is_dir(): return []
     return sorted(int(p.stem) for p in d.glob("*.pkl") if p.stem.isdigit() and str(int(p.stem)) == p.stem)
 
-
+# %% ../nbs/08a_layout.ipynb #f380be73
 def missing_indices(indices) -> list:
     "The indices absent from 0..max(indices): samples deleted or never written."
     have = set(indices)
     return [i for i in range(max(have) + 1) if i not in have] if have else []
 
-
+# %% ../nbs/08a_layout.ipynb #9458ad0b
 def count_samples(root, split: str) -> int:
     "Number of samples of `split` that exist (annotation files), gaps in the numbering allowed (see `sample_indices`)."
     return len(sample_indices(root, split))
@@ -147,7 +147,7 @@ def gt_background(mask, dense=None, value: int = GT_BACKGROUND):
         dense[bg] = value
     return mask, dense
 
-
+# %% ../nbs/08a_layout.ipynb #65a9f256
 def write_sample(root, split: str, idx: int, img=None, anno: dict = None, mask=None, dense=None, hms: dict = None):
     """Write whichever parts of sample `idx` are given (BGR uint8 images, the anno dict, hms = {hand: 21×64×64}).
     Mask and dense map are stored like the original's: the background (neither hand in the mask) is `GT_BACKGROUND`
@@ -166,7 +166,7 @@ def write_sample(root, split: str, idx: int, img=None, anno: dict = None, mask=N
                 atomic_imwrite(f.hms[h * HM_GROUPS + k], im)
     return f
 
-
+# %% ../nbs/08a_layout.ipynb #f24b32c1
 class AnnotationError(ValueError):
     "A processed annotation file that is not readable or lacks what the format needs; the message names the file."
 
@@ -188,7 +188,7 @@ def _check_anno(anno, path) -> dict:
         bad("arrays of the wrong size")
     return anno
 
-
+# %% ../nbs/08a_layout.ipynb #d7df09f9
 def read_anno(root, split: str, idx: int) -> dict:
     """The annotation dict of sample `idx` (read with the restricted unpickler). A file that is not a readable pickle,
     asks for code (`UnsafePickleError`) or lacks the format's keys gives a one-line error naming it."""
