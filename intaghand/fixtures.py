@@ -27,14 +27,14 @@ def _bone_frame(d):
     u = np.cross(d, a); u /= np.linalg.norm(u)
     return d, u, np.cross(d, u)
 
-
+# %% ../nbs/90_fixtures.ipynb #a6c7260a
 def _seg_dist(p, a, b):
     "Distance of points `p` (N×3) to the segment a–b."
     ab = b - a
     t = np.clip(((p - a) @ ab) / (ab @ ab), 0, 1)
     return np.linalg.norm(p - (a + t[:, None] * ab), axis=1)
 
-
+# %% ../nbs/90_fixtures.ipynb #ee65dd29
 def random_mano_model(seed: int = 0, side: str = "right", n_verts: int = 778, n_faces: int = 1538,
                       n_shape: int = 10, fingertips=FINGERTIP_VERTS, sparse_regressor: bool = True) -> dict:
     "A random but hand-like MANO-format model dict (MANO's keys, sizes and kinematic tree), deterministic for `seed`."
@@ -168,7 +168,7 @@ def _random_graph(n: int, rng: np.random.Generator) -> sp.csr_matrix:
     A.data[:] = 1
     return A.tocsr()
 
-
+# %% ../nbs/90_fixtures.ipynb #fd656508
 def make_synthetic_graph_assets(n_coarse: int = 63, levels: int = 4, n_verts: int = 778, seed: int = 0) -> dict:
     """Graph assets in the original's pkl formats with made-up graphs:
     {'graph_left', 'graph_right': graph dicts, 'upsample': n_verts × (n_coarse·4) float array, 'v_color': n_verts × 3}."""
@@ -217,13 +217,13 @@ def look_at(campos_mm, target=(0., 0., 0.), down=(0., 1., 0.)) -> np.ndarray:
     x = np.cross(down, z); x /= np.linalg.norm(x)
     return np.stack([x, np.cross(z, x), z])
 
-
+# %% ../nbs/90_fixtures.ipynb #3fb76314
 def _shade_faces(v_cam, faces, base_bgr, ambient=0.35):
     n = np.cross(v_cam[faces[:, 1]] - v_cam[faces[:, 0]], v_cam[faces[:, 2]] - v_cam[faces[:, 0]])
     n /= np.linalg.norm(n, axis=1, keepdims=True) + 1e-12
     return np.clip(np.asarray(base_bgr, np.float64)[None] * (ambient + (1 - ambient) * np.abs(n[:, 2:3])), 0, 255)
 
-
+# %% ../nbs/90_fixtures.ipynb #7f91fa85
 def make_interhand_fixture(root, layers: dict = None, cfg=None, seed: int = 0, n_train: int = 4, n_test: int = 2,
                            width: int = 512, height: int = 334) -> dict:
     "Write a tiny InterHand2.6M v1.0-format tree under `root`; returns the truth: kept frames (with 2D joints), dropped and bad entries."
