@@ -34,21 +34,14 @@ def _seg_dist(p, a, b):
     t = np.clip(((p - a) @ ab) / (ab @ ab), 0, 1)
     return np.linalg.norm(p - (a + t[:, None] * ab), axis=1)
 
-# %% ../nbs/90_fixtures.ipynb #ee65dd29
-def random_mano_model(seed: int = 0, side: str = "right", n_verts: int = 778, n_faces: int = 1538,
-                      n_shape: int = 10, fingertips=FINGERTIP_VERTS, sparse_regressor: bool = True) -> dict:
-    "A random but hand-like MANO-format model dict (MANO's keys, sizes and kinematic tree), deterministic for `seed`."
-    from scipy.spatial import ConvexHull, cKDTree
-    import scipy.sparse as sp
-    rng = np.random.default_rng(seed)
-    n_seg_pts = 40
-    if n_verts < 15 * n_seg_pts + 60: raise ValueError(f"n_verts must be at least {15 * n_seg_pts + 60}")
+# %% ../nbs/90_fixtures.ipynb #3ab521c0
+def _hand_skeleton(rng):
+    "The 16 joints and the far end of each bone (`child_end[j]`: the next joint, or the fingertip)."
     # skeleton (metres): fingers along +x, palm facing -y, thumb towards +z
     mcp = {"index": (0.090, 0.0, 0.025), "middle": (0.095, 0.0, 0.004), "little": (0.076, 0.0, -0.034),
            "ring": (0.089, 0.0, -0.016), "thumb": (0.022, -0.010, 0.030)}
     lengths = {"index": (0.040, 0.025, 0.020), "middle": (0.045, 0.028, 0.022), "little": (0.032, 0.020, 0.018),
                "ring": (0.042, 0.026, 0.020), "thumb": (0.035, 0.030, 0.026)}
-    radius = {"index": 0.0085, "middle": 0.009, "little": 0.0075, "ring": 0.0085, "thumb": 0.0105}
     J = np.zeros((16, 3)); tips = {}
     for f_i, name in enumerate(["index", "middle", "little", "ring", "thumb"]):
         d = np.array([1.0, -0.15, 1.0]) if name == "thumb" else np.array([1.0, 0.0, 0.1 * (2 - f_i)])
@@ -60,6 +53,12 @@ def random_mano_model(seed: int = 0, side: str = "right", n_verts: int = 778, n_
         tips[name] = p
     child_end = {j: (J[j + 1] if j % 3 else None) for j in range(1, 16)}
     for f_i, name in enumerate(["index", "middle", "little", "ring", "thumb"]): child_end[3 + 3 * f_i] = tips[name]
+    return J, child_end
+
+# %% ../nbs/90_fixtures.ipynb #83607ddd
+def _bone_surface_points(J, child_end, rng, n_verts: int, n_seg_pts: int):
+    "Surface points (n_verts×3), the joint owning each, and the index of each finger's tip point (by finger)."
+    radius = {"index": 0.0085, "middle": 0.009, "little": 0.0075, "ring": 0.0085, "thumb": 0.0105}
     # surface points: one ellipsoid per bone, the palm gets the rest
     pts, owner, tip_idx = [], [], {}
     for j in range(1, 16):
@@ -77,6 +76,12 @@ def random_mano_model(seed: int = 0, side: str = "right", n_verts: int = 778, n_
     owner += [0] * n_palm
     v = np.concatenate([pts[-1], *pts[:-1]]); owner = np.array(owner[-n_palm:] + owner[:-n_palm])
     tip_idx = {k: i + n_palm for k, i in tip_idx.items()}
+    return v, owner, tip_idx
+
+# %% ../nbs/90_fixtures.ipynb #adae4234
+def _hull_faces(v, owner, n_verts: int, n_faces: int, rng):
+    "`n_faces` triangles: each joint's convex hull, oriented outwards, cut to size or padded with small ones."
+    from scipy.spatial import ConvexHull, cKDTree
     faces = []
     for j in range(16):
         idx = np.nonzero(owner == j)[0]
@@ -93,6 +98,11 @@ def random_mano_model(seed: int = 0, side: str = "right", n_verts: int = 778, n_
         _, nn_idx = cKDTree(v).query(v, k=4)
         extra = rng.choice(n_verts, n_faces - len(faces), replace=False)
         faces = np.concatenate([faces, np.stack([extra, nn_idx[extra, 1], nn_idx[extra, 2]], 1)])
+    return faces
+
+# %% ../nbs/90_fixtures.ipynb #20df34b6
+def _skinning_weights(v, J, child_end, owner, n_verts: int):
+    "Skinning weights (n_verts×16, rows sum to 1) that fall off with the distance to each bone."
     # skinning weights: soft nearest bone
     segs = [(J[0], J[k]) for k in (1, 4, 7, 10, 13)]
     dist = np.stack([np.min([_seg_dist(v, a, b) for a, b in segs], 0)] +
@@ -101,6 +111,11 @@ def random_mano_model(seed: int = 0, side: str = "right", n_verts: int = 778, n_
     wts = np.exp(-(dist / 0.006) ** 2 + (dist.min(1, keepdims=True) / 0.006) ** 2)
     wts[wts < 0.02 * wts.max(1, keepdims=True)] = 0
     wts /= wts.sum(1, keepdims=True)
+    return wts
+
+# %% ../nbs/90_fixtures.ipynb #d7cb5627
+def _joint_regressor(v, J, n_verts: int):
+    "The 16×n_verts joint regressor: each joint a weighted mean of the 12 vertices nearest to it."
     # joint regressor: 12 vertices around each joint
     reg = np.zeros((16, n_verts))
     for j in range(16):
@@ -108,6 +123,11 @@ def random_mano_model(seed: int = 0, side: str = "right", n_verts: int = 778, n_
         near = np.argsort(dj)[:12]
         reg[j, near] = 1 / (dj[near] + 0.002)
         reg[j] /= reg[j].sum()
+    return reg
+
+# %% ../nbs/90_fixtures.ipynb #f875b880
+def _shape_directions(v, J, child_end, wts, n_verts: int, n_shape: int, rng):
+    "Shape directions (n_verts×3×n_shape): size, finger length, palm width, thickness, then smooth random fields."
     # shape directions: size, finger length, palm width, thickness, then smooth random fields
     shp = np.zeros((n_verts, 3, n_shape))
     finger_w = 1 - wts[:, 0]
@@ -123,22 +143,56 @@ def random_mano_model(seed: int = 0, side: str = "right", n_verts: int = 778, n_
         else:
             A, ph = rng.normal(0, 1, (3, 3)), rng.uniform(0, 6, 3)
             shp[:, :, k] = 0.002 * np.sin(v @ A * 20 + ph)
+    return shp
+
+# %% ../nbs/90_fixtures.ipynb #b8aab848
+def _pose_correctives(v, J, wts, n_verts: int, rng):
+    "Pose correctives (n_verts×3×135): for each joint's 9 rotation entries, a linear bulge around the joint."
     # pose correctives: linear bulges around each joint
     pdirs = np.zeros((n_verts, 3, 135))
     for j in range(1, 16):
         local = (wts[:, j] + wts[:, MANO_PARENTS[j]])[:, None] * (v - J[j])
         for e in range(9):
             pdirs[:, :, 9 * (j - 1) + e] = 0.05 * local @ rng.normal(0, 1, (3, 3)).T
+    return pdirs
+
+# %% ../nbs/90_fixtures.ipynb #e1d57f9d
+def _pca_pose_space(rng):
+    "The PCA pose basis (45×45, orthogonal rows of falling scale) and its mean (45,)."
     # PCA pose space: scaled orthogonal rows, and a slightly curled mean
     q, _ = np.linalg.qr(rng.normal(size=(45, 45)))
     comps = np.linspace(1.2, 0.2, 45)[:, None] * q.T
     mean = (np.tile([0.0, 0.0, -0.25], 15) + rng.normal(0, 0.05, 45))
+    return comps, mean
+
+# %% ../nbs/90_fixtures.ipynb #9d5344ea
+def _fingertip_order(rng, n_verts: int, tip_idx, fingertips):
+    "The vertex order `perm` (perm[new] = old): shuffled, with each fingertip point at MANO's fingertip index."
     # fingertip vertices at MANO's indices; the rest shuffled like MANO's vertex order
     perm = rng.permutation(n_verts)                       # perm[new] = old
     tip_old = [tip_idx[4], tip_idx[0], tip_idx[1], tip_idx[3], tip_idx[2]]   # thumb, index, middle, ring, little
     for new, old in zip(fingertips, tip_old):
         cur = int(np.nonzero(perm == old)[0][0])
         perm[cur], perm[new] = perm[new], perm[cur]
+    return perm
+
+# %% ../nbs/90_fixtures.ipynb #ee65dd29
+def random_mano_model(seed: int = 0, side: str = "right", n_verts: int = 778, n_faces: int = 1538,
+                      n_shape: int = 10, fingertips=FINGERTIP_VERTS, sparse_regressor: bool = True) -> dict:
+    "A random but hand-like MANO-format model dict (MANO's keys, sizes and kinematic tree), deterministic for `seed`."
+    import scipy.sparse as sp
+    rng = np.random.default_rng(seed)
+    n_seg_pts = 40
+    if n_verts < 15 * n_seg_pts + 60: raise ValueError(f"n_verts must be at least {15 * n_seg_pts + 60}")
+    J, child_end = _hand_skeleton(rng)
+    v, owner, tip_idx = _bone_surface_points(J, child_end, rng, n_verts, n_seg_pts)
+    faces = _hull_faces(v, owner, n_verts, n_faces, rng)
+    wts = _skinning_weights(v, J, child_end, owner, n_verts)
+    reg = _joint_regressor(v, J, n_verts)
+    shp = _shape_directions(v, J, child_end, wts, n_verts, n_shape, rng)
+    pdirs = _pose_correctives(v, J, wts, n_verts, rng)
+    comps, mean = _pca_pose_space(rng)
+    perm = _fingertip_order(rng, n_verts, tip_idx, fingertips)
     inv = np.argsort(perm)
     model = {"v_template": v[perm], "f": inv[faces].astype(np.uint32), "weights": wts[perm],
              "J_regressor": reg[:, perm], "shapedirs": shp[perm], "posedirs": pdirs[perm],
