@@ -33,7 +33,7 @@ from .outputs import HandOutput, HandPrediction
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
-
+# %% ../nbs/07_inference.ipynb #0ca85330
 @dataclass(frozen=True)
 class Frame:
     "How one input image (height × width) sits in the network input: padded to `side`², resized to `img_size`²."
@@ -73,7 +73,7 @@ class Frame:
                else np.array((ox, oy)))
         return (xy - off) / self.scale
 
-
+# %% ../nbs/07_inference.ipynb #6e0c9b90
 def pad_to_square(img: np.ndarray) -> tuple:
     "Pad H×W×C with black to a square: floor(diff/2) on top/left, the rest bottom/right. Returns (square, top, left)."
     h, w = img.shape[:2]
@@ -83,7 +83,7 @@ def pad_to_square(img: np.ndarray) -> tuple:
     out[top: top + h, left: left + w] = img
     return out, top, left
 
-
+# %% ../nbs/07_inference.ipynb #c1ab4277
 def preprocess_image(img: np.ndarray, img_size: int = 256, rgb: bool = False) -> tuple:
     "H×W×3 image (0–255, BGR unless `rgb`) -> (3×S×S float tensor, ImageNet-normalised RGB; `Frame`)."
     if img.ndim != 3 or img.shape[2] != 3:
@@ -108,7 +108,7 @@ def _read(path, max_bytes: int = MAX_FILE_BYTES, max_pixels: int = MAX_PIXELS) -
         raise FileNotFoundError(f"could not read an image from {path} (missing file or not a file)")
     return read_user_image(path, max_pixels=max_pixels, max_bytes=max_bytes)[0][..., ::-1]
 
-
+# %% ../nbs/07_inference.ipynb #7b0f8240
 def _from_array(a: np.ndarray, rgb: bool) -> list:
     if a.ndim == 2: a = np.repeat(a[..., None], 3, axis=2)
     if a.ndim == 3 and a.shape[2] == 4: a = a[..., :3]
@@ -116,7 +116,7 @@ def _from_array(a: np.ndarray, rgb: bool) -> list:
     if a.ndim == 4 and a.shape[3] == 3: return [im if rgb else im[..., ::-1] for im in a]
     raise ValueError(f"numpy images must be H×W×3, H×W or N×H×W×3; got shape {a.shape}")
 
-
+# %% ../nbs/07_inference.ipynb #fb8e6255
 def _from_tensor(t: torch.Tensor) -> list:
     t = t.detach().cpu()
     if t.dim() == 3: t = t[None]
@@ -125,7 +125,7 @@ def _from_tensor(t: torch.Tensor) -> list:
     a = t.permute(0, 2, 3, 1).numpy()
     return list(a) if t.dtype == torch.uint8 else list((a.astype(np.float32) * 255.0))
 
-
+# %% ../nbs/07_inference.ipynb #f6132579
 def as_images(images, rgb: bool = False) -> list:
     """A list of H×W×3 RGB arrays (0–255) from paths, numpy arrays (BGR unless `rgb`), tensors (RGB) or a list of them.
     Files over `MAX_FILE_BYTES` or `MAX_PIXELS` are refused (`ImageReadError`) before they are read."""
@@ -164,7 +164,7 @@ def config_beside(path) -> Path | None:
         if cand.is_file(): return cand
     return None
 
-
+# %% ../nbs/07_inference.ipynb #c292d3e8
 def stored_config(path, ck=None) -> tuple:
     """(config, where) stored with checkpoint `path`: the config a training checkpoint carries, else the YAML beside
     it (`config_beside`); (None, None) when it has none (the original release's checkpoints). `ck`: the loaded file."""
@@ -179,23 +179,23 @@ def stored_config(path, ck=None) -> tuple:
     beside = config_beside(path)
     return (get_config(beside), str(beside)) if beside is not None else (None, None)
 
-
+# %% ../nbs/07_inference.ipynb #c01d0a97
 class ConfigMismatchWarning(UserWarning):
     "A config given for a checkpoint differs from the one stored with it in a key that defines the network."
 
-
+# %% ../nbs/07_inference.ipynb #3a2b0f63
 def network_keys(cfg) -> list:
     "The config keys that define the network a checkpoint holds: every `MODEL.*` key but the encoder's ImageNet init, and the hand model."
     keys = [f"MODEL.{k}" for k in cfg.MODEL if k != "ENCODER_PRETRAIN_PATH"]
     return keys + ["MISC.HAND_MODEL"]
 
-
+# %% ../nbs/07_inference.ipynb #8a99cdde
 def _get(cfg, key):
     node = cfg
     for part in key.split("."): node = node[part]
     return node
 
-
+# %% ../nbs/07_inference.ipynb #4eecd769
 def config_differences(stored, given, keys=None) -> list:
     "[(key, stored value, given value)] for the `keys` (default `network_keys`) where the two configs differ."
     keys = network_keys(stored) if keys is None else keys
@@ -215,7 +215,7 @@ def resolve_checkpoint_config(path, cfg=None, ck=None, force: bool = False) -> t
     else: out = reconcile_config(stored, cfg, where, force)
     return without_encoder_pretrain(out[0]), out[1]
 
-
+# %% ../nbs/07_inference.ipynb #8aae9196
 def reconcile_config(stored, given, where: str, force: bool = False) -> tuple:
     """(config to build with, warnings) for a checkpoint whose stored config is `stored` when the caller gave `given`:
     each network key that differs is named with both values; the stored value is used unless `force`. The given
@@ -234,7 +234,7 @@ def reconcile_config(stored, given, where: str, force: bool = False) -> tuple:
     cfg.freeze()
     return cfg, warns
 
-
+# %% ../nbs/07_inference.ipynb #4e6ea653
 def load_network(path, cfg=None, graph_assets=None, *, force_cfg: bool = False, warn: bool = True) -> tuple:
     """The one way from a checkpoint file to a network: (model in eval mode, its config, config warnings). The file is
     found as `checkpoint_file` says and read once (weights only); the config follows `resolve_checkpoint_config`
@@ -336,7 +336,7 @@ def autocast(self: Reconstructor):
     "The reduced-precision dtype of the fast path on this device (None: float32)."
     return autocast_dtype(self.device) if self.precision == "fast" else None
 
-
+# %% ../nbs/07_inference.ipynb #5ae44071
 @patch
 def network(self: Reconstructor, x: torch.Tensor, return_attention: bool = False) -> HandOutput:
     "One batch through the chosen path (attention capture and 'plain' use the module itself)."
@@ -356,14 +356,14 @@ def network(self: Reconstructor, x: torch.Tensor, return_attention: bool = False
                           f"{nxt.name if nxt else 'the plain module'}", RuntimeWarning)
     return self.model(x)
 
-
+# %% ../nbs/07_inference.ipynb #09cc73fc
 @patch
 def _engine_kinds(self: Reconstructor) -> list:
     "The exact path's engines to try, in order."
     if self.engine != "auto": return [ENGINES[self.engine]]
     return ([OnnxNetwork] if self.device.type == "cpu" and onnxruntime_available() else []) + [TracedNetwork]
 
-
+# %% ../nbs/07_inference.ipynb #bb46d14d
 @patch
 def _exact_engine(self: Reconstructor):
     "The first engine of the exact path that has not failed for the current model (None: none is left)."
@@ -374,7 +374,7 @@ def _exact_engine(self: Reconstructor):
         if not self._engines[kind.name].failed: return self._engines[kind.name]
     return None
 
-
+# %% ../nbs/07_inference.ipynb #660204be
 @patch(as_prop=True)
 def exact_engine(self: Reconstructor) -> str:
     "The engine the exact path runs now: 'onnxruntime', 'torchscript' or 'module' (the plain module)."
