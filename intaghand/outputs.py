@@ -96,7 +96,7 @@ class HandOutput:
                  "hms": self.hms, "mask": self.mask, "dense": self.dense}
         return result, params, hand_list, other
 
-
+# %% ../nbs/06c_outputs.ipynb #4301a0ed
 def to_original(out: HandOutput) -> tuple:
     "The original 4-tuple (result, paramsDict, handDictList, otherInfo) of a `HandOutput`."
     return out.to_original()
