@@ -105,6 +105,8 @@ def smoke_main(argv) -> int:
     out = save / "rasterized_triangle.png"
 
     atomic_imwrite(out, (mask.numpy().astype(np.uint8) * 255))
-    print(f"pytorch3d: rasterized a triangle on the CPU (area {area:.3f} of the image)")
+    import torch
+    where = "CUDA" if torch.cuda.is_available() else "the CPU"      # where _rasterize_triangle ran
+    print(f"pytorch3d: rasterized a triangle on {where} (area {area:.3f} of the image)")
     print(f"wrote {out.resolve()}")
     return 0
