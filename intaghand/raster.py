@@ -104,6 +104,67 @@ def _edge_coefficients(x, y, i0, j0):
     C = ((x1 - x0) * (cy - y0) - (y1 - y0) * (cx - x0)) * sign
     return C, -(y1 - y0) * sign, (x1 - x0) * sign        # F×3 each
 
+# %% ../nbs/05a_raster.ipynb #a7b06805
+def _covered_pixels(C, A, Bc, own, w, h, dev, max_candidates: int) -> list:
+    """The pixel centres each triangle covers, tested over its bounding box (w×h from its corner): triangles are
+    grouped by box size (rounded up to powers of two) and each group is tested as one dense tensor, in pieces of
+    at most `max_candidates` pixel tests. [(triangle, column offset, row offset, edge values E K×3)] per piece."""
+    pw = torch.pow(2, torch.ceil(torch.log2(w.double())).long())
+    ph = torch.pow(2, torch.ceil(torch.log2(h.double())).long())
+    key = ph * (1 << 20) + pw
+    keys, inverse = torch.unique(key, return_inverse=True)
+    order = torch.argsort(inverse, stable=True)
+    bounds = torch.cumsum(torch.bincount(inverse, minlength=keys.numel()), 0).tolist()
+    keep, lo = [], 0
+    for kk, hi in zip(keys.tolist(), bounds):
+        grp, lo = order[lo:hi], hi
+        gh, gw = kk >> 20, kk & ((1 << 20) - 1)
+        step = max(1, max_candidates // (gh * gw))
+        for s0 in range(0, grp.numel(), step):
+            g = grp[s0:s0 + step]
+            di = torch.arange(gw, device=dev, dtype=torch.float64)
+            dj = torch.arange(gh, device=dev, dtype=torch.float64)
+            E = C[g][:, :, None, None] + A[g][:, :, None, None] * di + Bc[g][:, :, None, None] * dj[:, None]
+            og = own[g][:, :, None, None]
+            inside = ((E > 0) | ((E == 0) & og)).all(1)
+            inside &= (di < w[g][:, None, None]) & (dj[:, None] < h[g][:, None, None])
+            gi, pj, pi = inside.nonzero(as_tuple=True)
+            if gi.numel() == 0: continue
+            e = E.permute(0, 2, 3, 1)[gi, pj, pi]
+            keep.append((g[gi], pi, pj, e))
+    return keep
+
+# %% ../nbs/05a_raster.ipynb #e91606d3
+def _nearest_fragments(keep, sel, z, i0, j0, B: int, H: int, W: int, F: int, dtype, dev, perspective_correct: bool):
+    """The covered pixels of `_covered_pixels` (triangles indexing `sel`, the scene faces of the B meshes) in flat
+    B·H·W buffers: barycentrics and depth (perspective-correct or not), the nearest face at each pixel (ties: the
+    lower face index). Returns (pix_to_face, bary, zbuf), -1 where no face is."""
+    p2f = torch.full((B * H * W,), -1, dtype=torch.long, device=dev)
+    bary_out = torch.full((B * H * W, 3), -1.0, dtype=dtype, device=dev)
+    zbuf = torch.full((B * H * W,), -1.0, dtype=dtype, device=dev)
+    if keep:
+        k, di, dj, E = (torch.cat(t) for t in zip(*keep))
+        bary = E / E.sum(-1, keepdim=True)
+        zf = z[k]
+        if perspective_correct:
+            bz = bary / zf
+            zz = 1.0 / bz.sum(-1)
+            bary = bz * zz[:, None]
+        else:
+            zz = (bary * zf).sum(-1)
+        f = sel[k]
+        pix = (torch.div(f, F, rounding_mode="floor") * H + j0[k].long() + dj) * W + i0[k].long() + di
+        zmin = torch.full((B * H * W,), math.inf, dtype=zz.dtype, device=dev).scatter_reduce_(0, pix, zz, "amin")
+        win = zz == zmin[pix]
+        pix, zz, f, bary = pix[win], zz[win], f[win], bary[win]
+        fmin = torch.full((B * H * W,), B * F, dtype=torch.long, device=dev).scatter_reduce_(0, pix, f, "amin")
+        win = f == fmin[pix]
+        pix, zz, f, bary = pix[win], zz[win], f[win], bary[win]
+        p2f[pix] = f % F
+        bary_out[pix] = bary.to(dtype)
+        zbuf[pix] = zz.to(dtype)
+    return p2f, bary_out, zbuf
+
 # %% ../nbs/05a_raster.ipynb #6615766e
 def rasterize_fast(screen: torch.Tensor, faces: torch.Tensor, image_size, perspective_correct: bool = False,
                    max_candidates: int = 1 << 22) -> Fragments:
@@ -131,53 +192,8 @@ def rasterize_fast(screen: torch.Tensor, faces: torch.Tensor, image_size, perspe
         C, A, Bc = C * orient[:, None], A * orient[:, None], Bc * orient[:, None]
         # tie owner: an edge owns the pixel centres on it if, oriented with the triangle, it points down, or left when horizontal
         own = (A < 0) | ((A == 0) & (Bc < 0))
-        pw = torch.pow(2, torch.ceil(torch.log2(w.double())).long())
-        ph = torch.pow(2, torch.ceil(torch.log2(h.double())).long())
-        key = ph * (1 << 20) + pw
-        keys, inverse = torch.unique(key, return_inverse=True)
-        order = torch.argsort(inverse, stable=True)
-        bounds = torch.cumsum(torch.bincount(inverse, minlength=keys.numel()), 0).tolist()
-        keep, lo = [], 0
-        for kk, hi in zip(keys.tolist(), bounds):
-            grp, lo = order[lo:hi], hi
-            gh, gw = kk >> 20, kk & ((1 << 20) - 1)
-            step = max(1, max_candidates // (gh * gw))
-            for s0 in range(0, grp.numel(), step):
-                g = grp[s0:s0 + step]
-                di = torch.arange(gw, device=dev, dtype=torch.float64)
-                dj = torch.arange(gh, device=dev, dtype=torch.float64)
-                E = C[g][:, :, None, None] + A[g][:, :, None, None] * di + Bc[g][:, :, None, None] * dj[:, None]
-                og = own[g][:, :, None, None]
-                inside = ((E > 0) | ((E == 0) & og)).all(1)
-                inside &= (di < w[g][:, None, None]) & (dj[:, None] < h[g][:, None, None])
-                gi, pj, pi = inside.nonzero(as_tuple=True)
-                if gi.numel() == 0: continue
-                e = E.permute(0, 2, 3, 1)[gi, pj, pi]
-                keep.append((g[gi], pi, pj, e))
-        p2f = torch.full((B * H * W,), -1, dtype=torch.long, device=dev)
-        bary_out = torch.full((B * H * W, 3), -1.0, dtype=screen.dtype, device=dev)
-        zbuf = torch.full((B * H * W,), -1.0, dtype=screen.dtype, device=dev)
-        if keep:
-            k, di, dj, E = (torch.cat(t) for t in zip(*keep))
-            bary = E / E.sum(-1, keepdim=True)
-            zf = z[k]
-            if perspective_correct:
-                bz = bary / zf
-                zz = 1.0 / bz.sum(-1)
-                bary = bz * zz[:, None]
-            else:
-                zz = (bary * zf).sum(-1)
-            f = sel[k]
-            pix = (torch.div(f, F, rounding_mode="floor") * H + j0[k].long() + dj) * W + i0[k].long() + di
-            zmin = torch.full((B * H * W,), math.inf, dtype=zz.dtype, device=dev).scatter_reduce_(0, pix, zz, "amin")
-            win = zz == zmin[pix]
-            pix, zz, f, bary = pix[win], zz[win], f[win], bary[win]
-            fmin = torch.full((B * H * W,), B * F, dtype=torch.long, device=dev).scatter_reduce_(0, pix, f, "amin")
-            win = f == fmin[pix]
-            pix, zz, f, bary = pix[win], zz[win], f[win], bary[win]
-            p2f[pix] = f % F
-            bary_out[pix] = bary.to(screen.dtype)
-            zbuf[pix] = zz.to(screen.dtype)
+        keep = _covered_pixels(C, A, Bc, own, w, h, dev, max_candidates)
+        p2f, bary_out, zbuf = _nearest_fragments(keep, sel, z, i0, j0, B, H, W, F, screen.dtype, dev, perspective_correct)
     return Fragments(p2f.view(B, H, W), bary_out.view(B, H, W, 3), zbuf.view(B, H, W))
 
 # %% ../nbs/05a_raster.ipynb #677b616b
