@@ -18,6 +18,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import torch
+from fastcore.basics import patch
 from torch.utils.data import DataLoader, Dataset
 
 from .layout import (BONE_LENGTH, HEATMAP_SIGMA, HEATMAP_SIZE, HM_GROUPS, IMAGENET_MEAN, IMAGENET_STD,
@@ -253,45 +254,47 @@ class HandDataset(Dataset):
     def __getitem__(self, idx: int) -> HandSample:
         return self.make_sample(self.data.load(idx, hms=self.hms_source == "files"), self.augmentation())
 
-    def make_sample(self, raw: ProcessedSample, aug: Augmentation) -> HandSample:
-        "Turn one processed sample into a `HandSample` with augmentation `aug`."
-        S, A_ = self.img_size, self.aux
-        src = raw.img.shape[0]
-        A = augmentation_matrix(aug, src, S)
-        identity = np.allclose(A, np.eye(3))
-        img = raw.img if identity else warp(raw.img, A, S)
-        mask = raw.mask if identity else warp(raw.mask, A, S)
-        dense = raw.dense if identity else warp(raw.dense, A, S)
-        if aug.gain != (1.0, 1.0, 1.0) or aug.offset != 0: img = photometric(img, aug)
+# %% ../nbs/10_dataset.ipynb #f709eeb6
+@patch
+def make_sample(self: HandDataset, raw: ProcessedSample, aug: Augmentation) -> HandSample:
+    "Turn one processed sample into a `HandSample` with augmentation `aug`."
+    S, A_ = self.img_size, self.aux
+    src = raw.img.shape[0]
+    A = augmentation_matrix(aug, src, S)
+    identity = np.allclose(A, np.eye(3))
+    img = raw.img if identity else warp(raw.img, A, S)
+    mask = raw.mask if identity else warp(raw.mask, A, S)
+    dense = raw.dense if identity else warp(raw.dense, A, S)
+    if aug.gain != (1.0, 1.0, 1.0) or aug.offset != 0: img = photometric(img, aug)
 
-        R3 = np.eye(3); R3[:2, :2] = rotation_2d(aug.theta)
-        hands = {h: {"verts2d": apply_affine(A, raw.hands[h]["verts2d"]), "joints2d": apply_affine(A, raw.hands[h]["joints2d"]),
-                     "verts3d": raw.hands[h]["verts3d"] @ R3.T, "joints3d": raw.hands[h]["joints3d"] @ R3.T} for h in HANDS}
-        rel3d, root_rel, _ = normalise_3d(hands)
-        if self.hms_source == "files":
-            H = np.diag([A_ / S, A_ / S, 1.]) @ A @ np.diag([src / raw.hms["left"].shape[-1]] * 2 + [1.])
-            maps = {h: warp(np.ascontiguousarray(raw.hms[h].transpose(1, 2, 0)), H, A_).transpose(2, 0, 1) for h in HANDS}
-        if aug.flip:
-            mirror = np.array([-1., 1., 1.])
-            rel3d = {h: (v * mirror, j * mirror) for h, (v, j) in rel3d.items()}
-            root_rel = root_rel * np.array([1., -1., -1.])
-            hands = {"left": hands["right"], "right": hands["left"]}
-            rel3d = {"left": rel3d["right"], "right": rel3d["left"]}
-            if mask is not None: mask = mask[..., [0, 2, 1]]
-            if self.hms_source == "files": maps = {"left": maps["right"], "right": maps["left"]}
-        if self.hms_source == "joints":
-            maps = {h: gaussian_heatmaps(hands[h]["joints2d"] * A_ / S, A_, HEATMAP_SIGMA * A_ / HEATMAP_SIZE) for h in HANDS}
+    R3 = np.eye(3); R3[:2, :2] = rotation_2d(aug.theta)
+    hands = {h: {"verts2d": apply_affine(A, raw.hands[h]["verts2d"]), "joints2d": apply_affine(A, raw.hands[h]["joints2d"]),
+                 "verts3d": raw.hands[h]["verts3d"] @ R3.T, "joints3d": raw.hands[h]["joints3d"] @ R3.T} for h in HANDS}
+    rel3d, root_rel, _ = normalise_3d(hands)
+    if self.hms_source == "files":
+        H = np.diag([A_ / S, A_ / S, 1.]) @ A @ np.diag([src / raw.hms["left"].shape[-1]] * 2 + [1.])
+        maps = {h: warp(np.ascontiguousarray(raw.hms[h].transpose(1, 2, 0)), H, A_).transpose(2, 0, 1) for h in HANDS}
+    if aug.flip:
+        mirror = np.array([-1., 1., 1.])
+        rel3d = {h: (v * mirror, j * mirror) for h, (v, j) in rel3d.items()}
+        root_rel = root_rel * np.array([1., -1., -1.])
+        hands = {"left": hands["right"], "right": hands["left"]}
+        rel3d = {"left": rel3d["right"], "right": rel3d["left"]}
+        if mask is not None: mask = mask[..., [0, 2, 1]]
+        if self.hms_source == "files": maps = {"left": maps["right"], "right": maps["left"]}
+    if self.hms_source == "joints":
+        maps = {h: gaussian_heatmaps(hands[h]["joints2d"] * A_ / S, A_, HEATMAP_SIGMA * A_ / HEATMAP_SIZE) for h in HANDS}
 
-        t = lambda x: torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
-        ori = img.astype(np.float32) / 255
-        norm = (ori[..., ::-1] - np.array(IMAGENET_MEAN, np.float32)) / np.array(IMAGENET_STD, np.float32)
-        m = cv2.resize(mask, (A_, A_), interpolation=cv2.INTER_LINEAR)
-        m = (m[..., [1, 2]] > 127).astype(np.float32)
-        d = cv2.resize(dense, (A_, A_), interpolation=cv2.INTER_LINEAR).astype(np.float32) / 255
-        labels = {h: HandLabels(t(hands[h]["verts2d"]), t(hands[h]["joints2d"]), t(rel3d[h][0]), t(rel3d[h][1])) for h in HANDS}
-        return HandSample(ori_img=t(ori.transpose(2, 0, 1)), img=t(norm.transpose(2, 0, 1)), mask=t(m.transpose(2, 0, 1)),
-                          dense=t(d.transpose(2, 0, 1)), hms=t(np.concatenate([maps["left"], maps["right"]])),
-                          left=labels["left"], right=labels["right"], root_rel=t(root_rel), idx=torch.tensor(raw.idx))
+    t = lambda x: torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
+    ori = img.astype(np.float32) / 255
+    norm = (ori[..., ::-1] - np.array(IMAGENET_MEAN, np.float32)) / np.array(IMAGENET_STD, np.float32)
+    m = cv2.resize(mask, (A_, A_), interpolation=cv2.INTER_LINEAR)
+    m = (m[..., [1, 2]] > 127).astype(np.float32)
+    d = cv2.resize(dense, (A_, A_), interpolation=cv2.INTER_LINEAR).astype(np.float32) / 255
+    labels = {h: HandLabels(t(hands[h]["verts2d"]), t(hands[h]["joints2d"]), t(rel3d[h][0]), t(rel3d[h][1])) for h in HANDS}
+    return HandSample(ori_img=t(ori.transpose(2, 0, 1)), img=t(norm.transpose(2, 0, 1)), mask=t(m.transpose(2, 0, 1)),
+                      dense=t(d.transpose(2, 0, 1)), hms=t(np.concatenate([maps["left"], maps["right"]])),
+                      left=labels["left"], right=labels["right"], root_rel=t(root_rel), idx=torch.tensor(raw.idx))
 
 # %% ../nbs/10_dataset.ipynb #fe6683dd
 def make_loader(dataset, batch_size: int, train: bool = True, num_workers: int = 0, distributed: bool = None,
