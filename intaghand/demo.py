@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from fastcore.basics import patch
 
 from .config import PROJECT_ROOT
 from .io import IMAGE_SUFFIXES, ImageReadError, atomic_write_json, read_user_image
@@ -159,90 +160,96 @@ class Demo:
         if self.detector is not None: return self.detector
         return "unavailable" if self.detector_status == "unavailable" else "disabled"
 
-    def process(self, image: np.ndarray, notes=()) -> tuple:
-        "(DemoResult, overlay, views) for one BGR image."
-        res = reconstruct(self.rec, image, self._detector_arg(), self.fill)
-        n = len(res.left.verts3d)
-        if n != self.n_verts:
-            raise ValueError(f"the network outputs {n} vertices per hand but the hand model {self.hand_model} has "
-                             f"{self.n_verts}: the checkpoint and the hand model do not belong together")
-        res.notes = list(notes)
-        t0 = time.perf_counter()
-        overlay = render_overlay(res, self.faces, self.renderer)
-        views = render_views(res, self.faces, self.renderer, self.render_size)
-        res.timing["render"] = time.perf_counter() - t0
-        if _window(np.concatenate([res.left.verts2d, res.right.verts2d]), image.shape[:2]) is None:
-            res.warnings.append("the predicted hands lie entirely outside the image")
-        return res, overlay, views
+# %% ../nbs/16_demo.ipynb #ef6ec73e
+@patch
+def process(self: Demo, image: np.ndarray, notes=()) -> tuple:
+    "(DemoResult, overlay, views) for one BGR image."
+    res = reconstruct(self.rec, image, self._detector_arg(), self.fill)
+    n = len(res.left.verts3d)
+    if n != self.n_verts:
+        raise ValueError(f"the network outputs {n} vertices per hand but the hand model {self.hand_model} has "
+                         f"{self.n_verts}: the checkpoint and the hand model do not belong together")
+    res.notes = list(notes)
+    t0 = time.perf_counter()
+    overlay = render_overlay(res, self.faces, self.renderer)
+    views = render_views(res, self.faces, self.renderer, self.render_size)
+    res.timing["render"] = time.perf_counter() - t0
+    if _window(np.concatenate([res.left.verts2d, res.right.verts2d]), image.shape[:2]) is None:
+        res.warnings.append("the predicted hands lie entirely outside the image")
+    return res, overlay, views
 
-    def run_file(self, path, save_dir, name: str) -> dict:
-        "Process one file; a record for the summary (status 'ok' or 'failed' with the reason). Never raises for bad input."
-        rec = {"input": str(path), "name": name}
-        t0 = time.perf_counter()
-        try:
-            image, notes = read_user_image(path, self.min_side, self.max_pixels, self.max_bytes)
-        except ImageReadError as e:
-            return {**rec, "status": "failed", "stage": "read", "reason": e.reason}
-        except MemoryError:
-            return {**rec, "status": "failed", "stage": "read", "reason": "out of memory reading the image"}
-        load = time.perf_counter() - t0
-        try:
-            res, overlay, views = self.process(image, notes)
-            res.timing["load"] = load
-            t1 = time.perf_counter()
-            paths = output_paths(save_dir, name, self.formats)
-            save_result(res, paths, overlay, views, self.faces, str(path))
-            res.timing["write"] = time.perf_counter() - t1
-        except (KeyboardInterrupt, SystemExit):
-            raise
-        except MemoryError:
-            return {**rec, "status": "failed", "stage": "process", "reason": "out of memory"}
-        except Exception as e:                       # one bad image never stops the run
-            return {**rec, "status": "failed", "stage": "process", "reason": f"{type(e).__name__}: {e}"}
-        return {**rec, "status": "ok", "size": [image.shape[1], image.shape[0]], "detection": res.detection_status,
-                "crop_source": res.crop_source, "notes": res.notes, "warnings": res.warnings,
-                "outputs": {k: str(p) for k, p in paths.items()}, "timing_s": {k: round(v, 4) for k, v in res.timing.items()}}
+# %% ../nbs/16_demo.ipynb #3e40bccf
+@patch
+def run_file(self: Demo, path, save_dir, name: str) -> dict:
+    "Process one file; a record for the summary (status 'ok' or 'failed' with the reason). Never raises for bad input."
+    rec = {"input": str(path), "name": name}
+    t0 = time.perf_counter()
+    try:
+        image, notes = read_user_image(path, self.min_side, self.max_pixels, self.max_bytes)
+    except ImageReadError as e:
+        return {**rec, "status": "failed", "stage": "read", "reason": e.reason}
+    except MemoryError:
+        return {**rec, "status": "failed", "stage": "read", "reason": "out of memory reading the image"}
+    load = time.perf_counter() - t0
+    try:
+        res, overlay, views = self.process(image, notes)
+        res.timing["load"] = load
+        t1 = time.perf_counter()
+        paths = output_paths(save_dir, name, self.formats)
+        save_result(res, paths, overlay, views, self.faces, str(path))
+        res.timing["write"] = time.perf_counter() - t1
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except MemoryError:
+        return {**rec, "status": "failed", "stage": "process", "reason": "out of memory"}
+    except Exception as e:                       # one bad image never stops the run
+        return {**rec, "status": "failed", "stage": "process", "reason": f"{type(e).__name__}: {e}"}
+    return {**rec, "status": "ok", "size": [image.shape[1], image.shape[0]], "detection": res.detection_status,
+            "crop_source": res.crop_source, "notes": res.notes, "warnings": res.warnings,
+            "outputs": {k: str(p) for k, p in paths.items()}, "timing_s": {k: round(v, 4) for k, v in res.timing.items()}}
 
-    def run_images(self, img_path, save_dir, log=print) -> dict:
-        """Process a file or folder of images into `save_dir`; returns (and writes) the summary. Interrupted (Ctrl-C),
-        it writes the summary of what was done (`interrupted: true`) and raises `KeyboardInterrupt` again."""
-        from intaghand.config import output_dir
-        from intaghand.io import remove_stale_temps
-        skipped = []
-        files, ignored = list_images(img_path, exclude=save_dir, skipped=skipped)
-        save_dir = output_dir(save_dir)
-        for p in remove_stale_temps(save_dir, recursive=True, min_age=60):
-            log(f"removed {p.name}, a temporary file left by an interrupted run")
+# %% ../nbs/16_demo.ipynb #64fcb06f
+@patch
+def run_images(self: Demo, img_path, save_dir, log=print) -> dict:
+    """Process a file or folder of images into `save_dir`; returns (and writes) the summary. Interrupted (Ctrl-C),
+    it writes the summary of what was done (`interrupted: true`) and raises `KeyboardInterrupt` again."""
+    from intaghand.config import output_dir
+    from intaghand.io import remove_stale_temps
+    skipped = []
+    files, ignored = list_images(img_path, exclude=save_dir, skipped=skipped)
+    save_dir = output_dir(save_dir)
+    for p in remove_stale_temps(save_dir, recursive=True, min_age=60):
+        log(f"removed {p.name}, a temporary file left by an interrupted run")
 
-        root = Path(img_path) if Path(img_path).is_dir() else None
-        t0 = time.perf_counter()
-        records, interrupted = [], False
-        try:
-            for i, (f, name) in enumerate(zip(files, _unique_names(files, root))):
-                r = self.run_file(f, save_dir, name)
-                records.append(r)
-                msg = "ok" if r["status"] == "ok" else f"FAILED ({r['reason']})"
-                extra = "; ".join(r.get("notes", []) + r.get("warnings", []))
-                log(f"[{i + 1}/{len(files)}] {name if root else f.name}: {msg}" + (f" [{extra}]" if extra else ""))
-        except KeyboardInterrupt:
-            interrupted = True
-        dt = time.perf_counter() - t0
-        ok = [r for r in records if r["status"] == "ok"]
-        failed = [r for r in records if r["status"] != "ok"]
-        det = {}
-        for r in ok: det[r["detection"]] = det.get(r["detection"], 0) + 1
-        summary = {"images": len(records), "succeeded": len(ok), "failed": len(failed),
-                   "failures": [{"input": r["input"], "reason": r["reason"]} for r in failed],
-                   "with_warnings": [{"input": r["input"], "warnings": r["warnings"]} for r in ok if r["warnings"]],
-                   "skipped": skipped, "detection": det, "detector": self.detector_status, "ignored_files": ignored,
-                   "img_path": str(img_path), "save_path": str(save_dir.resolve()),
-                   "checkpoint": str(getattr(self.rec, "checkpoint", "")), "device": str(self.rec.device),
-                   "hand_model": str(self.hand_model), "config_warnings": list(getattr(self.rec, "warnings", [])),
-                   "time_s": round(dt, 3), "images_per_s": round(len(records) / dt, 4) if dt > 0 else None,
-                   "interrupted": interrupted, "not_processed": len(files) - len(records), "results": records}
-        atomic_write_json(save_dir / "summary.json", summary)
-        if interrupted: raise KeyboardInterrupt(summary)
-        return summary
+    root = Path(img_path) if Path(img_path).is_dir() else None
+    t0 = time.perf_counter()
+    records, interrupted = [], False
+    try:
+        for i, (f, name) in enumerate(zip(files, _unique_names(files, root))):
+            r = self.run_file(f, save_dir, name)
+            records.append(r)
+            msg = "ok" if r["status"] == "ok" else f"FAILED ({r['reason']})"
+            extra = "; ".join(r.get("notes", []) + r.get("warnings", []))
+            log(f"[{i + 1}/{len(files)}] {name if root else f.name}: {msg}" + (f" [{extra}]" if extra else ""))
+    except KeyboardInterrupt:
+        interrupted = True
+    dt = time.perf_counter() - t0
+    ok = [r for r in records if r["status"] == "ok"]
+    failed = [r for r in records if r["status"] != "ok"]
+    det = {}
+    for r in ok: det[r["detection"]] = det.get(r["detection"], 0) + 1
+    summary = {"images": len(records), "succeeded": len(ok), "failed": len(failed),
+               "failures": [{"input": r["input"], "reason": r["reason"]} for r in failed],
+               "with_warnings": [{"input": r["input"], "warnings": r["warnings"]} for r in ok if r["warnings"]],
+               "skipped": skipped, "detection": det, "detector": self.detector_status, "ignored_files": ignored,
+               "img_path": str(img_path), "save_path": str(save_dir.resolve()),
+               "checkpoint": str(getattr(self.rec, "checkpoint", "")), "device": str(self.rec.device),
+               "hand_model": str(self.hand_model), "config_warnings": list(getattr(self.rec, "warnings", [])),
+               "time_s": round(dt, 3), "images_per_s": round(len(records) / dt, 4) if dt > 0 else None,
+               "interrupted": interrupted, "not_processed": len(files) - len(records), "results": records}
+    atomic_write_json(save_dir / "summary.json", summary)
+    if interrupted: raise KeyboardInterrupt(summary)
+    return summary
 
 # %% ../nbs/16_demo.ipynb #50cf4952
 def format_summary(s: dict) -> str:
