@@ -16,6 +16,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import torch
+from fastcore.basics import patch
 
 from .layout import (HAND_BBOX_RATIO, HEATMAP_SIZE, IMG_SIZE, count_samples, crop_matrix,
                               gaussian_heatmaps, project, sample_complete, write_sample)
@@ -294,103 +295,115 @@ class SyntheticGenerator:
     def scene(self, split: str, idx: int) -> Scene:
         return draw_scene(self.rng(split, idx), self.layers, self.canon, self.tau)
 
-    def geometry(self, sc: Scene) -> dict:
-        "Camera-space verts/joints of both hands and the crop intrinsics K (3×3) of a scene."
-        out = {}
-        for h in HANDS:
-            p = sc.params[h]
-            if h in sc.rest: v, j = (x + p["trans"][0] for x in sc.rest[h])   # translation is additive
-            else: v, j = _mano(self.layers[h], p["R"], p["pose"], p["shape"], p["trans"][0])
-            out[h] = (v @ sc.cam_R.T + sc.cam_t, j @ sc.cam_R.T + sc.cam_t)
-        K0 = np.array([[sc.focal, 0, 0], [0, sc.focal, 0], [0, 0, 1]])
-        pts = project(np.concatenate([out[h][0] for h in HANDS]), K0)
-        M = crop_matrix(pts, self.size, sc.ratio)
-        s = M[0, 0]
-        K = np.array([[sc.focal * s, 0, M[0, 2] + sc.shift[0] * self.size],
-                      [0, sc.focal * s, M[1, 2] + sc.shift[1] * self.size], [0, 0, 1]], np.float32)
-        out["K"] = K
-        out["arms"] = sc.arms
-        return out
+# %% ../nbs/09_synthetic.ipynb #fed9168c
+@patch
+def geometry(self: SyntheticGenerator, sc: Scene) -> dict:
+    "Camera-space verts/joints of both hands and the crop intrinsics K (3×3) of a scene."
+    out = {}
+    for h in HANDS:
+        p = sc.params[h]
+        if h in sc.rest: v, j = (x + p["trans"][0] for x in sc.rest[h])   # translation is additive
+        else: v, j = _mano(self.layers[h], p["R"], p["pose"], p["shape"], p["trans"][0])
+        out[h] = (v @ sc.cam_R.T + sc.cam_t, j @ sc.cam_R.T + sc.cam_t)
+    K0 = np.array([[sc.focal, 0, 0], [0, sc.focal, 0], [0, 0, 1]])
+    pts = project(np.concatenate([out[h][0] for h in HANDS]), K0)
+    M = crop_matrix(pts, self.size, sc.ratio)
+    s = M[0, 0]
+    K = np.array([[sc.focal * s, 0, M[0, 2] + sc.shift[0] * self.size],
+                  [0, sc.focal * s, M[1, 2] + sc.shift[1] * self.size], [0, 0, 1]], np.float32)
+    out["K"] = K
+    out["arms"] = sc.arms
+    return out
 
-    def render(self, scenes: list, geoms: list) -> dict:
-        "Batched products of scenes: mask (B×H×W×3 uint8), dense (uint8), shaded RGB (float 0..1), alpha (bool)."
-        from intaghand.raster import interpolate_vertex_attributes, vertex_normals
-        from intaghand.render import PerspectiveCamera, build_scene
-        t = lambda xs: torch.as_tensor(np.stack(xs).astype(np.float32))
-        from intaghand.raster import flip_winding
-        arm = lambda g, h: (forearm(g[h][0], g[h][1], self.wrist_loop, g["arms"][h]) if self.forearms and len(self.wrist_loop)
-                            else np.full((len(ARM_STATIONS) * len(self.wrist_loop), 3), 1e3))
-        lv = t([np.concatenate([g["left"][0], arm(g, "left")]) for g in geoms])
-        rv = t([np.concatenate([g["right"][0], arm(g, "right")]) for g in geoms])
-        V, F = self.layers["right"].v_template.shape[0], self.faces.shape[0]
-        fr = torch.cat([self.faces, self.arm_faces + V])
-        sc3 = build_scene(lv, rv, fr, PerspectiveCamera(t([g["K"] for g in geoms]), image_size=self.size), faces_left=flip_winding(fr))
-        frags = self.rasterizer(sc3)
-        f = frags.pix_to_face
-        left, right = (f >= 0) & (f < F), (f >= sc3.n_left_faces) & (f < sc3.n_left_faces + F)
-        fg = f >= 0
-        mask = torch.zeros(*f.shape, 3, dtype=torch.uint8)
-        mask[..., 2], mask[..., 1] = left.to(torch.uint8) * 255, right.to(torch.uint8) * 255
-        albedo = torch.stack([torch.as_tensor(np.concatenate([self._albedo(s, "left"), self._albedo(s, "right")]), dtype=torch.float32)
-                              for s in scenes])
-        vc = torch.cat([self.v_color, torch.zeros(lv.shape[1] - V, 3)])
-        attrs = torch.cat([albedo, vertex_normals(sc3.view, sc3.faces), sc3.view,
-                           torch.cat([vc, vc])[None].expand(len(scenes), -1, -1)], -1)
-        a = interpolate_vertex_attributes(frags, sc3.faces, attrs)             # B×H×W×12
-        alb, n, p, dense = a[..., :3], a[..., 3:6], a[..., 6:9], a[..., 9:12]
-        n = torch.nn.functional.normalize(n, dim=-1, eps=1e-12)
-        eye = -torch.nn.functional.normalize(p, dim=-1, eps=1e-12)
-        n = torch.where((n * eye).sum(-1, keepdim=True) < 0, -n, n)
-        L = lambda k: torch.tensor(np.array([s.light[k] for s in scenes]), dtype=torch.float32)
-        ldir = L("direction")[:, None, None]                                    # from the surface towards the light
-        ndl = (n * ldir).sum(-1, keepdim=True)
-        refl = 2 * ndl * n - ldir
-        spec = (refl * eye).sum(-1, keepdim=True).clamp(min=0) ** L("shininess")[:, None, None, None] * (ndl > 0)
-        rgb = alb * (L("ambient")[:, None, None, None] + L("diffuse")[:, None, None, None] * ((ndl + 0.35) / 1.35).clamp(min=0)) \
-              + L("specular")[:, None, None, None] * spec
-        rgb = (rgb * L("colour")[:, None, None]).clamp(0, 1)
-        dense = dense * (left | right)[..., None]
-        return {"mask": mask.numpy(), "dense": (dense * 255).round().clamp(0, 255).byte().numpy(),
-                "shaded": rgb.numpy(), "alpha": fg.numpy()}
+# %% ../nbs/09_synthetic.ipynb #7bcb9568
+@patch
+def _albedo(self: SyntheticGenerator, sc: Scene, hand: str) -> np.ndarray:
+    "Per-vertex RGB of one hand and its forearm: skin with a slight variation, cloth past the sleeve's start."
+    n = len(self.wrist_loop)
+    arm = np.repeat(np.where((ARM_STATIONS * sc.arms[hand]["length"] >= sc.arms[hand]["sleeve"])[:, None],
+                             sc.arms[hand]["cloth"][None], sc.skin[hand][None]), n, 0)
+    return np.concatenate([np.outer(self._skin_var, sc.skin[hand]), arm])
 
-    def _albedo(self, sc: Scene, hand: str) -> np.ndarray:
-        "Per-vertex RGB of one hand and its forearm: skin with a slight variation, cloth past the sleeve's start."
-        n = len(self.wrist_loop)
-        arm = np.repeat(np.where((ARM_STATIONS * sc.arms[hand]["length"] >= sc.arms[hand]["sleeve"])[:, None],
-                                 sc.arms[hand]["cloth"][None], sc.skin[hand][None]), n, 0)
-        return np.concatenate([np.outer(self._skin_var, sc.skin[hand]), arm])
+# %% ../nbs/09_synthetic.ipynb #8f50d348
+@patch
+def render(self: SyntheticGenerator, scenes: list, geoms: list) -> dict:
+    "Batched products of scenes: mask (B×H×W×3 uint8), dense (uint8), shaded RGB (float 0..1), alpha (bool)."
+    from intaghand.raster import interpolate_vertex_attributes, vertex_normals
+    from intaghand.render import PerspectiveCamera, build_scene
+    t = lambda xs: torch.as_tensor(np.stack(xs).astype(np.float32))
+    from intaghand.raster import flip_winding
+    arm = lambda g, h: (forearm(g[h][0], g[h][1], self.wrist_loop, g["arms"][h]) if self.forearms and len(self.wrist_loop)
+                        else np.full((len(ARM_STATIONS) * len(self.wrist_loop), 3), 1e3))
+    lv = t([np.concatenate([g["left"][0], arm(g, "left")]) for g in geoms])
+    rv = t([np.concatenate([g["right"][0], arm(g, "right")]) for g in geoms])
+    V, F = self.layers["right"].v_template.shape[0], self.faces.shape[0]
+    fr = torch.cat([self.faces, self.arm_faces + V])
+    sc3 = build_scene(lv, rv, fr, PerspectiveCamera(t([g["K"] for g in geoms]), image_size=self.size), faces_left=flip_winding(fr))
+    frags = self.rasterizer(sc3)
+    f = frags.pix_to_face
+    left, right = (f >= 0) & (f < F), (f >= sc3.n_left_faces) & (f < sc3.n_left_faces + F)
+    fg = f >= 0
+    mask = torch.zeros(*f.shape, 3, dtype=torch.uint8)
+    mask[..., 2], mask[..., 1] = left.to(torch.uint8) * 255, right.to(torch.uint8) * 255
+    albedo = torch.stack([torch.as_tensor(np.concatenate([self._albedo(s, "left"), self._albedo(s, "right")]), dtype=torch.float32)
+                          for s in scenes])
+    vc = torch.cat([self.v_color, torch.zeros(lv.shape[1] - V, 3)])
+    attrs = torch.cat([albedo, vertex_normals(sc3.view, sc3.faces), sc3.view,
+                       torch.cat([vc, vc])[None].expand(len(scenes), -1, -1)], -1)
+    a = interpolate_vertex_attributes(frags, sc3.faces, attrs)             # B×H×W×12
+    alb, n, p, dense = a[..., :3], a[..., 3:6], a[..., 6:9], a[..., 9:12]
+    n = torch.nn.functional.normalize(n, dim=-1, eps=1e-12)
+    eye = -torch.nn.functional.normalize(p, dim=-1, eps=1e-12)
+    n = torch.where((n * eye).sum(-1, keepdim=True) < 0, -n, n)
+    L = lambda k: torch.tensor(np.array([s.light[k] for s in scenes]), dtype=torch.float32)
+    ldir = L("direction")[:, None, None]                                    # from the surface towards the light
+    ndl = (n * ldir).sum(-1, keepdim=True)
+    refl = 2 * ndl * n - ldir
+    spec = (refl * eye).sum(-1, keepdim=True).clamp(min=0) ** L("shininess")[:, None, None, None] * (ndl > 0)
+    rgb = alb * (L("ambient")[:, None, None, None] + L("diffuse")[:, None, None, None] * ((ndl + 0.35) / 1.35).clamp(min=0)) \
+          + L("specular")[:, None, None, None] * spec
+    rgb = (rgb * L("colour")[:, None, None]).clamp(0, 1)
+    dense = dense * (left | right)[..., None]
+    return {"mask": mask.numpy(), "dense": (dense * 255).round().clamp(0, 255).byte().numpy(),
+            "shaded": rgb.numpy(), "alpha": fg.numpy()}
 
-    def compose(self, sc: Scene, shaded, alpha) -> np.ndarray:
-        "The final BGR uint8 image: shaded hands over the procedural background, then blur and sensor noise."
-        bg = procedural_background(sc.bg_seed, self.size).astype(np.float32)
-        img = np.where(alpha[..., None], shaded[..., ::-1] * 255, bg)
-        if sc.post["blur"] > 0: img = cv2.GaussianBlur(img, (0, 0), sc.post["blur"])
-        if sc.post["noise"] > 0:
-            rng = np.random.default_rng(sc.bg_seed + 1)
-            img = img + rng.standard_normal(img.shape, dtype=np.float32) * sc.post["noise"]
-        return np.clip(img, 0, 255).round().astype(np.uint8)
+# %% ../nbs/09_synthetic.ipynb #73bd01f4
+@patch
+def compose(self: SyntheticGenerator, sc: Scene, shaded, alpha) -> np.ndarray:
+    "The final BGR uint8 image: shaded hands over the procedural background, then blur and sensor noise."
+    bg = procedural_background(sc.bg_seed, self.size).astype(np.float32)
+    img = np.where(alpha[..., None], shaded[..., ::-1] * 255, bg)
+    if sc.post["blur"] > 0: img = cv2.GaussianBlur(img, (0, 0), sc.post["blur"])
+    if sc.post["noise"] > 0:
+        rng = np.random.default_rng(sc.bg_seed + 1)
+        img = img + rng.standard_normal(img.shape, dtype=np.float32) * sc.post["noise"]
+    return np.clip(img, 0, 255).round().astype(np.uint8)
 
-    def annotation(self, sc: Scene, geom: dict, split: str, idx: int) -> dict:
-        "The processed-format annotation dict (InterHand keys) of a scene."
-        return {"inter_idx": int(idx),
-                "image": {"file_name": f"{split}/img/{idx}.jpg", "capture": -1, "camera": "synthetic", "frame_idx": int(idx),
-                          "width": self.size, "height": self.size, "seed": self.seed},
-                "annotation": {"hand_type": "interacting", "hand_type_valid": 1, "synthetic": {"mode": sc.mode}},
-                "mano_params": {h: {k: np.asarray(v, np.float32) for k, v in sc.params[h].items()} for h in HANDS},
-                "camera": {"R": sc.cam_R.astype(np.float32), "t": sc.cam_t.astype(np.float32),
-                           "camera": np.asarray(geom["K"], np.float64)}}                     # float64, as the original stores crop intrinsics
+# %% ../nbs/09_synthetic.ipynb #57e91ca5
+@patch
+def annotation(self: SyntheticGenerator, sc: Scene, geom: dict, split: str, idx: int) -> dict:
+    "The processed-format annotation dict (InterHand keys) of a scene."
+    return {"inter_idx": int(idx),
+            "image": {"file_name": f"{split}/img/{idx}.jpg", "capture": -1, "camera": "synthetic", "frame_idx": int(idx),
+                      "width": self.size, "height": self.size, "seed": self.seed},
+            "annotation": {"hand_type": "interacting", "hand_type_valid": 1, "synthetic": {"mode": sc.mode}},
+            "mano_params": {h: {k: np.asarray(v, np.float32) for k, v in sc.params[h].items()} for h in HANDS},
+            "camera": {"R": sc.cam_R.astype(np.float32), "t": sc.cam_t.astype(np.float32),
+                       "camera": np.asarray(geom["K"], np.float64)}}                     # float64, as the original stores crop intrinsics
 
-    def make(self, split: str, indices) -> list:
-        "Samples of `split` at `indices`: a list of dicts with img, anno, mask, dense, hms."
-        scenes = [self.scene(split, i) for i in indices]
-        geoms = [self.geometry(s) for s in scenes]
-        r = self.render(scenes, geoms)
-        out = []
-        for b, (i, sc, g) in enumerate(zip(indices, scenes, geoms)):
-            hms = {h: gaussian_heatmaps(project(g[h][1], g["K"]) * HEATMAP_SIZE / self.size) for h in HANDS}
-            out.append({"idx": i, "img": self.compose(sc, r["shaded"][b], r["alpha"][b]), "anno": self.annotation(sc, g, split, i),
-                        "mask": r["mask"][b], "dense": r["dense"][b], "hms": hms})
-        return out
+
+@patch
+def make(self: SyntheticGenerator, split: str, indices) -> list:
+    "Samples of `split` at `indices`: a list of dicts with img, anno, mask, dense, hms."
+    scenes = [self.scene(split, i) for i in indices]
+    geoms = [self.geometry(s) for s in scenes]
+    r = self.render(scenes, geoms)
+    out = []
+    for b, (i, sc, g) in enumerate(zip(indices, scenes, geoms)):
+        hms = {h: gaussian_heatmaps(project(g[h][1], g["K"]) * HEATMAP_SIZE / self.size) for h in HANDS}
+        out.append({"idx": i, "img": self.compose(sc, r["shaded"][b], r["alpha"][b]), "anno": self.annotation(sc, g, split, i),
+                    "mask": r["mask"][b], "dense": r["dense"][b], "hms": hms})
+    return out
 
 # %% ../nbs/09_synthetic.ipynb #3926f7f8
 def split_counts(n: int, splits=("train", "val", "test"), fracs=None) -> dict:
