@@ -22,6 +22,8 @@ import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
+from intaghand.io import atomic_write_text       # pages are written through a temporary file and a rename
+
 ROOT = Path(__file__).resolve().parents[1]
 DIRECTIVE = re.compile(r"^\s*#\s*\|")
 # a relative markdown or HTML link to a notebook beside this one: X.ipynb or X.ipynb#frag
@@ -175,17 +177,6 @@ def static_outputs(nb):
     return nb
 
 
-def atomic_write_text(path, text):
-    "Write `text` to `path` through a temporary file beside it and a rename: never a half-written file."
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def cell_error(name, nb, index, err):
     "The build error of a chapter whose cell `index` failed: the notebook, the cell and what went wrong."
     code_no = sum(c.cell_type == "code" for c in nb.cells[:index + 1])
@@ -329,7 +320,8 @@ def main(argv=None):
     chosen, newest = select(all_chapters, args.only), package_mtime()
     todo = [p for p in chosen if args.force or not up_to_date(p, out_dir / f"{p.stem}.html", newest)]
     for p in sorted(set(chosen) - set(todo)): print(f"docs: {p.stem}.html is up to date")
-    jobs, failures = [(p, out_dir, skip_flags(), args.timeout) for p in todo], []
+    flags = skip_flags()
+    jobs, failures = [(p, out_dir, flags, args.timeout) for p in todo], []
     if args.jobs > 1 and len(jobs) > 1:
         with ProcessPoolExecutor(max_workers=args.jobs) as pool:
             for done in as_completed([pool.submit(_build_job, job) for job in jobs]):
