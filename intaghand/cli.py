@@ -67,12 +67,13 @@ def config_main(argv) -> int:
     return 0
 
 # %% ../nbs/20_cli.ipynb #aea9ff11
-def _rasterize_triangle(size: int = 64):
-    "Silhouette of one triangle through PyTorch3D's rasterizer (CPU or CUDA): a size×size bool mask."
+def _rasterize_triangle(size: int = 64, device=None):
+    "Silhouette of one triangle through PyTorch3D's rasterizer on `device` (default: CUDA when available): a size×size bool mask."
     import torch
     from pytorch3d.renderer import FoVOrthographicCameras, MeshRasterizer, RasterizationSettings
     from pytorch3d.structures import Meshes
-    dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    from intaghand.tensors import resolve_device
+    dev = resolve_device(device)
     verts = torch.tensor([[[-0.5, -0.5, 1.0], [0.5, -0.5, 1.0], [0.0, 0.5, 1.0]]], device=dev)
     faces = torch.tensor([[[0, 1, 2]]], device=dev)
     rast = MeshRasterizer(cameras=FoVOrthographicCameras(device=dev),
@@ -99,14 +100,14 @@ def smoke_main(argv) -> int:
                       ("graph_left", lambda: graph_asset(cfg, "graph_left")), ("upsample", lambda: graph_asset(cfg, "upsample"))]:
         try: print(f"  {what}: {get()}")
         except AssetNotFoundError as e: print(f"  {what}: missing ({e})")
-    mask = _rasterize_triangle(128)
+    from intaghand.tensors import resolve_device
+    dev = resolve_device(None)
+    mask = _rasterize_triangle(128, dev)
     area = float(mask.float().mean())
     assert 0.08 < area < 0.18, f"unexpected rasterized area {area}"
     out = save / "rasterized_triangle.png"
 
     atomic_imwrite(out, (mask.numpy().astype(np.uint8) * 255))
-    import torch
-    where = "CUDA" if torch.cuda.is_available() else "the CPU"      # where _rasterize_triangle ran
-    print(f"pytorch3d: rasterized a triangle on {where} (area {area:.3f} of the image)")
+    print(f"pytorch3d: rasterized a triangle on {'CUDA' if dev.type == 'cuda' else 'the CPU'} (area {area:.3f} of the image)")
     print(f"wrote {out.resolve()}")
     return 0
