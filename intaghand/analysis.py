@@ -22,7 +22,7 @@ import torch
 from .config import AssetNotFoundError, EMBEDDED_CHECKPOINT, checkpoint_file, get_config, graph_asset, resolve_path
 from .inference import Reconstructor, as_images, pad_to_square
 from .io import IMAGE_SUFFIXES, safe_load_pickle
-from .mano import FINGERTIP_VERTS, HANDS
+from .mano import FINGERTIP_VERTS, HANDS, MIRROR
 from .model import build_model, mano_joint_regressors
 from .pictures import DISPLAY_SIZE, draw_points, resize_to, to_uint8
 from .meshes import OVERLAY_OPACITY, hand_template, prediction_overlay
@@ -82,7 +82,7 @@ def demo_image(size: int = 256) -> np.ndarray:
     v = torch.as_tensor(v @ rot.T, dtype=torch.float32)
     ext = float((v.max(0).values - v.min(0).values)[:2].max())
     right = v + torch.tensor([0.3 * ext, 0.0, 0.0])
-    left = right * torch.tensor([-1.0, 1.0, 1.0])
+    left = right * right.new_tensor(MIRROR)
     cam = WeakPerspectiveCamera(torch.tensor([0.42 / ext]), torch.zeros(1, 2), size)
     out = HandRenderer(backend="fast")(left[None], right[None], f, cam, modes=("mask", "shaded"))
     yy, xx = np.mgrid[0:size, 0:size] / size

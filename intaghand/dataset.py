@@ -25,7 +25,7 @@ from .layout import (BONE_LENGTH, HEATMAP_SIGMA, HEATMAP_SIZE, HM_GROUPS, IMAGEN
                               gaussian_heatmaps, hand_labels, images_to_heatmaps, missing_indices,
                               read_anno, sample_files, sample_indices)
 from .io import ImageReadError, read_image
-from .mano import HANDS, ROOT_JOINT
+from .mano import HANDS, MIRROR, ROOT_JOINT
 from .tensors import map_tensors
 
 # %% ../nbs/10_dataset.ipynb #35cb4d84
@@ -275,8 +275,7 @@ def make_sample(self: HandDataset, raw: ProcessedSample, aug: Augmentation) -> H
         H = np.diag([A_ / S, A_ / S, 1.]) @ A @ np.diag([src / raw.hms["left"].shape[-1]] * 2 + [1.])
         maps = {h: warp(np.ascontiguousarray(raw.hms[h].transpose(1, 2, 0)), H, A_).transpose(2, 0, 1) for h in HANDS}
     if aug.flip:
-        mirror = np.array([-1., 1., 1.])
-        rel3d = {h: (v * mirror, j * mirror) for h, (v, j) in rel3d.items()}
+        rel3d = {h: (v * MIRROR, j * MIRROR) for h, (v, j) in rel3d.items()}
         root_rel = root_rel * np.array([1., -1., -1.])
         hands = {"left": hands["right"], "right": hands["left"]}
         rel3d = {"left": rel3d["right"], "right": rel3d["left"]}

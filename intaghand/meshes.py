@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from .io import atomic_write_bytes, safe_load_pickle
-from .mano import HANDS
+from .mano import HANDS, MIRROR
 from .pictures import to_uint8
 from .raster import check_faces, check_verts, flip_winding
 from .render import EXPORT_TYPES, HAND_BGR, HAND_RGB, HandRenderer, WeakPerspectiveCamera, _colour
@@ -65,7 +65,7 @@ def hand_template(cfg=None):
 def mirror_to_left(verts, faces):
     "A left hand from a right one: x mirrored, winding flipped (how MANO's two hands relate)."
     v = torch.as_tensor(np.asarray(verts) if not torch.is_tensor(verts) else verts)
-    return v * v.new_tensor([-1.0, 1.0, 1.0]), flip_winding(faces)
+    return v * v.new_tensor(MIRROR), flip_winding(faces)
 
 # %% ../nbs/05b_meshes.ipynb #ca349e01
 def face_normals(verts3d: np.ndarray, faces: np.ndarray) -> tuple:
