@@ -76,76 +76,111 @@ def _check_save_path(save_path, video: bool) -> Path:
         return p
     return output_dir(p)
 
+# %% ../nbs/16c_demo_cli.ipynb #208a850d
+def _error(msg) -> int:
+    "One line `intaghand demo: error: MSG` on stderr; returns the exit status 1."
+    print(f"intaghand demo: error: {msg}", file=sys.stderr)
+    return 1
+
+
+def _check_options(a):
+    "The options checked before anything is loaded or allocated: returns (formats, device, img_path, save)."
+    formats = parse_formats(a.formats)
+    if not 0 < a.fill <= 1: raise ValueError(f"--fill must be in (0, 1], got {a.fill}")
+    if a.detect_every < 1: raise ValueError(f"--detect_every must be ≥ 1, got {a.detect_every}")
+    check_render_size(a.render_size)
+    if a.max_pixels < 1: raise ValueError(f"--max_pixels must be positive, got {a.max_pixels}")
+    if not 0 < a.max_file_mb < float("inf"): raise ValueError(f"--max_file_mb must be positive, got {a.max_file_mb}")
+    device = resolve_device(a.device)
+    img_path = None
+    if not (a.live_demo or a.video): img_path = Path(a.img_path) if a.img_path else default_img_path()
+    save = None if (a.live_demo and a.save_path is None) else \
+        _check_save_path(a.save_path or "output/demo", video=bool(a.video or a.live_demo))
+    return formats, device, img_path, save
+
+# %% ../nbs/16c_demo_cli.ipynb #34442bc6
+def _load_demo(a, formats, device) -> Demo:
+    "The network from `--model` (and `--cfg`), the hand detector and the `Demo` around them; prints one line about them."
+    import warnings
+    from intaghand.inference import Reconstructor
+    t0 = time.perf_counter()
+    if a.model == EMBEDDED_CHECKPOINT and not (PROJECT_ROOT / EMBEDDED_CHECKPOINT).is_file():
+        raise FileNotFoundError(
+            f"the embedded default checkpoint {EMBEDDED_CHECKPOINT} is not there (it is trained on the synthetic "
+            "data and shipped with the repository). Pass --model PATH (e.g. misc/model/wild_demo.pth with --cfg), or try "
+            "the pipeline with an untrained network: python -c \"from intaghand.demo import small_checkpoint; "
+            "small_checkpoint('output/untrained')\" and --model output/untrained/small.pth")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)          # printed below, once, as one line each
+        rec = Reconstructor.from_checkpoint(a.model, cfg=a.cfg, device=device, force_cfg=a.force_cfg)
+    for w in rec.warnings: print(f"intaghand demo: warning: {w}", file=sys.stderr)
+    rec.checkpoint = a.model
+    detector, det_status = make_detector(a.detect)
+    demo = Demo(rec, detector, formats, a.render_size, a.fill, max_pixels=a.max_pixels, detector_status=det_status,
+                max_bytes=int(a.max_file_mb * 2**20))
+    print(f"model: {a.model} ({rec.cfg.MODEL.ENCODER_TYPE}, {rec.img_size}px, {rec.device}); "
+          f"hand model: {demo.hand_model}; hand detection: {det_status}; loaded in {time.perf_counter() - t0:.1f} s")
+    if a.live_demo or a.video: rec.build_after = 0     # a stream: the exact engine pays from the first frames on
+    return demo
+
+# %% ../nbs/16c_demo_cli.ipynb #7ed81648
+def _run_live(demo, a, save) -> int:
+    "`--live_demo`: the webcam through the demo (recorded to `save` when given); prints the frame count."
+    s = run_live(demo, a.camera, save, a.max_frames, a.mirror, detect_every=a.detect_every,
+                 smoother=ResultSmoother() if a.smooth else None, overlay=a.overlay)
+    print(f"live: {s['frames']} frames" + (f"; recorded to {s['output']}" if s["output"] else ""))
+    return 0
+
+
+def _run_video(demo, a, save) -> int:
+    "`--video`: the file through the demo into an output video; 0 all frames ok, 1 some failed, 130 interrupted (partial)."
+    s = run_video(demo, a.video, save, a.max_frames, detect_every=a.detect_every,
+                  smoother=ResultSmoother() if a.smooth else None, overlay=a.overlay)
+    print(f"video: {s['frames']} frames ({s['succeeded']} ok, {s['failed']} failed) at {s['frames_per_s']:.2f} frames/s")
+    if s["interrupted"]:
+        of = f" of {s['frames_in_video']}" if s["frames_in_video"] else ""
+        print(f"intaghand demo: interrupted after {s['frames']}{of} frames: {s['output']} is partial (holds only "
+              "those frames; the JSON beside it says interrupted). Run the same command again to process the "
+              "whole video.", file=sys.stderr)
+        return 130
+    print(f"output video: {s['output']} (per-frame JSON beside it)")
+    return 0 if s["failed"] == 0 else 1
+
+# %% ../nbs/16c_demo_cli.ipynb #bc0af474
+def _report_interrupted(e: KeyboardInterrupt) -> int:
+    "Ctrl-C: one line saying what was done (the images' summary rides on the interrupt where there is one); returns 130."
+    s = e.args[0] if e.args and isinstance(e.args[0], dict) else None
+    if s is None: print("intaghand demo: interrupted", file=sys.stderr)
+    else:
+        print(f"intaghand demo: interrupted after {s['images']} image(s); {s['not_processed']} not processed. The "
+              f"outputs so far are in {s['save_path']} (summary.json says interrupted); run the same command again "
+              "to process them all.", file=sys.stderr)
+    return 130
+
+
+def _report_images(s: dict, img_path) -> int:
+    "The images' summary: an error when no image was found (with what was skipped), else the summary; 0 all ok, 1 else."
+    if s["images"] == 0:
+        skipped = f"; skipped: {', '.join(Path(r['input']).name + ' (' + r['reason'] + ')' for r in s['skipped'])}" if s["skipped"] else ""
+        return _error(f"no images found in {img_path} (looked for {', '.join(IMAGE_SUFFIXES)}){skipped}")
+    print(format_summary(s))
+    return 0 if s["failed"] == 0 else 1
+
 # %% ../nbs/16c_demo_cli.ipynb #48f2b630
 def demo_main(argv=None) -> int:
     "CLI: `intaghand demo` (see `build_parser`). Returns the exit status: 0 all ok, 1 failures or errors, 130 interrupted."
-    import warnings
     from intaghand.config import ConfigError
     from intaghand.io import CheckpointError
-    from intaghand.inference import Reconstructor
     a = build_parser().parse_args(argv)
-    err = lambda msg: (print(f"intaghand demo: error: {msg}", file=sys.stderr), 1)[1]
-    if a.live_demo and a.video: return err("use either --live_demo or --video, not both")
+    if a.live_demo and a.video: return _error("use either --live_demo or --video, not both")
     try:
-        formats = parse_formats(a.formats)
-        if not 0 < a.fill <= 1: raise ValueError(f"--fill must be in (0, 1], got {a.fill}")
-        if a.detect_every < 1: raise ValueError(f"--detect_every must be ≥ 1, got {a.detect_every}")
-        check_render_size(a.render_size)
-        if a.max_pixels < 1: raise ValueError(f"--max_pixels must be positive, got {a.max_pixels}")
-        if not 0 < a.max_file_mb < float("inf"): raise ValueError(f"--max_file_mb must be positive, got {a.max_file_mb}")
-        device = resolve_device(a.device)
-        img_path = None
-        if not (a.live_demo or a.video): img_path = Path(a.img_path) if a.img_path else default_img_path()
-        save = None if (a.live_demo and a.save_path is None) else \
-            _check_save_path(a.save_path or "output/demo", video=bool(a.video or a.live_demo))
-        t0 = time.perf_counter()
-        if a.model == EMBEDDED_CHECKPOINT and not (PROJECT_ROOT / EMBEDDED_CHECKPOINT).is_file():
-            raise FileNotFoundError(
-                f"the embedded default checkpoint {EMBEDDED_CHECKPOINT} is not there (it is trained on the synthetic "
-                "data and shipped with the repository). Pass --model PATH (e.g. misc/model/wild_demo.pth with --cfg), or try "
-                "the pipeline with an untrained network: python -c \"from intaghand.demo import small_checkpoint; "
-                "small_checkpoint('output/untrained')\" and --model output/untrained/small.pth")
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", UserWarning)          # printed below, once, as one line each
-            rec = Reconstructor.from_checkpoint(a.model, cfg=a.cfg, device=device, force_cfg=a.force_cfg)
-        for w in rec.warnings: print(f"intaghand demo: warning: {w}", file=sys.stderr)
-        rec.checkpoint = a.model
-        detector, det_status = make_detector(a.detect)
-        demo = Demo(rec, detector, formats, a.render_size, a.fill, max_pixels=a.max_pixels, detector_status=det_status,
-                    max_bytes=int(a.max_file_mb * 2**20))
-        print(f"model: {a.model} ({rec.cfg.MODEL.ENCODER_TYPE}, {rec.img_size}px, {rec.device}); "
-              f"hand model: {demo.hand_model}; hand detection: {det_status}; loaded in {time.perf_counter() - t0:.1f} s")
-        if a.live_demo or a.video: rec.build_after = 0     # a stream: the exact engine pays from the first frames on
-        if a.live_demo:
-            s = run_live(demo, a.camera, save, a.max_frames, a.mirror, detect_every=a.detect_every,
-                         smoother=ResultSmoother() if a.smooth else None, overlay=a.overlay)
-            print(f"live: {s['frames']} frames" + (f"; recorded to {s['output']}" if s["output"] else ""))
-            return 0
-        if a.video:
-            s = run_video(demo, a.video, save, a.max_frames, detect_every=a.detect_every,
-                          smoother=ResultSmoother() if a.smooth else None, overlay=a.overlay)
-            print(f"video: {s['frames']} frames ({s['succeeded']} ok, {s['failed']} failed) at {s['frames_per_s']:.2f} frames/s")
-            if s["interrupted"]:
-                of = f" of {s['frames_in_video']}" if s["frames_in_video"] else ""
-                print(f"intaghand demo: interrupted after {s['frames']}{of} frames: {s['output']} is partial (holds only "
-                      "those frames; the JSON beside it says interrupted). Run the same command again to process the "
-                      "whole video.", file=sys.stderr)
-                return 130
-            print(f"output video: {s['output']} (per-frame JSON beside it)")
-            return 0 if s["failed"] == 0 else 1
+        formats, device, img_path, save = _check_options(a)
+        demo = _load_demo(a, formats, device)
+        if a.live_demo: return _run_live(demo, a, save)
+        if a.video: return _run_video(demo, a, save)
         s = demo.run_images(img_path, save)
     except KeyboardInterrupt as e:
-        s = e.args[0] if e.args and isinstance(e.args[0], dict) else None
-        if s is None: print("intaghand demo: interrupted", file=sys.stderr)
-        else:
-            print(f"intaghand demo: interrupted after {s['images']} image(s); {s['not_processed']} not processed. The "
-                  f"outputs so far are in {s['save_path']} (summary.json says interrupted); run the same command again "
-                  "to process them all.", file=sys.stderr)
-        return 130
+        return _report_interrupted(e)
     except (FileNotFoundError, CheckpointError, ConfigError, VideoError, ValueError, RuntimeError, OSError) as e:
-        return err(e)
-    if s["images"] == 0:
-        skipped = f"; skipped: {', '.join(Path(r['input']).name + ' (' + r['reason'] + ')' for r in s['skipped'])}" if s["skipped"] else ""
-        return err(f"no images found in {img_path} (looked for {', '.join(IMAGE_SUFFIXES)}){skipped}")
-    print(format_summary(s))
-    return 0 if s["failed"] == 0 else 1
+        return _error(e)
+    return _report_images(s, img_path)
