@@ -192,6 +192,42 @@ def _track(demo: Demo, frame: np.ndarray, box, last_box, previous=None) -> DemoR
     res.timing["detect"] = t_det
     return res
 
+# %% ../nbs/16b_video.ipynb #fc23a4ff
+def _reconstruct_frame(demo: Demo, frame, i: int, last, previous, timing: dict, fixed_box, detect_every: int,
+                       smoother, fps_in: float, draw, log) -> tuple:
+    """Frame `i` of a stream through the demo: crop, reconstruct, smooth (`smoother`), draw (`draw`); the stage times go
+    into `timing`. Returns (result, drawn frame, last detected crop, this result for the next frame); a frame that fails
+    is reported with `log` and passed through undrawn (result None)."""
+    try:
+        frame = to_bgr8(frame, [])
+        box = fixed_box(frame.shape[:2]) if callable(fixed_box) else None
+        track = previous if (i % detect_every and previous is not None) else None
+        res = _track(demo, frame, box, last, track)
+        if res.crop_source in ("detector", "previous_frame"): last = res.crop_box
+        timing.update(detect=res.timing.get("detect", 0.0), model=res.timing.get("model", 0.0))
+        t1 = time.perf_counter()
+        if smoother is not None: smoother(res, i / fps_in)
+        t2 = time.perf_counter()
+        out = draw(demo, res)
+        timing.update(smooth=t2 - t1, overlay=time.perf_counter() - t2)
+        previous = res
+    except Exception as e:                      # a bad frame is reported and passed through
+        res, out, previous = None, frame.copy(), None
+        log(f"frame {i}: failed ({type(e).__name__}: {e})")
+    return res, out, last, previous
+
+# %% ../nbs/16b_video.ipynb #ffd73ee7
+def _write_frame(out: np.ndarray, res, fps: float, writer, show: bool, timing: dict) -> bool:
+    "The frame rate (and 'failed') onto the drawn frame, then write it and/or show it; True when ESC was pressed."
+    draw_hud(out, res, fps, "" if res is not None else "failed")
+    t3 = time.perf_counter()
+    if writer is not None: writer.write(out)
+    if show:
+        cv2.imshow("intaghand demo", out)
+        if cv2.waitKey(1) & 0xFF == 27: return True
+    timing["write"] = time.perf_counter() - t3
+    return False
+
 # %% ../nbs/16b_video.ipynb #79b7a8d2
 def run_stream(demo: Demo, cap, writer=None, show: bool = False, max_frames: int | None = None, fixed_box=None,
                mirror: bool = False, log=print, detect_every: int = 1, smoother=None, fps_in: float = 25.0,
@@ -212,31 +248,11 @@ def run_stream(demo: Demo, cap, writer=None, show: bool = False, max_frames: int
             timing = {"capture": time.perf_counter() - t0}
             if not ok or frame is None: break
             if mirror: frame = np.ascontiguousarray(frame[:, ::-1])
-            try:
-                frame = to_bgr8(frame, [])
-                box = fixed_box(frame.shape[:2]) if callable(fixed_box) else None
-                track = previous if (i % detect_every and previous is not None) else None
-                res = _track(demo, frame, box, last, track)
-                if res.crop_source in ("detector", "previous_frame"): last = res.crop_box
-                timing.update(detect=res.timing.get("detect", 0.0), model=res.timing.get("model", 0.0))
-                t1 = time.perf_counter()
-                if smoother is not None: smoother(res, i / fps_in)
-                t2 = time.perf_counter()
-                out = draw(demo, res)
-                timing.update(smooth=t2 - t1, overlay=time.perf_counter() - t2)
-                previous = res
-            except Exception as e:                      # a bad frame is reported and passed through
-                res, out, previous = None, frame.copy(), None
-                log(f"frame {i}: failed ({type(e).__name__}: {e})")
+            res, out, last, previous = _reconstruct_frame(demo, frame, i, last, previous, timing, fixed_box, detect_every,
+                                                          smoother, fps_in, draw, log)
             dt = time.perf_counter() - t0
             fps = 1 / dt if fps is None else 0.9 * fps + 0.1 / max(dt, 1e-6)
-            draw_hud(out, res, fps, "" if res is not None else "failed")
-            t3 = time.perf_counter()
-            if writer is not None: writer.write(out)
-            if show:
-                cv2.imshow("intaghand demo", out)
-                if cv2.waitKey(1) & 0xFF == 27: break
-            timing["write"] = time.perf_counter() - t3
+            if _write_frame(out, res, fps, writer, show, timing): break
             records.append(_frames_json(i, res, timing))
             i += 1
     except KeyboardInterrupt:
