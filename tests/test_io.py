@@ -126,7 +126,8 @@ def test_user_image_refusals_name_the_file_and_say_why(tmp_path, photo):
     with pytest.raises(ImageReadError) as e: read_user_image(tmp_path / "p.jpg", 256)
     assert e.value.reason == "too small: 320×240 px; an image needs at least 256 px on each side to show two hands"
     with pytest.raises(ImageReadError) as e: read_user_image(tmp_path / "p.jpg", max_bytes=100)
-    assert e.value.reason.startswith("file too large: 0 MB is over the 0 MB limit for an image file (--max_file_mb)")
+    assert e.value.reason == (f"file too large: {len(jpg) / 1024:,.0f} KB is over the 100 bytes limit for an image file "
+                              "(--max_file_mb); is it an image?")                # the real sizes, not "0 MB" of "0 MB"
     with pytest.raises(ImageReadError) as e: read_user_image(tmp_path / "gone.jpg")
     assert e.value.reason == "cannot read the file: No such file or directory"
     (tmp_path / "empty.png").write_bytes(b"")
