@@ -17,6 +17,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from fastcore.basics import patch
+
 from .config import PROJECT_ROOT
 
 # %% ../nbs/15_detect.ipynb #c969dfdf
@@ -270,6 +272,14 @@ def _nchw(image_rgb: np.ndarray, lo: float, hi: float) -> np.ndarray:
     x = image_rgb.astype(np.float32) * ((hi - lo) / 255.0) + lo
     return np.ascontiguousarray(x.transpose(2, 0, 1)[None])
 
+# %% ../nbs/15_detect.ipynb #464e78d2
+def _dedupe(hands: list, iou_threshold: float = 0.5) -> list:
+    "Drop hands whose box overlaps a better one by more than `iou_threshold` (two palms of one hand)."
+    keep = []
+    for h in hands:
+        if all(_iou(np.asarray(h.box), np.asarray([k.box]))[0] <= iou_threshold for k in keep): keep.append(h)
+    return keep
+
 # %% ../nbs/15_detect.ipynb #8ccaf066
 class MediaPipeHands:
     """MediaPipe's palm detector + hand-landmark model (0.10.14 'full' models) on OpenCV's DNN module.
@@ -288,54 +298,52 @@ class MediaPipeHands:
         self.max_hands, self.palm_threshold, self.presence_threshold = max_hands, palm_threshold, presence_threshold
         self.mirrored, self.threads = mirrored, threads
 
-    def palms(self, image_rgb: np.ndarray) -> list:
-        "[(box, keypoints, score)] in [0, 1] image coordinates, after weighted NMS."
-        H, W = image_rgb.shape[:2]
-        sq, k, px, py = _letterbox(image_rgb, PALM_SIZE)
-        self.palm_net.setInput(_nchw(sq, 0.0, 1.0))
-        scores, raw = self.palm_net.forward(["Identity_1", "Identity"])
-        boxes, kps, s = decode_palms(raw[0], scores[0], self.anchors, PALM_SIZE, self.palm_threshold)
-        out = []
-        for b, kp, sc in weighted_nms(boxes, kps, s):
-            # undo the letterbox: [0, 1] of the 192² input -> [0, 1] of the image
-            b = (b.reshape(2, 2) * PALM_SIZE - [px, py]) / k / [W, H]
-            kp = (kp * PALM_SIZE - [px, py]) / k / [W, H]
-            out.append((b.reshape(4), kp, sc))
-        return out
+# %% ../nbs/15_detect.ipynb #ecc4a0d0
+@patch
+def palms(self: MediaPipeHands, image_rgb: np.ndarray) -> list:
+    "[(box, keypoints, score)] in [0, 1] image coordinates, after weighted NMS."
+    H, W = image_rgb.shape[:2]
+    sq, k, px, py = _letterbox(image_rgb, PALM_SIZE)
+    self.palm_net.setInput(_nchw(sq, 0.0, 1.0))
+    scores, raw = self.palm_net.forward(["Identity_1", "Identity"])
+    boxes, kps, s = decode_palms(raw[0], scores[0], self.anchors, PALM_SIZE, self.palm_threshold)
+    out = []
+    for b, kp, sc in weighted_nms(boxes, kps, s):
+        # undo the letterbox: [0, 1] of the 192² input -> [0, 1] of the image
+        b = (b.reshape(2, 2) * PALM_SIZE - [px, py]) / k / [W, H]
+        kp = (kp * PALM_SIZE - [px, py]) / k / [W, H]
+        out.append((b.reshape(4), kp, sc))
+    return out
 
-    def landmarks(self, image_rgb: np.ndarray, rect: RotatedRect) -> tuple:
-        "(21×2 landmarks in image pixels, presence score, probability that it is a right hand in an unmirrored image)."
-        crop = rect.warp(image_rgb, LANDMARK_SIZE)
-        self.landmark_net.setInput(_nchw(crop, 0.0, 1.0))
-        handed, presence, lm, _ = self.landmark_net.forward(["Identity_2", "Identity_1", "Identity", "Identity_3"])
-        pts = rect.to_image(lm.reshape(21, 3)[:, :2], LANDMARK_SIZE)
-        p_right = float(handed.ravel()[0])
-        return pts, float(presence.ravel()[0]), (1 - p_right) if self.mirrored else p_right
+# %% ../nbs/15_detect.ipynb #0f653473
+@patch
+def landmarks(self: MediaPipeHands, image_rgb: np.ndarray, rect: RotatedRect) -> tuple:
+    "(21×2 landmarks in image pixels, presence score, probability that it is a right hand in an unmirrored image)."
+    crop = rect.warp(image_rgb, LANDMARK_SIZE)
+    self.landmark_net.setInput(_nchw(crop, 0.0, 1.0))
+    handed, presence, lm, _ = self.landmark_net.forward(["Identity_2", "Identity_1", "Identity", "Identity_3"])
+    pts = rect.to_image(lm.reshape(21, 3)[:, :2], LANDMARK_SIZE)
+    p_right = float(handed.ravel()[0])
+    return pts, float(presence.ravel()[0]), (1 - p_right) if self.mirrored else p_right
 
-    def __call__(self, image_bgr: np.ndarray) -> Detection:
-        if self.threads is not None: cv2.setNumThreads(self.threads)
-        rgb = np.ascontiguousarray(image_bgr[..., ::-1])
-        H, W = rgb.shape[:2]
-        hands = []
-        for box, kps, score in self.palms(rgb):
-            rect = palm_to_hand_rect(box, kps, (H, W))
-            pts, presence, p_right = self.landmarks(rgb, rect)
-            if presence < self.presence_threshold: continue
-            x0, y0 = pts.min(0); x1, y1 = pts.max(0)
-            pad = 0.08 * max(x1 - x0, y1 - y0)      # landmarks sit inside the skin: pad to the hand's outline
-            hb = (x0 - pad, y0 - pad, x1 + pad, y1 + pad)
-            side = "right" if p_right >= 0.5 else "left"
-            hands.append(HandBox(hb, score * presence, side, max(p_right, 1 - p_right), pts))
-        hands = _dedupe(sorted(hands, key=lambda h: -h.score))
-        return Detection(hands[: self.max_hands], (H, W), self.name)
-
-# %% ../nbs/15_detect.ipynb #464e78d2
-def _dedupe(hands: list, iou_threshold: float = 0.5) -> list:
-    "Drop hands whose box overlaps a better one by more than `iou_threshold` (two palms of one hand)."
-    keep = []
-    for h in hands:
-        if all(_iou(np.asarray(h.box), np.asarray([k.box]))[0] <= iou_threshold for k in keep): keep.append(h)
-    return keep
+# %% ../nbs/15_detect.ipynb #e1573e87
+@patch
+def __call__(self: MediaPipeHands, image_bgr: np.ndarray) -> Detection:
+    if self.threads is not None: cv2.setNumThreads(self.threads)
+    rgb = np.ascontiguousarray(image_bgr[..., ::-1])
+    H, W = rgb.shape[:2]
+    hands = []
+    for box, kps, score in self.palms(rgb):
+        rect = palm_to_hand_rect(box, kps, (H, W))
+        pts, presence, p_right = self.landmarks(rgb, rect)
+        if presence < self.presence_threshold: continue
+        x0, y0 = pts.min(0); x1, y1 = pts.max(0)
+        pad = 0.08 * max(x1 - x0, y1 - y0)      # landmarks sit inside the skin: pad to the hand's outline
+        hb = (x0 - pad, y0 - pad, x1 + pad, y1 + pad)
+        side = "right" if p_right >= 0.5 else "left"
+        hands.append(HandBox(hb, score * presence, side, max(p_right, 1 - p_right), pts))
+    hands = _dedupe(sorted(hands, key=lambda h: -h.score))
+    return Detection(hands[: self.max_hands], (H, W), self.name)
 
 # %% ../nbs/15_detect.ipynb #e5c7b638
 def load_detector(kind: str = "mediapipe", **kw):
