@@ -8,9 +8,7 @@ __all__ = ['BN_MODES', 'TrainingDiverged', 'Trainer', 'CHECKPOINT_FORMAT', 'read
 
 # %% ../nbs/12_train.ipynb #14434269
 import json
-import math
 import signal
-import threading
 import time
 import warnings
 from pathlib import Path
@@ -21,16 +19,16 @@ import torch.distributed as dist
 from fastcore.basics import patch
 from torch.utils.data import DataLoader
 
-from .config import checkpoint_file, config_to_yaml, get_config, save_config, without_encoder_pretrain
+from .config import checkpoint_file, get_config, save_config, without_encoder_pretrain
 from .dataset import EvalSamples, HandDataset, collate_eval, collate_samples
 from .head_init import init_camera_head, init_mean_hand
-from .io import (CheckpointError, atomic_torch_save, atomic_write_text, load_checkpoint, load_state_dict_checked,
-                          progress_bar, remove_stale_temps)
+from .io import progress_bar, remove_stale_temps
 from .losses import LossPrediction, LossTarget, LossWeights, StepLRWithWarmUp, compute_losses
 from .mano import HANDS, mano_layers
 from .model import build_model, load_graph_assets, load_weights
-from .repro import EpochSampler, SeededSamples, init_distributed, rng_state, seed_everything, set_rng_state, unwrap
+from .repro import EpochSampler, SeededSamples, init_distributed, seed_everything, unwrap
 from .run_files import CHECKPOINT_FORMAT, export_weights, link_or_copy, read_log
+from .run_state import RunState, _ignore_stop_signals
 from .tensors import autocast_dtype, map_tensors
 from .train_pictures import training_images
 from .validation import mesh_specs, validation_errors
@@ -47,16 +45,11 @@ def _freeze_bn(model: torch.nn.Module):
         if isinstance(m, torch.nn.modules.batchnorm._BatchNorm): m.eval()
 
 
-def _ignore_stop_signals(worker_id: int):
-    "DataLoader workers leave SIGINT/SIGTERM to the main process (a scheduler signals the whole group), which saves and stops."
-    for sig in (signal.SIGINT, signal.SIGTERM): signal.signal(sig, signal.SIG_IGN)
-
-
 class TrainingDiverged(RuntimeError):
     "The loss or the gradients stopped being finite; the weights of the last finished epoch are kept."
 
 # %% ../nbs/12_train.ipynb #c15707a1
-class Trainer:
+class Trainer(RunState):
     """IntagHand training on one process or many (`torchrun`): see the chapter text for the options.
 
     `cfg`: a frozen config (`get_config`); `data_path`: processed data (default `cfg.DATASET.INTERHAND_PATH`);
@@ -212,17 +205,6 @@ def _wrap_ddp(self: Trainer, model) -> torch.nn.Module:
     ids = [self.device.index] if self.device.type == "cuda" else None
     return torch.nn.parallel.DistributedDataParallel(model, device_ids=ids, find_unused_parameters=True)
 
-
-@patch
-def _start_counters(self: Trainer, tensorboard: bool):
-    "Epoch, step and position in the epoch, the best validation so far, the wall clock and the stop flag."
-    self.epoch, self.step, self.batch_in_epoch = 0, 0, 0
-    self.best_metric, self.best_epoch = math.inf, -1
-    self.resumed_from = None
-    self._wall_base, self._t_start = 0.0, None      # training seconds before this process, and when it started
-    self._writer, self._tb = None, tensorboard
-    self._stop = False
-
 # %% ../nbs/12_train.ipynb #e066d870
 @patch
 def writer(self: Trainer):
@@ -231,12 +213,6 @@ def writer(self: Trainer):
         from torch.utils.tensorboard import SummaryWriter
         self._writer = SummaryWriter(str(self.tb_dir), purge_step=self.step if self.resumed_from else None)
     return self._writer
-
-
-@patch
-def wall_time(self: Trainer) -> float:
-    "Seconds spent training so far, over every resumed part of the run."
-    return self._wall_base + (time.monotonic() - self._t_start if self._t_start is not None else 0.0)
 
 
 @patch
@@ -340,73 +316,7 @@ def validate(self: Trainer) -> dict | None:
         res = box[0]
     return res
 
-# %% ../nbs/12_train.ipynb #98f4625d
-@patch
-def state_dict(self: Trainer) -> dict:
-    "Everything a resume needs, as tensors and plain types (loadable with `torch.load(weights_only=True)`)."
-    rngs = [rng_state()]
-    if self.dist.distributed:
-        rngs = [None] * self.dist.world_size
-        dist.all_gather_object(rngs, rng_state())
-    return {"format": CHECKPOINT_FORMAT, "model": self.net.state_dict(), "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(),
-            "epoch": self.epoch, "step": self.step, "batch_in_epoch": self.batch_in_epoch,
-            "best_metric": float(self.best_metric), "best_epoch": self.best_epoch, "config": config_to_yaml(self.cfg),
-            "rng": rngs, "world_size": self.dist.world_size, "batch_size": self.batch_size, "seed": self.seed,
-            "wall_time": self.wall_time()}
-
-
-@patch
-def save(self: Trainer, name: str = "latest") -> Path | None:
-    "Write `<out>/<name>.pth` atomically (rank 0; every process takes part in gathering RNG states)."
-    state = self.state_dict()
-    path = self.out / f"{name}.pth"
-    if self.dist.is_main: atomic_torch_save(state, path)
-    return path
-
-# %% ../nbs/12_train.ipynb #9f9cce60
-@patch
-def load_state_dict(self: Trainer, ck: dict, source: str = "checkpoint"):
-    "Restore a `state_dict()` (model strictly, optimizer, scheduler, scaler, counters, RNG states)."
-    if ck.get("format") != CHECKPOINT_FORMAT:
-        raise CheckpointError(f"{source} is not a training checkpoint of this trainer (format {ck.get('format')!r}); "
-                              "to start from plain weights set MODEL_PARAM.MODEL_PRETRAIN_PATH instead of resuming")
-    load_state_dict_checked(self.net, ck["model"], source=source)
-    self.optimizer.load_state_dict(ck["optimizer"])
-    self.scheduler.load_state_dict(ck["scheduler"])
-    if ck.get("scaler"): self.scaler.load_state_dict(ck["scaler"])
-    self.epoch, self.step, self.batch_in_epoch = int(ck["epoch"]), int(ck["step"]), int(ck["batch_in_epoch"])
-    self.best_metric, self.best_epoch = float(ck["best_metric"]), int(ck["best_epoch"])
-    self._wall_base = float(ck.get("wall_time", 0.0))
-    same = int(ck["world_size"]) == self.dist.world_size and int(ck["batch_size"]) == self.batch_size
-    if self.batch_in_epoch and not same:
-        done = self.batch_in_epoch * int(ck["batch_size"]) * int(ck["world_size"])
-        self.batch_in_epoch = done // self.global_batch_size
-        warnings.warn(f"{source} was written with {ck['world_size']} process(es) × batch {ck['batch_size']}; resuming "
-                      f"mid-epoch with {self.dist.world_size} × {self.batch_size} continues at batch "
-                      f"{self.batch_in_epoch} of the epoch, so the run is not an exact continuation")
-    rngs = ck["rng"]
-    set_rng_state(rngs[self.dist.rank] if self.dist.rank < len(rngs) else rngs[0])
-    return self
-
-
-@patch
-def resume(self: Trainer, path=None):
-    "Continue from a training checkpoint (default `<out>/latest.pth`); the log is cut back to its step."
-    path = Path(path) if path is not None else self.out / "latest.pth"
-    self.load_state_dict(load_checkpoint(path), source=str(path))
-    self.resumed_from = path
-    if self.dist.is_main and self.log_path.is_file():
-        keep = [r for r in read_log(self.log_path) if r["step"] < self.step or (r["kind"] == "val" and r["step"] <= self.step)]
-        atomic_write_text(self.log_path, "".join(json.dumps(r) + "\n" for r in keep))
-    return self
-
 # %% ../nbs/12_train.ipynb #c29686f3
-@patch
-def _stop_requested(self: Trainer) -> bool:
-    return self._stop or (self.max_steps is not None and self.step >= self.max_steps)
-
-
 @patch
 def train_epoch(self: Trainer) -> bool:
     "Run the rest of the current epoch; False when it stopped early (max_steps or a stop signal)."
@@ -476,20 +386,6 @@ def fit(self: Trainer) -> list:
         if self._writer is not None: self._writer.flush()
     if self.dist.distributed: dist.barrier()
     return read_log(self.log_path) if self.dist.is_main else []
-
-
-@patch
-def _install_signal_handlers(self: Trainer) -> dict:
-    "SIGINT/SIGTERM finish the current step, save `latest.pth` and stop (a second SIGINT interrupts at once)."
-    if threading.current_thread() is not threading.main_thread(): return {}
-    restore = {}
-    def handler(sig, frame):
-        if self._stop and sig == signal.SIGINT: raise KeyboardInterrupt
-        self._stop = True
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        try: restore[sig] = signal.signal(sig, handler)
-        except (ValueError, OSError): pass
-    return restore
 
 
 @patch
