@@ -97,9 +97,9 @@ def onnxruntime_available() -> bool:
     return all(importlib.util.find_spec(m) is not None for m in ("onnx", "onnxruntime"))
 
 
-def onnx_bytes(net: torch.nn.Module, x: torch.Tensor) -> tuple:
+def onnx_bytes(net: torch.nn.Module, x: torch.Tensor, free_batch: bool = True) -> tuple:
     """(ONNX model as bytes, output names, `net(x)`) for `net` as it is (give it `optimize_for_inference(model)`),
-    exported with the example batch `x` and a free batch size."""
+    exported with the example batch `x`: with a free batch size, or (`free_batch=False`) for `x`'s batch size only."""
     import io
     with torch.no_grad(): template = net(x)
     names = tensor_names(template)
@@ -107,7 +107,8 @@ def onnx_bytes(net: torch.nn.Module, x: torch.Tensor) -> tuple:
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")                         # the exporter's deprecation and tracer notes
         torch.onnx.export(FlatOutputs(net).eval(), (x,), buf, dynamo=False, opset_version=17, input_names=["image"],
-                          output_names=names, dynamic_axes={n: {0: "batch"} for n in ["image", *names]})
+                          output_names=names,
+                          dynamic_axes={n: {0: "batch"} for n in ["image", *names]} if free_batch else None)
     return buf.getvalue(), names, template
 
 
@@ -123,27 +124,34 @@ def onnx_session(data: bytes, threads: int | None = None):
 
 # %% ../nbs/06b_engines.ipynb #bc94e521
 class OnnxNetwork(LazyEngine):
-    "`network(x) -> HandOutput` through ONNX Runtime's CPU provider (CPU tensors, float32)."
+    "`network(x) -> HandOutput` through ONNX Runtime's CPU provider (CPU tensors, float32), one graph per input shape."
     name, build_after = "onnxruntime", 5.0
 
     def __init__(self, model: torch.nn.Module, build_after: float | None = None):
         super().__init__(model, build_after)
-        self._data, self._session, self._threads, self._template, self.names = None, None, 0, None, None
+        self._graphs, self.names = {}, None                    # input shape -> {data, template, session, threads}
 
-    def _build(self, x):
-        self._data, self.names, self._template = onnx_bytes(self.model, x)
+    def _build(self, x) -> dict:
+        data, self.names, template = onnx_bytes(self.model, x, free_batch=False)
+        return {"data": data, "template": template, "session": None, "threads": 0}
+
+    def _session_for(self, graph: dict):
+        "The graph's session, made again from its bytes when torch's thread count changed."
+        if graph["session"] is None or graph["threads"] != torch.get_num_threads():
+            graph["threads"] = torch.get_num_threads()
+            graph["session"] = onnx_session(graph["data"], graph["threads"])
+        return graph["session"]
 
     def __call__(self, x: torch.Tensor) -> HandOutput:
         if x.device.type != "cpu" or x.dtype != torch.float32:
             raise ValueError(f"ONNX Runtime's CPU engine takes float32 CPU batches, got {x.dtype} on {x.device}")
-        if self._data is None:                                  # one export serves every batch size
-            if not self._due(None): return self._plain(x.contiguous(memory_format=torch.channels_last), None)
-            self._build(x.contiguous(memory_format=torch.channels_last))
-        if self._session is None or self._threads != torch.get_num_threads():
-            self._threads = torch.get_num_threads()
-            self._session = onnx_session(self._data, self._threads)
-        outs = self._session.run(None, {"image": np.ascontiguousarray(x.detach().numpy())})
-        return refill(self._template, [torch.from_numpy(o) for o in outs])
+        x, key = x.contiguous(memory_format=torch.channels_last), tuple(x.shape)
+        if key not in self._graphs:
+            if not self._due(key): return self._plain(x, key)
+            self._graphs[key] = self._build(x)
+        graph = self._graphs[key]
+        outs = self._session_for(graph).run(None, {"image": np.ascontiguousarray(x.detach().numpy())})
+        return refill(graph["template"], [torch.from_numpy(o) for o in outs])
 
 # %% ../nbs/06b_engines.ipynb #6e154a7a
 class OnnxCheckError(RuntimeError):

@@ -328,7 +328,7 @@ def test_onnxruntime_is_the_cpu_default_and_serves_every_batch_size(rec):
     r = Reconstructor(rec.model, rec.cfg, build_after=0)
     assert r.exact_engine == "onnxruntime"              # onnxruntime is a dependency; CPU device
     r([_img(70, 70)])
-    out = r([_img(70, 70, seed=s) for s in range(5)])   # another batch size: the same export
+    out = r([_img(70, 70, seed=s) for s in range(5)])   # another batch size: its own export, same numbers
     plain = Reconstructor(rec.model, rec.cfg, precision="plain")([_img(70, 70, seed=s) for s in range(5)])
     assert _rel(out.right.verts3d, plain.right.verts3d) < 1e-4 and out.right.verts3d.shape[0] == 5
     with pytest.raises(ValueError, match="engine"):
@@ -344,10 +344,10 @@ def test_engines_build_only_once_the_plain_calls_would_have_paid_for_it(rec):
     r = Reconstructor(rec.model, rec.cfg, build_after=3600)
     for _ in range(3): r([_img(64, 64)])
     eng = r._engines[r.exact_engine]
-    assert eng._data is None and 0 < sum(eng._plain_seconds.values()) < 3600     # still the plain inference copy
+    assert not eng._graphs and 0 < sum(eng._plain_seconds.values()) < 3600     # still the plain inference copy
     eng.build_after = 0
     r([_img(64, 64)])
-    assert eng._data is not None
+    assert list(eng._graphs) == [(1, 3, r.img_size, r.img_size)]
 
 
 def test_failing_engines_fall_back_in_turn_with_a_warning_each(ckpt_dir, assets, monkeypatch):
