@@ -328,12 +328,71 @@ def _check_inputs(recorded, now: dict, where: Path, split: str, save_path: Path,
 def _listed(rec: dict) -> dict:
     return {k: rec.get(k, "") for k in ("index", "file_name", "reason", "detail")}
 
+# %% ../nbs/08_interhand.ipynb #e5519ba4
+def _stage_inputs(inputs: dict, staging: Path, split: str, save_path: Path, progress: bool):
+    "Pass 1's inputs: checked against those an interrupted run recorded in `staging`, else recorded there."
+    inputs_path = staging / "inputs.json"
+    if inputs_path.is_file(): _check_inputs(json.loads(inputs_path.read_text()), inputs, inputs_path, split, save_path, progress)
+    elif staging.is_dir() and any(staging.iterdir()): _check_inputs(None, inputs, staging, split, save_path, progress)
+    else: atomic_write_json(inputs_path, inputs)
+
+# %% ../nbs/08_interhand.ipynb #a7789402
+def _count_skips(tasks, staging: Path, dropped: dict, bad: list, dropped_frames: list):
+    "Add the staged skip records of `tasks` to the dropped counts and the dropped and bad lists (in place)."
+    for t in tasks:
+        p = staging / f"{t.cand}.skip.json"
+        if p.is_file():
+            rec = json.loads(p.read_text())
+            if rec["status"] == "dropped":
+                dropped[rec["reason"]] = dropped.get(rec["reason"], 0) + 1
+                dropped_frames.append(_listed(rec))
+            else: bad.append(_listed(rec))
+
+# %% ../nbs/08_interhand.ipynb #7011bc3e
+def _crop_split(data_path, split: str, layers: dict, inputs: dict, out: Path, staging: Path, report_path: Path,
+                save_path: Path, workers: int, size: int, progress: bool) -> dict:
+    """Pass 1 of a split: crop the candidates not cropped yet into `staging`, count the skipped ones, give the kept
+    ones their indices in `out`, write the report (returned) and remove `staging`."""
+    import shutil
+    _stage_inputs(inputs, staging, split, save_path, progress)
+    tasks, dropped, bad, dropped_frames = interhand_tasks(data_path, split)
+    if not (staging / "plan.json").is_file():
+        todo = [(t, staging) for t in tasks
+                if not (staging / f"{t.cand}.pkl").is_file() and not (staging / f"{t.cand}.skip.json").is_file()]
+        if len(todo) < len(tasks) and progress: print(f"{split}: resuming, {len(tasks) - len(todo)} of {len(tasks)} frames already cropped")
+        run_parallel(_crop_job, todo, {"layers": layers, "size": size}, workers, f"{split}: crop", progress)
+    _count_skips(tasks, staging, dropped, bad, dropped_frames)
+    kept = _finalize(tasks, out, staging)
+    bad.sort(key=lambda b: b["index"]); dropped_frames.sort(key=lambda b: b["index"])
+    report = {"split": split, "data_path": str(data_path), "candidates": len(tasks), "kept": kept,
+              "dropped": dropped, "dropped_frames": dropped_frames, "bad_count": len(bad), "bad": bad, "inputs": inputs}
+    atomic_write_json(report_path, report)
+    shutil.rmtree(staging, ignore_errors=True)
+    return report
+
+# %% ../nbs/08_interhand.ipynb #de968cff
+def _render_split(report: dict, report_path: Path, save_path: Path, split: str, layers: dict, renderer,
+                  workers: int, size: int, progress: bool):
+    "Pass 2 of a split: render the samples not rendered yet (refused when the renderer differs); adds to `report` and writes it."
+    if "render_inputs" in report:
+        _check_inputs(report["render_inputs"], render_inputs(renderer), report_path, split, save_path, progress)
+    report["render_inputs"] = render_inputs(renderer)
+    idx = sample_indices(save_path, split)
+    gaps = missing_indices(idx)
+    if gaps and progress: print(f"{split}: {len(gaps)} annotation file(s) missing (indices {_show(gaps)}); rendering the {len(idx)} that exist")
+    todo = [(save_path, split, i) for i in idx if not sample_complete(save_path, split, i)]
+    fails = [r for r in run_parallel(_render_job, todo, {"layers": layers, "renderer": renderer, "size": size},
+                                     workers, f"{split}: render", progress) if r]
+    report["rendered"] = sum(sample_complete(save_path, split, i) for i in idx)
+    report["render_failed"] = sorted(fails, key=lambda f: f["idx"])
+    report["missing_indices"] = gaps
+    atomic_write_json(report_path, report)
+
 # %% ../nbs/08_interhand.ipynb #69da37f4
 def process_split(data_path, save_path, split: str, layers: dict, renderer=None, workers: int = 1,
                   size: int = IMG_SIZE, render: bool = True, progress: bool = True) -> dict:
     """Process one split of InterHand2.6M into `<save_path>/<split>`; returns (and writes) its report. A resumed run
     removes the temporaries a killed one left and refuses (`ProcessInputsError`) when its inputs differ."""
-    import shutil
     if render and renderer is None: raise ValueError("rendering needs a renderer (see `gt_renderer`) or render=False")
     save_path = Path(save_path); out = save_path / split; staging = out / ".staging"
     report_path = save_path / f"process_report_{split}.json"
@@ -343,45 +402,8 @@ def process_split(data_path, save_path, split: str, layers: dict, renderer=None,
     if report_path.is_file():
         report = json.loads(report_path.read_text())
         _check_inputs(report.get("inputs"), inputs, report_path, split, save_path, progress)
-    else:
-        inputs_path = staging / "inputs.json"
-        if inputs_path.is_file(): _check_inputs(json.loads(inputs_path.read_text()), inputs, inputs_path, split, save_path, progress)
-        elif staging.is_dir() and any(staging.iterdir()): _check_inputs(None, inputs, staging, split, save_path, progress)
-        else: atomic_write_json(inputs_path, inputs)
-        tasks, dropped, bad, dropped_frames = interhand_tasks(data_path, split)
-        if not (staging / "plan.json").is_file():
-            todo = [(t, staging) for t in tasks
-                    if not (staging / f"{t.cand}.pkl").is_file() and not (staging / f"{t.cand}.skip.json").is_file()]
-            if len(todo) < len(tasks) and progress: print(f"{split}: resuming, {len(tasks) - len(todo)} of {len(tasks)} frames already cropped")
-            run_parallel(_crop_job, todo, {"layers": layers, "size": size}, workers, f"{split}: crop", progress)
-        for t in tasks:
-            p = staging / f"{t.cand}.skip.json"
-            if p.is_file():
-                rec = json.loads(p.read_text())
-                if rec["status"] == "dropped":
-                    dropped[rec["reason"]] = dropped.get(rec["reason"], 0) + 1
-                    dropped_frames.append(_listed(rec))
-                else: bad.append(_listed(rec))
-        kept = _finalize(tasks, out, staging)
-        bad.sort(key=lambda b: b["index"]); dropped_frames.sort(key=lambda b: b["index"])
-        report = {"split": split, "data_path": str(data_path), "candidates": len(tasks), "kept": kept,
-                  "dropped": dropped, "dropped_frames": dropped_frames, "bad_count": len(bad), "bad": bad, "inputs": inputs}
-        atomic_write_json(report_path, report)
-        shutil.rmtree(staging, ignore_errors=True)
-    if render:
-        if "render_inputs" in report:
-            _check_inputs(report["render_inputs"], render_inputs(renderer), report_path, split, save_path, progress)
-        report["render_inputs"] = render_inputs(renderer)
-        idx = sample_indices(save_path, split)
-        gaps = missing_indices(idx)
-        if gaps and progress: print(f"{split}: {len(gaps)} annotation file(s) missing (indices {_show(gaps)}); rendering the {len(idx)} that exist")
-        todo = [(save_path, split, i) for i in idx if not sample_complete(save_path, split, i)]
-        fails = [r for r in run_parallel(_render_job, todo, {"layers": layers, "renderer": renderer, "size": size},
-                                         workers, f"{split}: render", progress) if r]
-        report["rendered"] = sum(sample_complete(save_path, split, i) for i in idx)
-        report["render_failed"] = sorted(fails, key=lambda f: f["idx"])
-        report["missing_indices"] = gaps
-        atomic_write_json(report_path, report)
+    else: report = _crop_split(data_path, split, layers, inputs, out, staging, report_path, save_path, workers, size, progress)
+    if render: _render_split(report, report_path, save_path, split, layers, renderer, workers, size, progress)
     return report
 
 # %% ../nbs/08_interhand.ipynb #90d8ce72
