@@ -365,11 +365,9 @@ def pickle_bytes(obj, protocol: int = 4) -> bytes:
     _Pickler(buf, protocol=protocol).dump(obj)
     return buf.getvalue()
 
-# %% ../nbs/04_graph.ipynb #6d418de0
-def build_assets(mano_dir=None, out_dir=None, models=None, overwrite: bool = False, progress: bool = True,
-                 embedded: bool = False, levels: int = COARSENING_LEVELS) -> dict:
-    "Build graph_left/right, upsample, v_color and mano_seg pickles into `out_dir`; returns {name: path}."
-    say = (lambda *a: print(*a, flush=True)) if progress else (lambda *a: None)
+# %% ../nbs/04_graph.ipynb #f58cdfc4
+def _asset_targets(mano_dir, out_dir, models, overwrite: bool, embedded: bool) -> dict:
+    "{name: path} of the files `build_assets` writes, after checking there is one model source and nothing is overwritten unasked."
     if sum(x is not None and x is not False for x in (mano_dir, models, embedded)) != 1:
         raise ValueError("give exactly one model source: mano_dir=DIR, embedded=True, or models={'right':..., 'left':...}")
     if out_dir is None:
@@ -381,7 +379,11 @@ def build_assets(mano_dir=None, out_dir=None, models=None, overwrite: bool = Fal
     if existing and not overwrite:
         raise FileExistsError(f"refusing to overwrite existing files: {', '.join(existing)}. "
                               "Pass --overwrite (overwrite=True) to replace them.")
-    t0 = time.perf_counter()
+    return targets
+
+# %% ../nbs/04_graph.ipynb #815554c0
+def _read_models(mano_dir, models, embedded: bool, say=print) -> dict:
+    "{side: the arrays of its model}: read from `mano_dir` or the embedded model's files, or taken from `models`."
     if models is None:
         paths = _model_paths(mano_dir, embedded, say)
         arrays = {}
@@ -390,6 +392,11 @@ def build_assets(mano_dir=None, out_dir=None, models=None, overwrite: bool = Fal
             arrays[side] = read_hand_model(p)
     else:
         arrays = {side: _model_arrays(models[side], f"{side} model") for side in ("right", "left")}
+    return arrays
+
+# %% ../nbs/04_graph.ipynb #5d3d7d44
+def _build_objects(arrays: dict, levels: int, say=print) -> dict:
+    "{name: object} of the five asset files, from both hands' arrays (the rest from the right hand's), saying each."
     objs = {}
     for side in ("left", "right"):
         objs[f"graph_{side}"] = build_graph(arrays[side]["f"], levels, num_vertices=len(arrays[side]["v_template"]))
@@ -402,6 +409,17 @@ def build_assets(mano_dir=None, out_dir=None, models=None, overwrite: bool = Fal
     say(f"v_color: {objs['v_color'].shape[0]}×3")
     objs["mano_seg"] = build_mano_seg(right["weights"], right["kintree_table"])
     say(f"mano_seg: {len(PART_NAMES)} parts over {len(objs['mano_seg']['part'])} vertices")
+    return objs
+
+# %% ../nbs/04_graph.ipynb #6d418de0
+def build_assets(mano_dir=None, out_dir=None, models=None, overwrite: bool = False, progress: bool = True,
+                 embedded: bool = False, levels: int = COARSENING_LEVELS) -> dict:
+    "Build graph_left/right, upsample, v_color and mano_seg pickles into `out_dir`; returns {name: path}."
+    say = (lambda *a: print(*a, flush=True)) if progress else (lambda *a: None)
+    targets = _asset_targets(mano_dir, out_dir, models, overwrite, embedded)
+    t0 = time.perf_counter()
+    arrays = _read_models(mano_dir, models, embedded, say)
+    objs = _build_objects(arrays, levels, say)
     for k, p in targets.items():
         atomic_write_bytes(p, pickle_bytes(objs[k]))
         say(f"wrote {p}")
