@@ -43,6 +43,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mirror", action="store_true", help="mirror camera frames (selfie view)")
     p.add_argument("--detect_every", type=int, default=1, help="video/live: run the hand detector on every N-th frame "
                    "and crop around the previous frame's hands in between (default 1: every frame)")
+    p.add_argument("--detect_lag", type=int, default=1, help="video/live: the detector runs in a thread of its own and "
+                   "its result for frame i crops frame i + N (default 1; 0: detect and wait in the frame itself)")
+    p.add_argument("--no-pipeline", dest="pipeline", action="store_false", help="video/live: one stage after the other "
+                   "in one thread (default: the next frame is reconstructed while this one is drawn and written; same output)")
     p.add_argument("--smooth", action="store_true", help="video/live: One-Euro smoothing of the meshes over time "
                    "(off by default; never for images)")
     p.add_argument("--overlay", choices=sorted(OVERLAYS), default="paint", help="video/live: 'paint' (flat-shaded, "
@@ -88,6 +92,7 @@ def _check_options(a):
     formats = parse_formats(a.formats)
     if not 0 < a.fill <= 1: raise ValueError(f"--fill must be in (0, 1], got {a.fill}")
     if a.detect_every < 1: raise ValueError(f"--detect_every must be ≥ 1, got {a.detect_every}")
+    if a.detect_lag < 0: raise ValueError(f"--detect_lag must be ≥ 0, got {a.detect_lag}")
     check_render_size(a.render_size)
     if a.max_pixels < 1: raise ValueError(f"--max_pixels must be positive, got {a.max_pixels}")
     if not 0 < a.max_file_mb < float("inf"): raise ValueError(f"--max_file_mb must be positive, got {a.max_file_mb}")
@@ -127,7 +132,8 @@ def _load_demo(a, formats, device) -> Demo:
 def _run_live(demo, a, save) -> int:
     "`--live_demo`: the webcam through the demo (recorded to `save` when given); prints the frame count."
     s = run_live(demo, a.camera, save, a.max_frames, a.mirror, detect_every=a.detect_every,
-                 smoother=ResultSmoother() if a.smooth else None, overlay=a.overlay)
+                 smoother=ResultSmoother() if a.smooth else None, overlay=a.overlay, pipeline=a.pipeline,
+                 detect_lag=a.detect_lag)
     print(f"live: {s['frames']} frames" + (f"; recorded to {s['output']}" if s["output"] else ""))
     return 0
 
@@ -135,7 +141,8 @@ def _run_live(demo, a, save) -> int:
 def _run_video(demo, a, save) -> int:
     "`--video`: the file through the demo into an output video; 0 all frames ok, 1 some failed, 130 interrupted (partial)."
     s = run_video(demo, a.video, save, a.max_frames, detect_every=a.detect_every,
-                  smoother=ResultSmoother() if a.smooth else None, overlay=a.overlay)
+                  smoother=ResultSmoother() if a.smooth else None, overlay=a.overlay, pipeline=a.pipeline,
+                  detect_lag=a.detect_lag)
     print(f"video: {s['frames']} frames ({s['succeeded']} ok, {s['failed']} failed) at {s['frames_per_s']:.2f} frames/s")
     if s["interrupted"]:
         of = f" of {s['frames_in_video']}" if s["frames_in_video"] else ""

@@ -22,6 +22,7 @@ from .mano import HANDS
 from .demo import Demo
 from .demo_output import OVERLAYS, _r
 from .demo_result import DemoResult, reconstruct
+from .pipeline import DetectionAhead, run_overlapped
 
 # %% ../nbs/16b_video.ipynb #26fd171a
 class VideoError(RuntimeError):
@@ -163,6 +164,15 @@ def _frames_json(i: int, res, timing: dict) -> dict:
             **{f"{s}_joints2d": _r(res.hand(s).joints2d, 1) for s in HANDS}}
 
 
+def _detect_now(demo: Demo):
+    "frame -> (the demo's detection of it, seconds it took)."
+    def detect(frame):
+        t0 = time.perf_counter()
+        found = demo.detector(frame)
+        return found, time.perf_counter() - t0
+    return detect
+
+
 def tracked_box(result: DemoResult, hw, fill: float = 0.8) -> tuple:
     "The square crop around both hands of a previous frame's prediction (its 2D vertices), as a detection would give."
     from intaghand.detect import square_crop_box
@@ -171,18 +181,17 @@ def tracked_box(result: DemoResult, hw, fill: float = 0.8) -> tuple:
     return square_crop_box([tuple(v.min(0)) + tuple(v.max(0))], hw, fill=fill)
 
 
-def _track(demo: Demo, frame: np.ndarray, box, last_box, previous=None) -> DemoResult:
+def _track(demo: Demo, frame: np.ndarray, box, last_box, previous=None, detect=None) -> DemoResult:
     """One frame: a fixed `box`; else, given the `previous` frame's result, the crop around its hands (tracking,
-    no detection); else detection, and when the detector loses the hands, the previous detection's crop."""
+    no detection); else detection, and when the detector loses the hands, the previous detection's crop.
+    `detect(frame)` -> (detection, seconds): where the detection comes from (default: the demo's detector, now)."""
     if box is not None or demo.detector is None:
         return reconstruct(demo.rec, frame, demo._detector_arg(), demo.fill, box=box)
     if previous is not None:
         res = reconstruct(demo.rec, frame, box=tracked_box(previous, frame.shape[:2], demo.fill))
         res.crop_source, res.detection_status = "tracked", previous.detection_status
         return res
-    t0 = time.perf_counter()
-    found = demo.detector(frame)
-    t_det = time.perf_counter() - t0
+    found, t_det = (detect or _detect_now(demo))(frame)
     if found.count == 0 and last_box is not None:
         res = reconstruct(demo.rec, frame, box=last_box)
         res.crop_source, res.detection, res.detection_status = "previous_frame", found, found.status
@@ -193,30 +202,63 @@ def _track(demo: Demo, frame: np.ndarray, box, last_box, previous=None) -> DemoR
     return res
 
 # %% ../nbs/16b_video.ipynb #fc23a4ff
+def _crop_choice(frame, i: int, previous, detect_every: int, ahead) -> tuple:
+    "(the result to track from, or None to detect; where the detection comes from) for frame `i`."
+    if ahead is None:
+        return (previous if (i % detect_every and previous is not None) else None), None
+    due = ahead.due(i)                                          # the detection started `lag` frames ago, if any
+    if i % detect_every == 0 and previous is not None: ahead.submit(i, frame)
+    if due is None: return previous, (None if previous is not None else ahead.now)
+    return None, (lambda f: due)
+
+
 def _reconstruct_frame(demo: Demo, frame, i: int, last, previous, timing: dict, fixed_box, detect_every: int,
-                       smoother, fps_in: float, draw, log) -> tuple:
-    """Frame `i` of a stream through the demo: crop, reconstruct, smooth (`smoother`), draw (`draw`); the stage times go
-    into `timing`. Returns (result, drawn frame, last detected crop, this result for the next frame); a frame that fails
-    is reported with `log` and passed through undrawn (result None)."""
+                       smoother, fps_in: float, log, ahead=None) -> tuple:
+    """Frame `i` of a stream through the demo: crop, reconstruct, smooth (`smoother`); the stage times go into
+    `timing`. Returns (result, the frame, last detected crop, this result for the next frame); a frame that fails is
+    reported with `log` and passed on (result None)."""
     try:
         frame = to_bgr8(frame, [])
         box = fixed_box(frame.shape[:2]) if callable(fixed_box) else None
-        track = previous if (i % detect_every and previous is not None) else None
-        res = _track(demo, frame, box, last, track)
+        track, detect = _crop_choice(frame, i, previous, detect_every, ahead)
+        res = _track(demo, frame, box, last, track, detect)
         if res.crop_source in ("detector", "previous_frame"): last = res.crop_box
         timing.update(detect=res.timing.get("detect", 0.0), model=res.timing.get("model", 0.0))
         t1 = time.perf_counter()
         if smoother is not None: smoother(res, i / fps_in)
-        t2 = time.perf_counter()
-        out = draw(demo, res)
-        timing.update(smooth=t2 - t1, overlay=time.perf_counter() - t2)
+        timing["smooth"] = time.perf_counter() - t1
         previous = res
     except Exception as e:                      # a bad frame is reported and passed through
-        res, out, previous = None, frame.copy(), None
+        res, previous = None, None
         log(f"frame {i}: failed ({type(e).__name__}: {e})")
-    return res, out, last, previous
+    return res, frame, last, previous
+
+
+def _draw_frame(demo: Demo, res, frame, draw, timing: dict, i: int, log) -> tuple:
+    "(result, the overlay of `res` drawn by `draw`); a frame without a result, or whose drawing fails, is passed through."
+    t0 = time.perf_counter()
+    try:
+        out = draw(demo, res) if res is not None else frame.copy()
+    except Exception as e:
+        res, out = None, frame.copy()
+        log(f"frame {i}: failed ({type(e).__name__}: {e})")
+    timing["overlay"] = time.perf_counter() - t0
+    return res, out
 
 # %% ../nbs/16b_video.ipynb #ffd73ee7
+class _Frames(list):
+    "Per-frame records of `run_stream`, and whether Ctrl-C stopped it."
+    interrupted = False
+
+
+def _stream_overlay(detect_every: int, detect_lag: int, overlay: str):
+    "The drawing function of `overlay`, once the stream's options are checked."
+    if detect_every < 1: raise ValueError(f"detect_every must be ≥ 1, got {detect_every}")
+    if detect_lag < 0: raise ValueError(f"detect_lag must be ≥ 0 frames, got {detect_lag}")
+    if overlay not in OVERLAYS: raise ValueError(f"overlay must be one of {sorted(OVERLAYS)}, got {overlay!r}")
+    return OVERLAYS[overlay]
+
+
 def _write_frame(out: np.ndarray, res, fps: float, writer, show: bool, timing: dict) -> bool:
     "The frame rate (and 'failed') onto the drawn frame, then write it and/or show it; True when ESC was pressed."
     draw_hud(out, res, fps, "" if res is not None else "failed")
@@ -231,39 +273,50 @@ def _write_frame(out: np.ndarray, res, fps: float, writer, show: bool, timing: d
 # %% ../nbs/16b_video.ipynb #79b7a8d2
 def run_stream(demo: Demo, cap, writer=None, show: bool = False, max_frames: int | None = None, fixed_box=None,
                mirror: bool = False, log=print, detect_every: int = 1, smoother=None, fps_in: float = 25.0,
-               overlay: str = "paint") -> list:
+               overlay: str = "paint", pipeline: bool = False, detect_lag: int = 0) -> list:
     """Reconstruct frames from `cap` until it ends (or ESC / `max_frames` / Ctrl-C); write and/or show them.
     `detect_every` N > 1: run the detector on every N-th frame and crop around the previous prediction in between.
+    `detect_lag` L ≥ 1: the detector runs in its own thread and its result for frame i crops frame i + L.
+    `pipeline`: reconstruct the next frame in a worker thread while this one is drawn and written (same output).
     `smoother`: a `ResultSmoother` (frame times from `fps_in`). `overlay`: 'paint' (`paint_overlay`, the default for
     streams) or 'render' (the z-buffer `render_overlay` of the image demo). Per-frame records with the time of each stage
     (`STREAM_STAGES`, ms); `.interrupted` is True when Ctrl-C stopped it."""
-    if detect_every < 1: raise ValueError(f"detect_every must be ≥ 1, got {detect_every}")
-    if overlay not in OVERLAYS: raise ValueError(f"overlay must be one of {sorted(OVERLAYS)}, got {overlay!r}")
-    draw = OVERLAYS[overlay]
-    records, fps, i, last, previous = _Frames(), None, 0, None, None
+    draw, records = _stream_overlay(detect_every, detect_lag, overlay), _Frames()
+    ahead = DetectionAhead(demo.detector, detect_lag) if detect_lag and demo.detector is not None and fixed_box is None else None
+    made = {"i": 0, "last": None, "previous": None}             # the producing side's state
+    shown = {"t": time.perf_counter(), "fps": None}             # the consuming side's
+
+    def produce():
+        i = made["i"]
+        if max_frames is not None and i >= max_frames: return None
+        t0 = time.perf_counter()
+        ok, frame = cap.read()
+        timing = {"capture": time.perf_counter() - t0}
+        if not ok or frame is None: return None
+        if mirror: frame = np.ascontiguousarray(frame[:, ::-1])
+        res, frame, made["last"], made["previous"] = _reconstruct_frame(
+            demo, frame, i, made["last"], made["previous"], timing, fixed_box, detect_every, smoother, fps_in, log, ahead)
+        made["i"] = i + 1
+        return i, frame, res, timing
+
+    def consume(item) -> bool:
+        i, frame, res, timing = item
+        res, out = _draw_frame(demo, res, frame, draw, timing, i, log)
+        now = time.perf_counter()
+        dt, shown["t"] = now - shown["t"], now
+        shown["fps"] = 1 / max(dt, 1e-6) if shown["fps"] is None else 0.9 * shown["fps"] + 0.1 / max(dt, 1e-6)
+        if _write_frame(out, res, shown["fps"], writer, show, timing): return True
+        records.append(_frames_json(i, res, timing))
+        return False
+
     try:
-        while max_frames is None or i < max_frames:
-            t0 = time.perf_counter()
-            ok, frame = cap.read()
-            timing = {"capture": time.perf_counter() - t0}
-            if not ok or frame is None: break
-            if mirror: frame = np.ascontiguousarray(frame[:, ::-1])
-            res, out, last, previous = _reconstruct_frame(demo, frame, i, last, previous, timing, fixed_box, detect_every,
-                                                          smoother, fps_in, draw, log)
-            dt = time.perf_counter() - t0
-            fps = 1 / dt if fps is None else 0.9 * fps + 0.1 / max(dt, 1e-6)
-            if _write_frame(out, res, fps, writer, show, timing): break
-            records.append(_frames_json(i, res, timing))
-            i += 1
+        run_overlapped(produce, consume, threaded=pipeline)
     except KeyboardInterrupt:
         records.interrupted = True
         log(f"interrupted after {len(records)} frame(s): closing the output")
+    finally:
+        if ahead is not None: ahead.close()
     return records
-
-
-class _Frames(list):
-    "Per-frame records of `run_stream`, and whether Ctrl-C stopped it."
-    interrupted = False
 
 # %% ../nbs/16b_video.ipynb #f7ca371c
 def stage_means_ms(frames: list) -> dict:
@@ -273,7 +326,7 @@ def stage_means_ms(frames: list) -> dict:
 
 # %% ../nbs/16b_video.ipynb #98b1f893
 def run_video(demo: Demo, video, save_path, max_frames: int | None = None, log=print, detect_every: int = 1,
-              smoother=None, overlay: str = "paint") -> dict:
+              smoother=None, overlay: str = "paint", pipeline: bool = False, detect_lag: int = 0) -> dict:
     "Process the video file `video` into `save_path` (a video file, or a folder for NAME_output.mp4); returns a summary."
     video = Path(video)
     if not video.is_file(): raise VideoError(f"video file not found: {video}")
@@ -293,7 +346,7 @@ def run_video(demo: Demo, video, save_path, max_frames: int | None = None, log=p
     t0 = time.perf_counter()
     try:
         frames = run_stream(demo, cap, writer, max_frames=max_frames, log=log, detect_every=detect_every, smoother=smoother,
-                            fps_in=fps, overlay=overlay)
+                            fps_in=fps, overlay=overlay, pipeline=pipeline, detect_lag=detect_lag)
     except BaseException:
         writer.release(); cap.release(); tmp.unlink(missing_ok=True); raise
     writer.release(); cap.release()
@@ -307,7 +360,7 @@ def run_video(demo: Demo, video, save_path, max_frames: int | None = None, log=p
                "complete": not frames.interrupted and max_frames is None,
                "fps_in": fps, "time_s": round(dt, 3), "frames_per_s": round(len(frames) / dt, 3),
                "stage_ms": stage_means_ms(frames), "detect_every": detect_every, "smoothing": smoother is not None,
-               "overlay": overlay,
+               "overlay": overlay, "pipeline": pipeline, "detect_lag": detect_lag,
                "detector": demo.detector_status, "per_frame": list(frames)}
     atomic_write_json(out_path.with_suffix(".json"), summary)
     return summary
@@ -323,7 +376,8 @@ def open_camera(index: int):
 
 # %% ../nbs/16b_video.ipynb #f9b282b0
 def run_live(demo: Demo, camera: int = 0, save_path=None, max_frames: int | None = None, mirror: bool = False,
-             log=print, detect_every: int = 1, smoother=None, overlay: str = "paint") -> dict:
+             log=print, detect_every: int = 1, smoother=None, overlay: str = "paint", pipeline: bool = False,
+             detect_lag: int = 0) -> dict:
     "The webcam demo: show the overlay live (needs a GUI) and/or record it to `save_path`."
     show, why = gui_available()
     if not show and save_path is None: raise VideoError(f"--live_demo cannot show a window: {why}")
@@ -346,7 +400,8 @@ def run_live(demo: Demo, camera: int = 0, save_path=None, max_frames: int | None
     fixed = None if demo.detector is not None else centre_box
     try:
         frames = run_stream(demo, cap, writer, show=show, max_frames=max_frames, fixed_box=fixed, mirror=mirror, log=log,
-                            detect_every=detect_every, smoother=smoother, fps_in=15.0, overlay=overlay)
+                            detect_every=detect_every, smoother=smoother, fps_in=15.0, overlay=overlay, pipeline=pipeline,
+                            detect_lag=detect_lag)
     finally:
         cap.release()
         if writer is not None: writer.release()

@@ -1,6 +1,7 @@
 """The demo CLI on a folder of good and bad images, overlays against the JSON, videos, the live mode's errors."""
 import copy
 import json
+import threading
 from pathlib import Path
 
 import cv2
@@ -550,3 +551,29 @@ def test_video_overlay_choice(ckpt, tmp_path):
     assert s["overlay"] == "render" and s["succeeded"] == 2
     with pytest.raises(ValueError, match="overlay"):
         V.run_video(demo, src, tmp_path / "x.avi", overlay="raytrace")
+
+
+def test_pipelined_video_with_a_lagging_detector_writes_what_the_plain_loop_writes(ckpt, tmp_path):
+    "Threads change when a stage runs, not what it computes: the detector 1 frame behind, the same frames either way."
+    src = _clip(tmp_path / "clip.avi", 6, (128, 96))
+    seen = []
+
+    def drifting(image):                      # a box that moves with the frame's content (its brightest column)
+        seen.append(threading.current_thread().name)
+        x = int(np.argmax(image.astype(np.int64).sum((0, 2)))) % 60
+        return Detection([HandBox((10 + x, 20, 60 + x, 70), 0.9, "right", 0.9)], image.shape[:2], "fake")
+    demo = D.Demo(Reconstructor.from_checkpoint(ckpt, build_after=0), drifting, formats=())
+    runs = {p: V.run_video(demo, src, tmp_path / f"out_{p}.avi", detect_every=2, detect_lag=1, pipeline=p) for p in (False, True)}
+    strip = lambda s: [{k: v for k, v in f.items() if k != "timing_ms"} for f in s["per_frame"]]
+    assert strip(runs[True]) == strip(runs[False]) and runs[True]["pipeline"] and runs[True]["detect_lag"] == 1
+    assert [f["crop_source"] for f in runs[True]["per_frame"]] == ["detector", "tracked", "tracked", "detector", "tracked", "detector"]
+    assert seen and all(n.startswith("intaghand-detect") for n in seen)     # the detector ran in its own thread only
+    frames = {}
+    for p in (False, True):
+        cap = cv2.VideoCapture(runs[p]["output"]); frames[p] = []
+        while True:
+            ok, f = cap.read()
+            if not ok: break
+            frames[p].append(f[32:])                          # below the status line (its FPS differs) and its JPEG blocks
+        cap.release()
+    assert len(frames[True]) == 6 and all(np.array_equal(a, b) for a, b in zip(frames[False], frames[True]))
