@@ -163,7 +163,7 @@ def _frames_json(i: int, res, timing: dict) -> dict:
             "detection": res.detection_status, "timing_ms": ms,
             **{f"{s}_joints2d": _r(res.hand(s).joints2d, 1) for s in HANDS}}
 
-
+# %% ../nbs/16b_video.ipynb #07b08395
 def _detect_now(demo: Demo):
     "frame -> (the demo's detection of it, seconds it took)."
     def detect(frame):
