@@ -22,7 +22,7 @@ from .mano import HANDS
 from .demo import Demo
 from .demo_output import OVERLAYS, _r
 from .demo_result import DemoResult, reconstruct
-from .pipeline import DetectionAhead, run_overlapped
+from .pipeline import DetectionAhead, run_overlapped, timed_detection
 
 # %% ../nbs/16b_video.ipynb #26fd171a
 class VideoError(RuntimeError):
@@ -164,15 +164,6 @@ def _frames_json(i: int, res, timing: dict) -> dict:
             **{f"{s}_joints2d": _r(res.hand(s).joints2d, 1) for s in HANDS}}
 
 # %% ../nbs/16b_video.ipynb #07b08395
-def _detect_now(demo: Demo):
-    "frame -> (the demo's detection of it, seconds it took)."
-    def detect(frame):
-        t0 = time.perf_counter()
-        found = demo.detector(frame)
-        return found, time.perf_counter() - t0
-    return detect
-
-
 def tracked_box(result: DemoResult, hw, fill: float = 0.8) -> tuple:
     "The square crop around both hands of a previous frame's prediction (its 2D vertices), as a detection would give."
     from intaghand.detect import square_crop_box
@@ -191,7 +182,7 @@ def _track(demo: Demo, frame: np.ndarray, box, last_box, previous=None, detect=N
         res = reconstruct(demo.rec, frame, box=tracked_box(previous, frame.shape[:2], demo.fill))
         res.crop_source, res.detection_status = "tracked", previous.detection_status
         return res
-    found, t_det = (detect or _detect_now(demo))(frame)
+    found, t_det = detect(frame) if detect else timed_detection(demo.detector, frame)
     if found.count == 0 and last_box is not None:
         res = reconstruct(demo.rec, frame, box=last_box)
         res.crop_source, res.detection, res.detection_status = "previous_frame", found, found.status
