@@ -20,7 +20,7 @@ untimed 3-frame warm-up that builds the inference engine: once with the detector
 overlay (the baseline, the demo's first video path), once detecting every 5th frame and tracking in between with
 the z-buffer overlay (`fps_render_overlay`), once the same with the painted overlay (`fps_sequential`), and twice
 with the stages overlapped as `intaghand demo --video/--live_demo` runs them by default (`intaghand.pipeline`: the
-detector in its own thread, 2 frames behind, and the next frame reconstructed while this one is drawn and written),
+detector in its own thread, here 2 frames behind (`--detect_lag 2`; the command's default is 1), and the next frame reconstructed while this one is drawn and written),
 detecting every 5th frame (`fps`) and every 10th. `fps_ratio` = `fps` / `fps_baseline`; `video_stage_ms` splits
 each frame into capture, detect, model, smooth, overlay and write.
 """
@@ -177,7 +177,7 @@ def main(argv=None) -> int:
                   "fps_sequential": round(track_v["frames_per_s"], 3),
                   "fps_pipeline_detect_every_10": round(pipe10_v["frames_per_s"], 3),
                   "fps_render_overlay": round(render_v["frames_per_s"], 3),
-                  "fps_is": "video frames/s end to end as `intaghand demo --video` runs by default with --detect_every 5: "
+                  "fps_is": "video frames/s end to end as `intaghand demo --video --detect_every 5 --detect_lag 2` runs: "
                             "detector every 5th frame in its own thread, 2 frames behind, tracking between, painted overlay, "
                             "the next frame reconstructed while this one is drawn and written; baseline: one stage after "
                             "the other, detector every frame, z-buffer overlay; fps_sequential: as fps without the "
