@@ -21,8 +21,12 @@ overlay (the baseline, the demo's first video path), once detecting every 5th fr
 the z-buffer overlay (`fps_render_overlay`), once the same with the painted overlay (`fps_sequential`), and twice
 with the stages overlapped as `intaghand demo --video/--live_demo` runs them by default (`intaghand.pipeline`: the
 detector in its own thread, here 2 frames behind (`--detect_lag 2`; the command's default is 1), and the next frame reconstructed while this one is drawn and written),
-detecting every 5th frame (`fps`) and every 10th. `fps_ratio` = `fps` / `fps_baseline`; `video_stage_ms` splits
-each frame into capture, detect, model, smooth, overlay and write.
+detecting every 5th frame (`fps`) and every 10th, with landmark tracking on as in the command (on this clip the
+detector finds one hand, so each detection is a full one). Then a second clip, the two-hand frame `wild_1.jpg` swaying
+sideways, overlapped and detecting every 5th: once with the palm model at every detection (`fps_two_hands`, as
+`--no-tracking`) and once tracking the hands with the landmark model alone between palm detections
+(`fps_two_hands_tracked`). `fps_ratio` = `fps` / `fps_baseline`; `video_stage_ms` splits each frame into capture,
+detect, model, smooth, overlay and write.
 """
 import argparse
 import json
@@ -63,11 +67,20 @@ def make_inputs(folder: Path, n: int, seed: int = 0) -> list:
     return files
 
 
-def make_clip(path: Path, n: int, seed: int = 0) -> Path:
-    "A 640×480 MJPG clip: a sample crop (hands) at 300 px drifting across a plain background, `n` frames."
+def make_clip(path: Path, n: int, seed: int = 0, two_hands: bool = False) -> Path:
+    """A 640×480 MJPG clip of `n` frames: a sample crop (hands) at 300 px drifting across a plain background, or with
+    `two_hands` the 640×480 sample `wild_1.jpg` (two hands the detector finds) swaying sideways, up to 60 px either way
+    at up to 3 px a frame (a hand moving at a walking pace before a webcam)."""
+    w = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 30.0, (640, 480))
+    if two_hands:
+        wild = cv2.imread(str(ROOT / "data" / "demo" / "wild_1.jpg"))
+        for k in range(n):
+            dx = 60 * np.sin(0.05 * k)
+            w.write(cv2.warpAffine(wild, np.float32([[1, 0, dx], [0, 1, 0]]), (640, 480), borderMode=cv2.BORDER_REPLICATE))
+        w.release()
+        return path
     crop = cv2.resize(cv2.imread(str(sorted((ROOT / "data" / "demo").glob("crop_*.jpg"))[0])), (300, 300))
     bg = np.full((480, 640, 3), np.random.default_rng(seed).integers(40, 200, 3), np.uint8)
-    w = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 30.0, (640, 480))
     for k in range(n):
         f = bg.copy(); x = 40 + int(260 * k / max(n - 1, 1)); f[90:390, x:x + 300] = crop
         w.write(f)
@@ -76,12 +89,15 @@ def make_clip(path: Path, n: int, seed: int = 0) -> Path:
 
 
 def run_video_once(demo, clip: Path, out: Path, detect_every: int, overlay: str = "paint", pipeline: bool = False,
-                   detect_lag: int = 0) -> dict:
+                   detect_lag: int = 0, track_landmarks: bool = False) -> dict:
     from intaghand.video import run_video
     s = run_video(demo, clip, out, detect_every=detect_every, log=lambda *a: None, overlay=overlay, pipeline=pipeline,
-                  detect_lag=detect_lag)
+                  detect_lag=detect_lag, track_landmarks=track_landmarks)
     if s["failed"]: raise SystemExit(f"bench/demo.py: {s['failed']} video frames failed")
-    return {"frames": s["frames"], "frames_per_s": s["frames_per_s"], "stage_ms": s["stage_ms"]}
+    found = [f["detection"] for f in s["per_frame"]]
+    return {"frames": s["frames"], "frames_per_s": s["frames_per_s"], "stage_ms": s["stage_ms"],
+            "detector_calls": s["detector_calls"], "tracked_calls": s["tracked_calls"],
+            "two_hands_share": round(sum(d == "two_hands" for d in found) / len(found), 3)}
 
 
 def run_once(demo, inputs: Path, out: Path) -> dict:
@@ -144,8 +160,11 @@ def main(argv=None) -> int:
         base_v = run_video_once(vid, clip, tmp / "v_base.avi", 1, overlay="render")
         track_v = run_video_once(vid, clip, tmp / "v_track.avi", 5)
         render_v = run_video_once(vid, clip, tmp / "v_render.avi", 5, overlay="render")
-        pipe_v = run_video_once(vid, clip, tmp / "v_pipe.avi", 5, pipeline=True, detect_lag=2)
-        pipe10_v = run_video_once(vid, clip, tmp / "v_pipe10.avi", 10, pipeline=True, detect_lag=2)
+        pipe_v = run_video_once(vid, clip, tmp / "v_pipe.avi", 5, pipeline=True, detect_lag=2, track_landmarks=True)
+        pipe10_v = run_video_once(vid, clip, tmp / "v_pipe10.avi", 10, pipeline=True, detect_lag=2, track_landmarks=True)
+        clip2 = make_clip(tmp / "clip2.avi", a.video_frames or (20 if a.quick else 90), two_hands=True)
+        two_v = run_video_once(vid, clip2, tmp / "v_two.avi", 5, pipeline=True, detect_lag=2)
+        two_tr_v = run_video_once(vid, clip2, tmp / "v_two_tr.avi", 5, pipeline=True, detect_lag=2, track_landmarks=True)
         fmt = lambda r: ", ".join(f"{k} {1000 * v:.0f} ms" for k, v in r["split_s_per_image"].items() if k != "detect" or v)
         print(f"{n} images ({', '.join(sorted({f'{cv2.imread(str(f)).shape[1]}x{cv2.imread(str(f)).shape[0]}' for f in files}))}), "
               f"checkpoint: {which}, device {rec.device}, {torch.get_num_threads()} threads")
@@ -162,6 +181,11 @@ def main(argv=None) -> int:
         print(f"video, stages overlapped (detector in its own thread 2 frames behind, the next frame reconstructed while "
               f"this one is drawn and written): every 5th {pipe_v['frames_per_s']:.1f} FPS, every 10th "
               f"{pipe10_v['frames_per_s']:.1f} FPS ({vfmt(pipe_v)}; stages overlap, so they add up to more than a frame)")
+        print(f"video of two hands the detector finds (wild_1.jpg swaying), overlapped, every 5th: palm model at every "
+              f"detection {two_v['frames_per_s']:.1f} FPS (detect {two_v['stage_ms']['detect']:.1f} ms), landmark tracking "
+              f"{two_tr_v['frames_per_s']:.1f} FPS (detect {two_tr_v['stage_ms']['detect']:.1f} ms; "
+              f"{two_tr_v['tracked_calls']} of {two_tr_v['detector_calls']} detections tracked; both hands in "
+              f"{100 * two_v['two_hands_share']:.0f} % / {100 * two_tr_v['two_hands_share']:.0f} % of the frames)")
         result = {"bench": "demo", "images": n, "rounds": rounds, "quick": a.quick, "device": str(rec.device),
                   "threads": torch.get_num_threads(), "checkpoint": which,
                   "images_per_s": round(best_off["images_per_s"], 4),
@@ -177,13 +201,22 @@ def main(argv=None) -> int:
                   "fps_sequential": round(track_v["frames_per_s"], 3),
                   "fps_pipeline_detect_every_10": round(pipe10_v["frames_per_s"], 3),
                   "fps_render_overlay": round(render_v["frames_per_s"], 3),
+                  "fps_two_hands": round(two_v["frames_per_s"], 3),
+                  "fps_two_hands_tracked": round(two_tr_v["frames_per_s"], 3),
+                  "tracked_calls": [two_tr_v["tracked_calls"], two_tr_v["detector_calls"]],
+                  "two_hands_share": {"palm_every_detection": two_v["two_hands_share"],
+                                      "landmark_tracking": two_tr_v["two_hands_share"]},
                   "fps_is": "video frames/s end to end as `intaghand demo --video --detect_every 5 --detect_lag 2` runs: "
                             "detector every 5th frame in its own thread, 2 frames behind, tracking between, painted overlay, "
                             "the next frame reconstructed while this one is drawn and written; baseline: one stage after "
                             "the other, detector every frame, z-buffer overlay; fps_sequential: as fps without the "
-                            "threads and the lag; fps_render_overlay: sequential tracking, z-buffer overlay",
+                            "threads and the lag; fps_render_overlay: sequential tracking, z-buffer overlay; "
+                            "fps_two_hands(_tracked): as fps on a clip of two hands the detector finds, the palm model "
+                            "at every detection (--no-tracking) or landmark tracking (the command's default; "
+                            "tracked_calls: tracked / all detector calls)",
                   "video_frames": track_v["frames"], "video_detector": bool(with_det),
                   "video_stage_ms": {"pipelined": pipe_v["stage_ms"], "tracked": track_v["stage_ms"],
+                                     "two_hands": two_v["stage_ms"], "two_hands_tracked": two_tr_v["stage_ms"],
                                      "tracked_render": render_v["stage_ms"],
                                      "baseline": base_v["stage_ms"]}}
         print(json.dumps(result))

@@ -47,6 +47,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "its result for frame i crops frame i + N (default 1; 0: detect and wait in the frame itself)")
     p.add_argument("--no-pipeline", dest="pipeline", action="store_false", help="video/live: one stage after the other "
                    "in one thread (default: the next frame is reconstructed while this one is drawn and written; same output)")
+    p.add_argument("--no-tracking", dest="track_landmarks", action="store_false", help="video/live: run the palm "
+                   "detector at every detection (default: follow the hands found last with the landmark model alone, "
+                   "as MediaPipe tracks, and run the palm model only where a hand is lost)")
     p.add_argument("--smooth", action="store_true", help="video/live: One-Euro smoothing of the meshes over time "
                    "(off by default; never for images)")
     p.add_argument("--overlay", choices=sorted(OVERLAYS), default="paint", help="video/live: 'paint' (flat-shaded, "
@@ -133,7 +136,7 @@ def _run_live(demo, a, save) -> int:
     "`--live_demo`: the webcam through the demo (recorded to `save` when given); prints the frame count."
     s = run_live(demo, a.camera, save, a.max_frames, a.mirror, detect_every=a.detect_every,
                  smoother=ResultSmoother() if a.smooth else None, overlay=a.overlay, pipeline=a.pipeline,
-                 detect_lag=a.detect_lag)
+                 detect_lag=a.detect_lag, track_landmarks=a.track_landmarks)
     print(f"live: {s['frames']} frames" + (f"; recorded to {s['output']}" if s["output"] else ""))
     return 0
 
@@ -142,7 +145,7 @@ def _run_video(demo, a, save) -> int:
     "`--video`: the file through the demo into an output video; 0 all frames ok, 1 some failed, 130 interrupted (partial)."
     s = run_video(demo, a.video, save, a.max_frames, detect_every=a.detect_every,
                   smoother=ResultSmoother() if a.smooth else None, overlay=a.overlay, pipeline=a.pipeline,
-                  detect_lag=a.detect_lag)
+                  detect_lag=a.detect_lag, track_landmarks=a.track_landmarks)
     print(f"video: {s['frames']} frames ({s['succeeded']} ok, {s['failed']} failed) at {s['frames_per_s']:.2f} frames/s")
     if s["interrupted"]:
         of = f" of {s['frames_in_video']}" if s["frames_in_video"] else ""

@@ -23,6 +23,7 @@ from .demo import Demo
 from .demo_output import OVERLAYS, _r
 from .demo_result import DemoResult, reconstruct
 from .pipeline import DetectionAhead, run_overlapped, timed_detection
+from .detect import LandmarkTracker
 
 # %% ../nbs/16b_video.ipynb #26fd171a
 class VideoError(RuntimeError):
@@ -193,10 +194,12 @@ def _track(demo: Demo, frame: np.ndarray, box, last_box, previous=None, detect=N
     return res
 
 # %% ../nbs/16b_video.ipynb #fc23a4ff
-def _crop_choice(frame, i: int, previous, detect_every: int, ahead) -> tuple:
-    "(the result to track from, or None to detect; where the detection comes from) for frame `i`."
+def _crop_choice(frame, i: int, previous, detect_every: int, ahead, detector=None) -> tuple:
+    """(the result to track from, or None to detect; where the detection comes from) for frame `i`. `detector`
+    replaces the demo's own for detections made in the frame itself (a `LandmarkTracker` around it)."""
     if ahead is None:
-        return (previous if (i % detect_every and previous is not None) else None), None
+        track = previous if (i % detect_every and previous is not None) else None
+        return track, (None if detector is None else (lambda f: timed_detection(detector, f)))
     due = ahead.due(i)                                          # the detection started `lag` frames ago, if any
     if i % detect_every == 0 and previous is not None: ahead.submit(i, frame)
     if due is None: return previous, (None if previous is not None else ahead.now)
@@ -204,14 +207,14 @@ def _crop_choice(frame, i: int, previous, detect_every: int, ahead) -> tuple:
 
 
 def _reconstruct_frame(demo: Demo, frame, i: int, last, previous, timing: dict, fixed_box, detect_every: int,
-                       smoother, fps_in: float, log, ahead=None) -> tuple:
+                       smoother, fps_in: float, log, ahead=None, detector=None) -> tuple:
     """Frame `i` of a stream through the demo: crop, reconstruct, smooth (`smoother`); the stage times go into
     `timing`. Returns (result, the frame, last detected crop, this result for the next frame); a frame that fails is
     reported with `log` and passed on (result None)."""
     try:
         frame = to_bgr8(frame, [])
         box = fixed_box(frame.shape[:2]) if callable(fixed_box) else None
-        track, detect = _crop_choice(frame, i, previous, detect_every, ahead)
+        track, detect = _crop_choice(frame, i, previous, detect_every, ahead, detector)
         res = _track(demo, frame, box, last, track, detect)
         if res.crop_source in ("detector", "previous_frame"): last = res.crop_box
         timing.update(detect=res.timing.get("detect", 0.0), model=res.timing.get("model", 0.0))
@@ -238,8 +241,9 @@ def _draw_frame(demo: Demo, res, frame, draw, timing: dict, i: int, log) -> tupl
 
 # %% ../nbs/16b_video.ipynb #ffd73ee7
 class _Frames(list):
-    "Per-frame records of `run_stream`, and whether Ctrl-C stopped it."
+    "Per-frame records of `run_stream`, whether Ctrl-C stopped it, and its detector calls (and how many were tracked)."
     interrupted = False
+    detector_calls = tracked_calls = 0
 
 
 def _stream_overlay(detect_every: int, detect_lag: int, overlay: str):
@@ -264,16 +268,20 @@ def _write_frame(out: np.ndarray, res, fps: float, writer, show: bool, timing: d
 # %% ../nbs/16b_video.ipynb #79b7a8d2
 def run_stream(demo: Demo, cap, writer=None, show: bool = False, max_frames: int | None = None, fixed_box=None,
                mirror: bool = False, log=print, detect_every: int = 1, smoother=None, fps_in: float = 25.0,
-               overlay: str = "paint", pipeline: bool = False, detect_lag: int = 0) -> list:
+               overlay: str = "paint", pipeline: bool = False, detect_lag: int = 0, track_landmarks: bool = False) -> list:
     """Reconstruct frames from `cap` until it ends (or ESC / `max_frames` / Ctrl-C); write and/or show them.
     `detect_every` N > 1: run the detector on every N-th frame and crop around the previous prediction in between.
     `detect_lag` L ≥ 1: the detector runs in its own thread and its result for frame i crops frame i + L.
     `pipeline`: reconstruct the next frame in a worker thread while this one is drawn and written (same output).
+    `track_landmarks`: each detection follows the hands of the one before with the landmark model alone
+    (`LandmarkTracker`), the palm model only where a hand is lost.
     `smoother`: a `ResultSmoother` (frame times from `fps_in`). `overlay`: 'paint' (`paint_overlay`, the default for
     streams) or 'render' (the z-buffer `render_overlay` of the image demo). Per-frame records with the time of each stage
     (`STREAM_STAGES`, ms); `.interrupted` is True when Ctrl-C stopped it."""
     draw, records = _stream_overlay(detect_every, detect_lag, overlay), _Frames()
-    ahead = DetectionAhead(demo.detector, detect_lag) if detect_lag and demo.detector is not None and fixed_box is None else None
+    tracker = LandmarkTracker(demo.detector) if track_landmarks and hasattr(demo.detector, "track") else None
+    ahead = (DetectionAhead(tracker or demo.detector, detect_lag)
+             if detect_lag and demo.detector is not None and fixed_box is None else None)
     made = {"i": 0, "last": None, "previous": None}             # the producing side's state
     shown = {"t": time.perf_counter(), "fps": None}             # the consuming side's
 
@@ -286,7 +294,8 @@ def run_stream(demo: Demo, cap, writer=None, show: bool = False, max_frames: int
         if not ok or frame is None: return None
         if mirror: frame = np.ascontiguousarray(frame[:, ::-1])
         res, frame, made["last"], made["previous"] = _reconstruct_frame(
-            demo, frame, i, made["last"], made["previous"], timing, fixed_box, detect_every, smoother, fps_in, log, ahead)
+            demo, frame, i, made["last"], made["previous"], timing, fixed_box, detect_every, smoother, fps_in, log, ahead,
+            tracker)
         made["i"] = i + 1
         return i, frame, res, timing
 
@@ -307,6 +316,7 @@ def run_stream(demo: Demo, cap, writer=None, show: bool = False, max_frames: int
         log(f"interrupted after {len(records)} frame(s): closing the output")
     finally:
         if ahead is not None: ahead.close()
+    if tracker is not None: records.detector_calls, records.tracked_calls = tracker.calls, tracker.tracked
     return records
 
 # %% ../nbs/16b_video.ipynb #f7ca371c
@@ -317,7 +327,8 @@ def stage_means_ms(frames: list) -> dict:
 
 # %% ../nbs/16b_video.ipynb #98b1f893
 def run_video(demo: Demo, video, save_path, max_frames: int | None = None, log=print, detect_every: int = 1,
-              smoother=None, overlay: str = "paint", pipeline: bool = False, detect_lag: int = 0) -> dict:
+              smoother=None, overlay: str = "paint", pipeline: bool = False, detect_lag: int = 0,
+              track_landmarks: bool = False) -> dict:
     "Process the video file `video` into `save_path` (a video file, or a folder for NAME_output.mp4); returns a summary."
     video = Path(video)
     if not video.is_file(): raise VideoError(f"video file not found: {video}")
@@ -337,7 +348,8 @@ def run_video(demo: Demo, video, save_path, max_frames: int | None = None, log=p
     t0 = time.perf_counter()
     try:
         frames = run_stream(demo, cap, writer, max_frames=max_frames, log=log, detect_every=detect_every, smoother=smoother,
-                            fps_in=fps, overlay=overlay, pipeline=pipeline, detect_lag=detect_lag)
+                            fps_in=fps, overlay=overlay, pipeline=pipeline, detect_lag=detect_lag,
+                            track_landmarks=track_landmarks)
     except BaseException:
         writer.release(); cap.release(); tmp.unlink(missing_ok=True); raise
     writer.release(); cap.release()
@@ -351,7 +363,8 @@ def run_video(demo: Demo, video, save_path, max_frames: int | None = None, log=p
                "complete": not frames.interrupted and max_frames is None,
                "fps_in": fps, "time_s": round(dt, 3), "frames_per_s": round(len(frames) / dt, 3),
                "stage_ms": stage_means_ms(frames), "detect_every": detect_every, "smoothing": smoother is not None,
-               "overlay": overlay, "pipeline": pipeline, "detect_lag": detect_lag,
+               "overlay": overlay, "pipeline": pipeline, "detect_lag": detect_lag, "track_landmarks": track_landmarks,
+               "detector_calls": frames.detector_calls, "tracked_calls": frames.tracked_calls,
                "detector": demo.detector_status, "per_frame": list(frames)}
     atomic_write_json(out_path.with_suffix(".json"), summary)
     return summary
@@ -368,7 +381,7 @@ def open_camera(index: int):
 # %% ../nbs/16b_video.ipynb #f9b282b0
 def run_live(demo: Demo, camera: int = 0, save_path=None, max_frames: int | None = None, mirror: bool = False,
              log=print, detect_every: int = 1, smoother=None, overlay: str = "paint", pipeline: bool = False,
-             detect_lag: int = 0) -> dict:
+             detect_lag: int = 0, track_landmarks: bool = False) -> dict:
     "The webcam demo: show the overlay live (needs a GUI) and/or record it to `save_path`."
     show, why = gui_available()
     if not show and save_path is None: raise VideoError(f"--live_demo cannot show a window: {why}")
@@ -392,7 +405,7 @@ def run_live(demo: Demo, camera: int = 0, save_path=None, max_frames: int | None
     try:
         frames = run_stream(demo, cap, writer, show=show, max_frames=max_frames, fixed_box=fixed, mirror=mirror, log=log,
                             detect_every=detect_every, smoother=smoother, fps_in=15.0, overlay=overlay, pipeline=pipeline,
-                            detect_lag=detect_lag)
+                            detect_lag=detect_lag, track_landmarks=track_landmarks)
     finally:
         cap.release()
         if writer is not None: writer.release()

@@ -577,3 +577,26 @@ def test_pipelined_video_with_a_lagging_detector_writes_what_the_plain_loop_writ
             frames[p].append(f[32:])                          # below the status line (its FPS differs) and its JPEG blocks
         cap.release()
     assert len(frames[True]) == 6 and all(np.array_equal(a, b) for a, b in zip(frames[False], frames[True]))
+
+
+def test_video_follows_found_hands_with_the_landmark_model_by_default(ckpt, tmp_path):
+    "The command tracks the hands between palm detections (MediaPipe's way); --no-tracking runs the palm model each time."
+    wild = cv2.imread(str(ROOT / "data" / "demo" / "wild_1.jpg"))
+    src = tmp_path / "two.avi"
+    w = cv2.VideoWriter(str(src), cv2.VideoWriter_fourcc(*"MJPG"), 25.0, (640, 480))
+    for k in range(7):                                   # the two hands of wild_1 moving 3 px a frame
+        w.write(cv2.warpAffine(wild, np.float32([[1, 0, 3 * k], [0, 1, 0]]), (640, 480), borderMode=cv2.BORDER_REPLICATE))
+    w.release()
+    meta = {}
+    for flag in ([], ["--no-tracking"]):
+        out = tmp_path / f"out{len(flag)}"
+        rc = C.demo_main(["--video", str(src), "--save_path", str(out), "--model", str(ckpt), "--detect_every", "2",
+                          "--no-pipeline", "--detect_lag", "0", *flag])
+        assert rc == 0
+        meta[bool(flag)] = json.loads((out / "two_output.json").read_text())
+    tracked, palm = meta[False], meta[True]
+    assert tracked["track_landmarks"] is True and palm["track_landmarks"] is False
+    assert tracked["detector_calls"] == 4 and tracked["tracked_calls"] >= 2 and palm["detector_calls"] == 0
+    for a, b in zip(tracked["per_frame"], palm["per_frame"]):
+        assert a["crop_source"] == b["crop_source"] and a["detection"] == "two_hands"
+        assert np.abs(np.subtract(a["crop_box_xyxy"], b["crop_box_xyxy"])).max() < 25   # the same hands, cropped alike
