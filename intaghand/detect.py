@@ -181,19 +181,27 @@ class RotatedRect:
         return cv2.warpAffine(image, M, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
 
 # %% ../nbs/15_detect.ipynb #cbb6a923
+def _turn(wrist, towards) -> float:
+    "MediaPipe's region rotation (radians, in [-π, π)): the turn that makes wrist → `towards` point up."
+    rot = math.pi / 2 - math.atan2(-(towards[1] - wrist[1]), towards[0] - wrist[0])
+    return rot - 2 * math.pi * math.floor((rot + math.pi) / (2 * math.pi))
+
+
+def _square_region(cx, cy, w, h, rot: float, scale: float, shift_y: float) -> RotatedRect:
+    "A turned box (centre, size) shifted `shift_y` of its height along its up axis, squared on its longer side, × `scale`."
+    cx += -h * shift_y * math.sin(rot)
+    cy += h * shift_y * math.cos(rot)
+    side = max(w, h) * scale
+    return RotatedRect(cx, cy, side, side, rot)
+
+
 def palm_to_hand_rect(box, kps, image_size, scale: float = 2.6, shift_y: float = -0.5) -> RotatedRect:
     "MediaPipe's palm -> hand region: box and keypoints in [0, 1] image coordinates -> `RotatedRect` in pixels."
     H, W = image_size
     x0, y0, x1, y1 = box
     w, h = (x1 - x0) * W, (y1 - y0) * H
     cx, cy = (x0 + x1) / 2 * W, (y0 + y1) / 2 * H
-    (wx, wy), (mx, my) = kps[0] * [W, H], kps[2] * [W, H]
-    rot = math.pi / 2 - math.atan2(-(my - wy), mx - wx)
-    rot = rot - 2 * math.pi * math.floor((rot + math.pi) / (2 * math.pi))
-    cx += -h * shift_y * math.sin(rot)
-    cy += h * shift_y * math.cos(rot)
-    side = max(w, h) * scale
-    return RotatedRect(cx, cy, side, side, rot)
+    return _square_region(cx, cy, w, h, _turn(kps[0] * [W, H], kps[2] * [W, H]), scale, shift_y)
 
 # %% ../nbs/15_detect.ipynb #e282b9d4
 LANDMARK_ROI_POINTS = [0, 1, 2, 3, 5, 6, 9, 10, 13, 14, 17, 18]   # wrist, thumb base, each finger's two lowest joints
@@ -202,10 +210,7 @@ LANDMARK_ROI_POINTS = [0, 1, 2, 3, 5, 6, 9, 10, 13, 14, 17, 18]   # wrist, thumb
 def landmarks_to_hand_rect(pts, scale: float = 2.0, shift_y: float = -0.1) -> RotatedRect:
     "MediaPipe's hand region for the next frame from this frame's 21×2 landmarks (image pixels)."
     p = np.asarray(pts, float)
-    wx, wy = p[0]
-    mx, my = ((p[5] + p[13]) / 2 + p[9]) / 2                  # towards the knuckles
-    rot = math.pi / 2 - math.atan2(-(my - wy), mx - wx)
-    rot = rot - 2 * math.pi * math.floor((rot + math.pi) / (2 * math.pi))
+    rot = _turn(p[0], ((p[5] + p[13]) / 2 + p[9]) / 2)          # wrist towards the knuckles
     c, s = math.cos(rot), math.sin(rot)
     q = p[LANDMARK_ROI_POINTS]
     mid = (q.min(0) + q.max(0)) / 2
@@ -213,10 +218,7 @@ def landmarks_to_hand_rect(pts, scale: float = 2.0, shift_y: float = -0.1) -> Ro
     lo, hi = local.min(0), local.max(0)
     cx, cy = mid + ((lo + hi) / 2) @ np.array([[c, -s], [s, c]]).T
     w, h = hi - lo
-    cx += -h * shift_y * s
-    cy += h * shift_y * c
-    side = max(w, h) * scale
-    return RotatedRect(float(cx), float(cy), float(side), float(side), rot)
+    return _square_region(float(cx), float(cy), float(w), float(h), rot, scale, shift_y)
 
 # %% ../nbs/15_detect.ipynb #108854c3
 class DetectorUnavailable(RuntimeError):
