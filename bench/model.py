@@ -15,8 +15,10 @@ one after the other:
              exact path of intaghand.inference.Reconstructor on CUDA and where ONNX Runtime is missing)
   +onnx      the +cl network exported to ONNX and run by ONNX Runtime's CPU provider
              (`intaghand.engines.OnnxNetwork`: the exact path on a CPU)
-  fast       the fast path: the network under bfloat16 autocast where the CPU has native bfloat16 (AMX /
-             AVX-512-BF16); on other CPUs the fast path is the exact path and is not timed again
+  autocast   the +cl network under bfloat16 autocast (where the CPU has native bfloat16: AMX / AVX-512-BF16)
+  fast       the fast path (`intaghand.engines.ReducedNetwork`): the image encoder in bfloat16, the graph decoder
+             in float32, traced; on CPUs without native bfloat16 the fast path is the exact path and is not timed
+             again
 Every variant's outputs are compared with the eager ones (max difference relative to the output's size).
 Variants are timed in interleaved rounds (best of the rounds per variant, median shown too), so load from other
 processes hits all alike.
@@ -24,6 +26,9 @@ The last printed line is one JSON object: `images_per_s` (default model, batch 1
 without ONNX Runtime), `speedup` (exact path over plain eager, same run), `fast_speedup` (fast path over plain
 eager), `trace_speedup` (the TorchScript engine over plain eager) and `hardware_fraction` (the exact path's FLOP
 rate over the CPU's float32 peak, `--peak_gflops`, default: cores × threads-used × 2.0 GHz × 32 FLOP/cycle).
+Where the fast path differs from the exact one, `fast_accuracy` is its cost on the embedded checkpoint over the
+shipped synthetic samples (`--accuracy_data`, split test): the mean and largest vertex distance from the exact path
+(mm: the network's output is in metres at a mean hand size) and the MPJPE of both (original protocol).
 """
 import argparse
 import copy
@@ -41,6 +46,7 @@ from intaghand.config import get_config  # noqa: E402
 from intaghand.engines import OnnxNetwork, TracedNetwork, onnxruntime_available, rel_diff as _rel  # noqa: E402
 from intaghand.fixtures import make_synthetic_graph_assets  # noqa: E402
 from intaghand.model import _fuse_resnet_bn, build_model  # noqa: E402
+from intaghand.engines import ReducedNetwork  # noqa: E402
 from intaghand.tensors import cpu_has_bf16  # noqa: E402
 
 
@@ -65,8 +71,28 @@ def variants(model):
     if cpu_has_bf16():
         def bf16(m, x):
             with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16): return m(x)
-        out["fast"] = (cl, bf16, True)
+        out["autocast"] = (cl, bf16, True)
+        out["fast"] = (ReducedNetwork(sdpa, build_after=0, dtype=torch.bfloat16), inference, True)
     return out
+
+
+def fast_accuracy(data_path: Path, split: str = "test") -> dict:
+    "The fast path against the exact one on the embedded checkpoint: vertex distance (mm) and MPJPE of both."
+    from intaghand.config import EMBEDDED_CHECKPOINT
+    from intaghand.evaluate import evaluate
+    from intaghand.inference import Reconstructor
+    images = sorted((data_path / split / "img").glob("*.jpg"), key=lambda f: int(f.stem))
+    verts = {}
+    for p in ("exact", "fast"):
+        rec = Reconstructor.embedded(device="cpu", precision=p, build_after=0)
+        o = rec(images, space="network")
+        verts[p] = torch.cat([o.left.verts3d, o.right.verts3d], 1)
+    dist = (verts["fast"] - verts["exact"]).norm(dim=-1) * 1000
+    mpjpe = {p: evaluate(EMBEDDED_CHECKPOINT, data_path, split, progress=False, precision=p)
+             .summary["protocols"]["original"]["mpjpe"]["all"] for p in ("exact", "fast")}
+    return {"data": f"{data_path.name}/{split}", "samples": len(images), "vertex_mm_mean": round(float(dist.mean()), 4),
+            "vertex_mm_max": round(float(dist.max()), 4), "mpjpe_exact": round(mpjpe["exact"], 3),
+            "mpjpe_fast": round(mpjpe["fast"], 3), "mpjpe_change": round(mpjpe["fast"] - mpjpe["exact"], 3)}
 
 
 def outputs(out):
@@ -135,6 +161,8 @@ def main(argv=None):
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     ap.add_argument("--peak_gflops", type=float, default=None,
                     help="the CPU's float32 peak for the threads used (default: estimated from /proc/cpuinfo)")
+    ap.add_argument("--accuracy_data", type=Path, default=Path(__file__).resolve().parents[1] / "data" / "synthetic_samples",
+                    help="processed synthetic data whose test split measures the fast path's accuracy cost")
     args = ap.parse_args(argv)
     if args.threads: torch.set_num_threads(args.threads)
     peak = args.peak_gflops or cpu_peak_gflops(torch.get_num_threads())
@@ -157,11 +185,12 @@ def main(argv=None):
     show("default model (resnet50, 256²), batch 1", d1)
     exact = "+onnx" if "+onnx" in vs else "+trace"
     best = "fast" if "fast" in vs else exact
-    pair = {k: vs[k] for k in dict.fromkeys(("eager", "+trace", exact, best))}
+    keep = ("eager", "+trace", exact, "autocast", best)
+    pair = {k: vs[k] for k in dict.fromkeys(keep) if k in vs}
     d8 = bench(pair, 8, cfg.MODEL.IMG_SIZE, rounds8)
     show("default model, batch 8", d8)
     svs = variants(small)
-    spair = {k: svs[k] for k in dict.fromkeys(("eager", "+trace", exact, best))}
+    spair = {k: svs[k] for k in dict.fromkeys(keep) if k in svs}
     s1 = bench(spair, 1, small_cfg.MODEL.IMG_SIZE, rounds1 * 2)
     show(f"small preset ({small_cfg.MODEL.ENCODER_TYPE}, {small_cfg.MODEL.IMG_SIZE}²), batch 1", s1)
     s8 = bench(spair, 8, small_cfg.MODEL.IMG_SIZE, rounds8 * 2)
@@ -174,13 +203,17 @@ def main(argv=None):
         "fast_speedup": r(d1[best]["images_per_s"] / d1["eager"]["images_per_s"]),
         "trace_speedup": r(d1["+trace"]["images_per_s"] / d1["eager"]["images_per_s"]),
         "exact_path": {"+onnx": "onnxruntime", "+trace": "torchscript"}[exact],
-        "fast_path": "bfloat16 autocast" if best == "fast" else "the exact path (this CPU has no native bfloat16)",
+        "fast_path": "bfloat16 encoder, float32 decoder (traced)" if best == "fast" else "the exact path (this CPU has no native bfloat16)",
+        "autocast_speedup": r(d1["autocast"]["images_per_s"] / d1["eager"]["images_per_s"]) if "autocast" in d1 else None,
         "hardware_fraction": r(fl["default"] * d1[exact]["images_per_s"] / (peak * 1e9)),
         "peak_gflops": peak,
         "baseline_images_per_s": r(d1["eager"]["images_per_s"]),
         "ladder_batch1": {k: r(v["images_per_s"]) for k, v in d1.items()},
-        "max_rel_diff": float(f"{max(v['rel_diff'] for res in (d1, d8, s1, s8) for k, v in res.items() if k != 'fast'):.2e}"),
+        "max_rel_diff": float(f"{max(v['rel_diff'] for res in (d1, d8, s1, s8) for k, v in res.items() if k not in ('fast', 'autocast')):.2e}"),
         "fast_rel_diff": None if best != "fast" else float(f"{max(res['fast']['rel_diff'] for res in (d1, d8, s1, s8)):.2e}"),
+        "fast_accuracy": fast_accuracy(args.accuracy_data) if best == "fast" else None,
+        "fast_choice": None if best != "fast" else {f"{name} batch {key[0][0]}": choice for name, v in (("default", vs), ("small", svs))
+                                                    for key, choice in v["fast"][0].choice.items()},
         **{name: {"images_per_s": r(res[exact]["images_per_s"]), "baseline": r(res["eager"]["images_per_s"]),
                   "speedup": r(res[exact]["images_per_s"] / res["eager"]["images_per_s"]),
                   "trace_speedup": r(res["+trace"]["images_per_s"] / res["eager"]["images_per_s"]),

@@ -17,7 +17,7 @@ import torch
 from fastcore.basics import patch
 
 from .config import get_config, checkpoint_file, merge_dict, EMBEDDED_CHECKPOINT, without_encoder_pretrain
-from .engines import OnnxNetwork, TracedNetwork, export_onnx, onnxruntime_available
+from .engines import OnnxNetwork, ReducedNetwork, TracedNetwork, export_onnx, onnxruntime_available
 from .tensors import autocast_dtype
 
 from .io import CheckpointError, extract_state_dict, load_checkpoint, load_state_dict_checked
@@ -212,14 +212,44 @@ def autocast(self: Reconstructor):
     "The reduced-precision dtype of the fast path on this device (None: float32)."
     return autocast_dtype(self.device) if self.precision == "fast" else None
 
+# %% ../nbs/07_inference.ipynb #1596a041
+@patch
+def _model_engines(self: Reconstructor) -> dict:
+    "The engines built for the current model, by name (emptied when the model was replaced)."
+    if self._engines_for is not self.model: self._engines, self._engines_for = {}, self.model
+    return self._engines
+
+
+@patch
+def _fast_network(self: Reconstructor, x: torch.Tensor) -> HandOutput:
+    "The fast path: the reduced engine, or the module under autocast once that engine failed for this model."
+    engines = self._model_engines()
+    eng = engines.get(ReducedNetwork.name)
+    if eng is None: eng = engines[ReducedNetwork.name] = ReducedNetwork(self.model, self.build_after, self.autocast)
+    if not eng.failed:
+        try: return eng(x)
+        except Exception as e:
+            eng.failed = f"{type(e).__name__}: {e}"
+            warnings.warn(f"the reduced-precision engine failed ({eng.failed}); using the module under autocast",
+                          RuntimeWarning)
+    with torch.autocast(self.device.type, dtype=self.autocast):
+        out = self.model(x)
+    return out.apply(lambda t: t.float() if t.is_floating_point() else t)
+
+
+@patch(as_prop=True)
+def fast_engine(self: Reconstructor) -> str:
+    "What the fast path runs: 'reduced' (the encoder in reduced precision), 'autocast' (after that failed) or 'exact'."
+    if self.autocast is None: return "exact"
+    eng = self._model_engines().get(ReducedNetwork.name)
+    return "autocast" if eng is not None and eng.failed else "reduced"
+
 # %% ../nbs/07_inference.ipynb #5ae44071
 @patch
 def network(self: Reconstructor, x: torch.Tensor, return_attention: bool = False) -> HandOutput:
     "One batch through the chosen path (attention capture and 'plain' use the module itself)."
     if self.autocast is not None and not return_attention:
-        with torch.autocast(self.device.type, dtype=self.autocast):
-            out = self.model(x)
-        return out.apply(lambda t: t.float() if t.is_floating_point() else t)
+        return self._fast_network(x)
     if return_attention or self.precision == "plain":
         return self.model(x, return_attention=return_attention)
     while (eng := self._exact_engine()) is not None:
@@ -243,11 +273,10 @@ def _engine_kinds(self: Reconstructor) -> list:
 @patch
 def _exact_engine(self: Reconstructor):
     "The first engine of the exact path that has not failed for the current model (None: none is left)."
-    if self._engines_for is not self.model:                 # a new model: new engines
-        self._engines, self._engines_for = {}, self.model
+    engines = self._model_engines()
     for kind in self._engine_kinds():
-        if kind.name not in self._engines: self._engines[kind.name] = kind(self.model, self.build_after)
-        if not self._engines[kind.name].failed: return self._engines[kind.name]
+        if kind.name not in engines: engines[kind.name] = kind(self.model, self.build_after)
+        if not engines[kind.name].failed: return engines[kind.name]
     return None
 
 # %% ../nbs/07_inference.ipynb #660204be

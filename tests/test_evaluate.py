@@ -186,3 +186,20 @@ def test_given_cfg_cannot_change_the_stored_network(setup):
     with pytest.warns(ConfigMismatchWarning, match="MODEL.NUM_HEADS: checkpoint 4, given 2"):
         cfg = checkpoint_config(setup.ckpt, given)
     assert cfg.MODEL.NUM_HEADS == 4
+
+
+def test_cli_precision_runs_the_inference_paths(setup, tmp_path, capsys):
+    "--precision exact / fast evaluate through the Reconstructor's paths (report and gallery included)."
+    s = setup
+    got = {}
+    for p in ("plain", "exact", "fast"):
+        assert eval_main(["--checkpoint", str(s.ckpt), "--data_path", str(s.data), "--no_progress", "--n_worst", "1",
+                          "--precision", p, "--out", str(tmp_path / p)]) == 0
+        summary = json.loads((tmp_path / p / "summary.json").read_text())
+        assert summary["meta"]["precision"] == p and (tmp_path / p / "worst_cases.png").stat().st_size > 1000
+        got[p] = summary["protocols"]["original"]["mpjpe"]["all"]
+    assert got["exact"] == pytest.approx(got["plain"], rel=1e-5)
+    assert got["fast"] == pytest.approx(got["plain"], rel=0.05)
+    with pytest.raises(SystemExit):
+        eval_main(["--checkpoint", str(s.ckpt), "--data_path", str(s.data), "--precision", "half"])
+    assert "invalid choice: 'half'" in capsys.readouterr().err
