@@ -333,8 +333,8 @@ def train_epoch(self: Trainer) -> bool:
             self._record_step(scalars, out, batch)
             self.step += 1
             self.batch_in_epoch += 1
-            bar.update(1)
-            bar.set_postfix(loss=f"{scalars['train/total_loss']:.4g}", lr=f"{self.lr:.3g}")
+            bar.set_postfix(loss=f"{scalars['train/total_loss']:.4g}", lr=f"{self.lr:.3g}", refresh=False)
+            bar.update(1)                           # redraws (with the postfix) at most every mininterval
             if self.save_steps and self.step % self.save_steps == 0 and self.batch_in_epoch < self.steps_per_epoch:
                 self.save("latest")
         return True

@@ -361,3 +361,16 @@ def test_moved_names_stay_importable_from_train():
     assert train.CHECKPOINT_FORMAT == run_files.CHECKPOINT_FORMAT == "intaghand-train/1"
     assert train.training_images is train_pictures.training_images
     assert {"read_log", "export_weights", "training_images", "CHECKPOINT_FORMAT"} <= set(train.__all__)
+
+
+def test_text_progress_redraws_at_most_every_interval(data, tmp_path, capsys, monkeypatch):
+    "progress='text' (the papermill run notebook's bar): the per-step postfix does not force a redraw of its own."
+    import intaghand.io as io_
+    monkeypatch.setattr(io_, "TEXT_BAR_INTERVAL", 3600.0)      # an hour: only the first and the closing draw
+    cfg = get_config(preset="small", overrides=TINY)
+    t = Trainer(cfg, data, tmp_path, progress="text", tensorboard=False, images=False, val_samples=0, max_steps=3)
+    t.fit()
+    err = capsys.readouterr().err
+    draws = [d for d in err.replace("\n", "\r").split("\r") if "epoch 1/2" in d]
+    assert len(draws) == 2, draws                               # 2 steps, each with a new loss in its postfix
+    assert draws[-1].startswith("epoch 1/2: 100%") and "2/2" in draws[-1] and "loss=" in draws[-1]
