@@ -244,6 +244,7 @@ def run_images(self: Demo, img_path, save_dir, log=print) -> dict:
                "skipped": skipped, "detection": det, "detector": self.detector_status, "ignored_files": ignored,
                "img_path": str(img_path), "save_path": str(save_dir.resolve()),
                "checkpoint": str(getattr(self.rec, "checkpoint", "")), "device": str(self.rec.device),
+               "precision": self.rec.precision,
                "hand_model": str(self.hand_model), "config_warnings": list(getattr(self.rec, "warnings", [])),
                "time_s": round(dt, 3), "images_per_s": round(len(records) / dt, 4) if dt > 0 else None,
                "interrupted": interrupted, "not_processed": len(files) - len(records), "results": records}

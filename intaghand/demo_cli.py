@@ -59,6 +59,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fill", type=float, default=0.8, help="share of the crop's side the detected hands cover (0-1]")
     p.add_argument("--max_pixels", type=int, default=MAX_PIXELS, help="refuse larger images (pixels, read from the header)")
     p.add_argument("--max_file_mb", type=float, default=MAX_FILE_MB, help="refuse larger image files before reading them (MB)")
+    p.add_argument("--precision", choices=("exact", "fast"), default="exact", help="exact: float32, the module's "
+                   "numbers to rounding (default); fast: the image encoder in bfloat16/float16 where the hardware "
+                   "computes it natively (AMX CPUs, CUDA), else the same as exact")
     p.add_argument("--force_cfg", action="store_true", help="build the network from --cfg even where it differs from "
                    "the config stored with the checkpoint (default: the stored values, each difference reported)")
     return p
@@ -120,13 +123,13 @@ def _load_demo(a, formats, device) -> Demo:
             "small_checkpoint('output/untrained')\" and --model output/untrained/small.pth")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)          # printed below, once, as one line each
-        rec = Reconstructor.from_checkpoint(a.model, cfg=a.cfg, device=device, force_cfg=a.force_cfg)
+        rec = Reconstructor.from_checkpoint(a.model, cfg=a.cfg, device=device, force_cfg=a.force_cfg, precision=a.precision)
     for w in rec.warnings: print(f"intaghand demo: warning: {w}", file=sys.stderr)
     rec.checkpoint = a.model
     detector, det_status = make_detector(a.detect)
     demo = Demo(rec, detector, formats, a.render_size, a.fill, max_pixels=a.max_pixels, detector_status=det_status,
                 max_bytes=int(a.max_file_mb * 2**20))
-    print(f"model: {a.model} ({rec.cfg.MODEL.ENCODER_TYPE}, {rec.img_size}px, {rec.device}); "
+    print(f"model: {a.model} ({rec.cfg.MODEL.ENCODER_TYPE}, {rec.img_size}px, {rec.device}, {rec.precision} precision); "
           f"hand model: {demo.hand_model}; hand detection: {det_status}; loaded in {time.perf_counter() - t0:.1f} s")
     if a.live_demo or a.video: rec.build_after = 0     # a stream: the exact engine pays from the first frames on
     return demo

@@ -364,6 +364,7 @@ def run_video(demo: Demo, video, save_path, max_frames: int | None = None, log=p
                "fps_in": fps, "time_s": round(dt, 3), "frames_per_s": round(len(frames) / dt, 3),
                "stage_ms": stage_means_ms(frames), "detect_every": detect_every, "smoothing": smoother is not None,
                "overlay": overlay, "pipeline": pipeline, "detect_lag": detect_lag, "track_landmarks": track_landmarks,
+               "precision": demo.rec.precision,
                "detector_calls": frames.detector_calls, "tracked_calls": frames.tracked_calls,
                "detector": demo.detector_status, "per_frame": list(frames)}
     atomic_write_json(out_path.with_suffix(".json"), summary)

@@ -600,3 +600,27 @@ def test_video_follows_found_hands_with_the_landmark_model_by_default(ckpt, tmp_
     for a, b in zip(tracked["per_frame"], palm["per_frame"]):
         assert a["crop_source"] == b["crop_source"] and a["detection"] == "two_hands"
         assert np.abs(np.subtract(a["crop_box_xyxy"], b["crop_box_xyxy"])).max() < 25   # the same hands, cropped alike
+
+
+def test_precision_flag_reaches_the_reconstructor_and_the_summaries(ckpt, tmp_path, capsys, monkeypatch):
+    "--precision fast: the meshes of the fast path (bfloat16 here even where it is emulated), recorded as such."
+    import intaghand.tensors as tn
+    monkeypatch.setattr(tn, "cpu_has_bf16", lambda: True)
+    img = tmp_path / "in" / "a.png"
+    img.parent.mkdir()
+    cv2.imwrite(str(img), _scene(120, 160))
+    verts = {}
+    for p in ("exact", "fast"):
+        out = tmp_path / p
+        assert C.demo_main(["--img_path", str(img), "--save_path", str(out), "--model", str(ckpt), "--no-detect",
+                            "--render_size", "64", "--precision", p, "--formats", "none"]) == 0
+        s = json.loads((out / "summary.json").read_text())
+        assert s["precision"] == p and s["succeeded"] == 1
+        assert f"{p} precision" in capsys.readouterr().out
+        verts[p] = np.array(json.loads((out / "a.json").read_text())["left"]["verts3d"])
+    diff = np.abs(verts["fast"] - verts["exact"])
+    assert 0 < diff.max() < 0.05 * np.abs(verts["exact"]).max()      # reduced precision shows, and stays small
+    src = _clip(tmp_path / "clip.avi", 2)
+    assert C.demo_main(["--video", str(src), "--save_path", str(tmp_path / "v.avi"), "--model", str(ckpt), "--no-detect",
+                        "--precision", "fast"]) == 0
+    assert json.loads((tmp_path / "v.json").read_text())["precision"] == "fast"
