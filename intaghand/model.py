@@ -24,6 +24,7 @@ from .io import load_checkpoint, extract_state_dict, load_state_dict_checked, sa
 from .layers import LN_EPS, _Slot, _xavier_init, DualGraph, capture_attention, projection_batch
 from .layers import graph_avg_pool, graph_upsample
 from .mano import HANDS, joint_regressor_21
+from .tensors import map_tensors
 from .outputs import AttentionMaps, HandOutput, HandPrediction, MeshLevel
 
 # %% ../nbs/06_model.ipynb #eeaa54b6
@@ -280,6 +281,7 @@ class HandNET_GCN(nn.Module):
         self.img_size = img_size
         self.register_buffer("joint_regressor_left", None, persistent=False)
         self.register_buffer("joint_regressor_right", None, persistent=False)
+        self.encoder_autocast = None        # a dtype: the encoder alone computes under autocast to it (training on CPUs)
 
     def attach_joint_regressor(self, left, right=None):
         "Use `left`/`right` (J×778 arrays or tensors; `right` defaults to `left`) for joints3d/joints2d; None detaches."
@@ -300,12 +302,21 @@ class HandNET_GCN(nn.Module):
 
 # %% ../nbs/06_model.ipynb #d4f39d1d
 @patch
+def encode(self: HandNET_GCN, img) -> tuple:
+    "The encoder's outputs, computed under autocast to `encoder_autocast` when it is set (float32 either way)."
+    if self.encoder_autocast is None: return self.encoder(img)
+    with torch.autocast(img.device.type, dtype=self.encoder_autocast):
+        out = self.encoder(img)
+    return map_tensors(out, lambda t: t.float())
+
+
+@patch
 def forward(self: HandNET_GCN, img, return_attention: bool = False) -> HandOutput:
     if img.dim() != 4 or tuple(img.shape[1:]) != (3, self.img_size, self.img_size):
         raise ValueError(f"expected images B×3×{self.img_size}×{self.img_size}, got {tuple(img.shape)}")
     ctx = capture_attention() if return_attention else contextlib.nullcontext()
     with ctx as sink:
-        hms, mask, dp, img_fmaps, hms_fmaps, dp_fmaps = self.encoder(img)
+        hms, mask, dp, img_fmaps, hms_fmaps, dp_fmaps = self.encode(img)
         global_feature, fmaps = self.mid_model(img_fmaps, hms_fmaps, dp_fmaps)
         left, right = self.decoder(global_feature, fmaps)
     for side, hand in (("left", left), ("right", right)):

@@ -234,8 +234,12 @@ def train_step(self: Trainer, batch) -> dict:
     """Forward, losses, backward and optimizer step on one batch. Returns (scalars averaged over the processes,
     the network output, the batch on the device)."""
     batch = batch.to(self.device, non_blocking=True)
-    with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32, enabled=self.amp):
-        out = self.model(batch.img)
+    on_cpu = self.device.type == "cpu"
+    self.net.encoder_autocast = self.amp_dtype if self.amp and on_cpu else None    # CPU: the encoder alone
+    try:
+        with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32, enabled=self.amp and not on_cpu):
+            out = self.model(batch.img)
+    finally: self.net.encoder_autocast = None
     if self.amp: out = map_tensors(out, lambda t: t.float() if t.is_floating_point() else t)
     up = self.net.decoder.unsample_layer.weight if self.upsample_trainable else None
     loss = compute_losses(LossPrediction.from_output(out, upsample_weight=up), LossTarget.from_sample(batch), self.specs,

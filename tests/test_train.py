@@ -164,8 +164,18 @@ def test_amp_on_cpu_follows_the_hardware(data, tmp_path, monkeypatch):
     t = Trainer(get_config(preset="small", overrides=TINY), data, tmp_path, device="cpu", amp=True, progress=False,
                 max_steps=1, tensorboard=False, images=False)
     assert t.amp_dtype == torch.bfloat16 and not t.scaler.is_enabled()
+    seen = {}
+
+    def record(name):
+        def hook(module, inputs, output): seen.setdefault(name, torch.is_autocast_enabled("cpu"))
+        return hook
+
+    for name in ("encoder", "mid_model", "decoder"):           # where autocast is on during the step's forward
+        getattr(t.net, name).register_forward_hook(record(name))
     scalars, out, _ = t.train_step(next(iter(t.loader)))
     assert np.isfinite(scalars["train/total_loss"]) and out.left.verts3d.dtype == torch.float32   # losses in float32
+    assert seen == {"encoder": True, "mid_model": False, "decoder": False}, seen                  # the encoder alone
+    assert t.net.encoder_autocast is None and t.validate() is not None                           # validation in float32
 
 
 def test_mean_hand_start(data, tmp_path):
