@@ -17,7 +17,7 @@ import torch
 from fastcore.basics import patch
 
 from .config import get_config, checkpoint_file, merge_dict, EMBEDDED_CHECKPOINT, without_encoder_pretrain
-from .engines import OnnxNetwork, ReducedNetwork, TracedNetwork, export_onnx, onnxruntime_available
+from .engines import OnnxNetwork, ReducedNetwork, TracedNetwork, export_onnx, onnxruntime_available, run_autocast
 from .tensors import autocast_dtype
 
 from .io import CheckpointError, extract_state_dict, load_checkpoint, load_state_dict_checked
@@ -232,9 +232,7 @@ def _fast_network(self: Reconstructor, x: torch.Tensor) -> HandOutput:
             eng.failed = f"{type(e).__name__}: {e}"
             warnings.warn(f"the reduced-precision engine failed ({eng.failed}); using the module under autocast",
                           RuntimeWarning)
-    with torch.autocast(self.device.type, dtype=self.autocast):
-        out = self.model(x)
-    return out.apply(lambda t: t.float() if t.is_floating_point() else t)
+    return run_autocast(self.model, x, self.autocast)
 
 
 @patch(as_prop=True)
