@@ -164,9 +164,11 @@ def axis_to_pca(self: ManoLayer, axis: torch.Tensor, absolute: bool = False) -> 
 # %% ../nbs/02_mano.ipynb #03ccd8f0
 @patch
 def _derived(self: ManoLayer, dtype, device):
-    "Stacked blend directions and joint regression of the template and shape directions, cached per buffer state."
+    """Stacked blend directions and joint regression of the template and shape directions, cached per buffer state
+    and torch thread count (a product's last bit depends on the threads: a cache made under another count would
+    make a process's results differ from those of a fresh one, e.g. a pool worker's)."""
     srcs = (self.v_template, self.shapedirs, self.posedirs, self.J_regressor, self.weights)
-    key = (dtype, device, torch.is_inference_mode_enabled()) + tuple((t.data_ptr(), t._version) for t in srcs)
+    key = (dtype, device, torch.is_inference_mode_enabled(), torch.get_num_threads()) + tuple((t.data_ptr(), t._version) for t in srcs)
     if key != self._cache_key:
         with torch.no_grad():
             v, sd, pd, jr, w = (t.to(device=device, dtype=dtype) for t in srcs)

@@ -465,3 +465,18 @@ def test_mirror_model_involution(right_model):
         a = a.toarray() if hasattr(a, "toarray") else np.asarray(a)
         b = b.toarray() if hasattr(b, "toarray") else np.asarray(b)
         assert np.array_equal(a, b), k
+
+
+def test_derived_cache_follows_the_thread_count():
+    "Used under 2 threads, then under 1, a layer computes what a fresh copy computes under 1 (a pool worker's bytes)."
+    import copy
+    from intaghand.fixtures import random_mano_layers
+    from intaghand.pool import fixed_threads
+    layer = random_mano_layers(0)["right"]
+    g = torch.Generator().manual_seed(3)
+    width = 3 + (layer.ncomps if layer.use_pca else layer.hands_components.shape[1])
+    pose, shape = 0.5 * torch.randn(64, width, generator=g), torch.randn(64, 10, generator=g)
+    with fixed_threads(2): layer(pose, shape)
+    with fixed_threads(1):
+        used, fresh = layer(pose, shape), copy.deepcopy(layer)(pose, shape)
+    assert all(torch.equal(a, b) for a, b in zip(used, fresh))
