@@ -33,7 +33,7 @@ def _train_parser():
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: CUDA if available; under torchrun the "
                    "local rank's GPU)")
     p.add_argument("--amp", action="store_true", help="mixed precision: float16 autocast + GradScaler on CUDA, bfloat16 "
-                   "autocast on CPUs with native bfloat16 (AMX / AVX-512-BF16); float32 elsewhere")
+                   "autocast of the encoder on CPUs with native bfloat16 (AMX / AVX-512-BF16); float32 elsewhere")
     p.add_argument("--warmup_steps", type=int, default=0, help="linear LR warm-up over the first N steps (0: the original's "
                    "per-epoch warm-up only)")
     p.add_argument("--max_steps", type=int, default=None, help="stop after this many optimizer steps (saves latest.pth)")
