@@ -11,7 +11,8 @@ default: on a shared machine several threads make the numbers swing by 2-10x; `-
 default. The last line printed is one JSON object: `samples_per_s` is the trainer on the small preset,
 `ratio` = trainer / bare loop on the small preset (the cost of the data pipeline and bookkeeping; ≤ 1).
 Where the CPU has native bfloat16 (AMX / AVX-512-BF16) the small preset is also timed with `--amp` (bfloat16
-autocast): `small_bf16`, `bf16_speedup`; elsewhere they are null (bfloat16 would be emulated and slower).
+autocast of the encoder, as the trainer does there; its bare loop too): `small_bf16`, `bf16_speedup`; elsewhere
+they are null (bfloat16 would be emulated and slower).
 """
 import argparse
 import json
@@ -50,7 +51,9 @@ def measure(cfg, data, out, min_time, min_reps, amp: bool = False):
     fixed = next_batch()
 
     def bare_step():
-        out = t.model(fixed.img)
+        t.net.encoder_autocast = t.amp_dtype if t.amp else None      # the precision the trainer's step uses
+        try: out = t.model(fixed.img)
+        finally: t.net.encoder_autocast = None
         loss = compute_losses(LossPrediction.from_output(out), LossTarget.from_sample(fixed), t.specs, t.weights,
                               epoch=0, img_size=t.img_size)
         t.optimizer.zero_grad(set_to_none=True)
