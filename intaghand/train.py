@@ -161,7 +161,7 @@ def _build_network(self: Trainer, init_camera: bool, start_weights: bool) -> tor
     model = build_model(cfg if start_weights else without_encoder_pretrain(cfg))
     pretrain = str(cfg.MODEL_PARAM.MODEL_PRETRAIN_PATH) if start_weights else "none"   # resume() replaces them
     if pretrain.lower() not in ("", "none"):           # start from given weights, as the original does
-        load_weights(model, checkpoint_file(pretrain))
+        load_weights(model, checkpoint_file(pretrain), resize_grid=True)   # may come from another IMG_SIZE
     elif init_camera and start_weights:                 # a fresh run: start the camera head at the data's camera
         plain = HandDataset(self.data_path, "train", cfg=cfg, mano_layers=self.layers, train=False)
         init_camera_head(model, plain, n=256 if cfg.MODEL.MEAN_HAND else 32, weight_gain=0.1)
