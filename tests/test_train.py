@@ -384,3 +384,18 @@ def test_text_progress_redraws_at_most_every_interval(data, tmp_path, capsys, mo
     draws = [d for d in err.replace("\n", "\r").split("\r") if "epoch 1/2" in d]
     assert len(draws) == 2, draws                               # 2 steps, each with a new loss in its postfix
     assert draws[-1].startswith("epoch 1/2: 100%") and "2/2" in draws[-1] and "loss=" in draws[-1]
+
+
+def test_weights_from_another_input_size_start_a_run(full_run, data, tmp_path, capsys):
+    "A 64-pixel run's weights start a 128-pixel run: the grid embeddings are resized (and said so), the rest loads as is."
+    out, _ = full_run
+    w = export_weights(out / "best.pth", tmp_path / "w64.pth")
+    big = [x if x != "64" else "128" for x in TINY]
+    run = tmp_path / "run128"
+    assert train_main(["-", *big, "MODEL_PARAM.MODEL_PRETRAIN_PATH", str(w), "--preset", "small", "--data_path", str(data),
+                       "--out", str(run), "--no_progress", "--no_images", "--val_samples", "0", "--max_steps", "1"]) == 0
+    said = capsys.readouterr().out
+    assert "position embeddings resized 2×2 -> 4×4" in said and "w64.pth" in said
+    start, end = torch.load(w, weights_only=True), torch.load(run / "latest.pth", weights_only=True)["model"]
+    key = next(k for k in start if k.endswith("img_ex_left.encoder.position_embeddings.weight"))
+    assert tuple(start[key].shape) == (4, start[key].shape[1]) and tuple(end[key].shape) == (16, start[key].shape[1])
