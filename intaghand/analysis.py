@@ -91,8 +91,10 @@ def demo_image(size: int = 256) -> np.ndarray:
 
 # %% ../nbs/17b_analysis.ipynb #0fa6a11d
 def sample_images(root=None, limit: int = 12) -> dict:
-    "{name: image source} for the explorers: 'demo: two hands' (an RGB array) then the sample files (paths)."
-    return {"demo: two hands": demo_image(), **sample_image_paths(root, limit)}
+    """{name: image source} for the explorers: the sample files (paths) first, the explorers open on the first,
+    then 'demo: two hands' (an RGB array). The sample files are renders like the default model's training data;
+    the demo picture is flat-shaded template hands, nothing a trained model has seen (its meshes there say little)."""
+    return {**sample_image_paths(root, limit), "demo: two hands": demo_image()}
 
 
 def read_rgb(src) -> np.ndarray:
