@@ -63,6 +63,7 @@ def _defaults() -> CN:
     c.LOSS_WEIGHT.DATA = CN()
     c.LOSS_WEIGHT.DATA.LABEL_3D = 100
     c.LOSS_WEIGHT.DATA.LABEL_2D = 50
+    c.LOSS_WEIGHT.DATA.ROOT_3D = 0  # workbench: > 0 weighs the roots apart from the shape (losses: split_roots); 0: the original
     c.LOSS_WEIGHT.GRAPH = CN()
     c.LOSS_WEIGHT.GRAPH.NORM = CN()
     c.LOSS_WEIGHT.GRAPH.NORM.EDGE = 2000

@@ -6,8 +6,8 @@
 __all__ = ['SMOOTH_L1_BETA', 'PredictedHand', 'LossPrediction', 'HandTarget', 'LossTarget', 'HandMeshSpec', 'normalize_pixels',
            'vert2d_loss', 'vert3d_loss', 'joint_loss', 'face_edges', 'normal_loss', 'edge_length_loss', 'edge_alpha',
            'to_gcn_order', 'pool_vertices', 'gcn_pyramid', 'match_level', 'coarsen_losses', 'mask_loss', 'dense_loss',
-           'heatmap_loss', 'upsample_norm_loss', 'LossWeights', 'prepare_targets', 'hand_mesh_losses', 'LossBreakdown',
-           'compute_losses', 'StepLRWithWarmUp']
+           'heatmap_loss', 'upsample_norm_loss', 'LossWeights', 'prepare_targets', 'hand_mesh_losses', 'split_roots',
+           'LossBreakdown', 'compute_losses', 'StepLRWithWarmUp']
 
 # %% ../nbs/11_losses.ipynb #12b10248
 from dataclasses import dataclass, field, replace
@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch.optim.lr_scheduler import LRScheduler
 
-from .mano import HANDS, regress_joints
+from .mano import HANDS, ROOT_JOINT, regress_joints
 
 # %% ../nbs/11_losses.ipynb #75ddd4e4
 @dataclass
@@ -233,6 +233,7 @@ class LossWeights:
     mask: float = 500.0
     dense: float = 30.0
     hms: float = 100.0
+    root_3d: float = 0.0        # workbench: > 0 splits the 3D terms into shape and root position (`split_roots`)
 
     @classmethod
     def from_config(cls, cfg) -> "LossWeights":
@@ -240,7 +241,7 @@ class LossWeights:
         w = cfg.LOSS_WEIGHT
         return cls(float(w.DATA.LABEL_3D), float(w.DATA.LABEL_2D), float(w.GRAPH.NORM.NORMAL),
                    float(w.GRAPH.NORM.EDGE), int(w.GRAPH.NORM.NORM_EPOCH), float(w.NORM.UPSAMPLE),
-                   float(w.AUX.MASK), float(w.AUX.DENSEPOSE), float(w.AUX.HMS))
+                   float(w.AUX.MASK), float(w.AUX.DENSEPOSE), float(w.AUX.HMS), float(w.DATA.ROOT_3D))
 
 # %% ../nbs/11_losses.ipynb #83102c76
 def prepare_targets(target: LossTarget) -> LossTarget:
@@ -260,6 +261,20 @@ def hand_mesh_losses(pred: PredictedHand, gt: HandTarget, spec: HandMeshSpec, im
             "joint_loss": joint_loss(pred.verts3d, gt.v3d, spec.regressor),
             "norm_loss": normal_loss(pred.verts3d, gt.v3d, spec.faces),
             "edge_loss": edge_length_loss(pred.verts3d, gt.v3d, spec.faces)}
+
+# %% ../nbs/11_losses.ipynb #62302882
+def split_roots(pred: LossPrediction, target: LossTarget, specs: dict) -> tuple[LossPrediction, LossTarget, torch.Tensor]:
+    """(`pred` and `target` with each hand's 3D vertices, graph levels and joints moved to its own root, the L1 of
+    the predicted against the labelled roots, mean of the hands). Targets as after `prepare_targets`."""
+    preds, targets, errs = {}, {}, []
+    for h in HANDS:
+        p, g, J = getattr(pred, h), getattr(target, h), specs[h].regressor
+        rp = regress_joints(J, p.verts3d)[:, ROOT_JOINT:ROOT_JOINT + 1]
+        rg = regress_joints(J, g.v3d)[:, ROOT_JOINT:ROOT_JOINT + 1]
+        preds[h] = replace(p, verts3d=p.verts3d - rp, levels3d=[x - rp for x in p.levels3d])
+        targets[h] = replace(g, v3d=g.v3d - rg, j3d=None if g.j3d is None else g.j3d - rg)
+        errs.append(vert3d_loss(rp, rg))
+    return replace(pred, **preds), replace(target, **targets), (errs[0] + errs[1]) / 2
 
 # %% ../nbs/11_losses.ipynb #372508ea
 @dataclass
@@ -321,6 +336,8 @@ def compute_losses(pred: LossPrediction, target: LossTarget, specs: dict, weight
     if weights is None: weights = LossWeights()
     elif not isinstance(weights, LossWeights): weights = LossWeights.from_config(weights)
     if shift_right: target = prepare_targets(target)
+    root = None
+    if weights.root_3d > 0: pred, target, root = split_roots(pred, target, specs)
     per_hand, coarse = {}, {}
     for h in HANDS:
         p, g, s = getattr(pred, h), getattr(target, h), specs[h]
@@ -342,6 +359,9 @@ def compute_losses(pred: LossPrediction, target: LossTarget, specs: dict, weight
     w = weights
     mano_total = (w.label_3d * mano["vert3d_loss"] + w.label_2d * mano["vert2d_loss"] + w.label_3d * mano["joint_loss"]
                   + w.normal * mano["norm_loss"] + alpha * w.edge * mano["edge_loss"])
+    if root is not None:
+        terms["mano_root_loss"] = root
+        mano_total = mano_total + w.root_3d * root
     coarsen_total = _coarsen_terms(coarse, w, terms, ref)
     aux_total = _aux_terms(pred, target, w, terms, ref)
     upsample = w.upsample * mano["upsample_norm_loss"]
