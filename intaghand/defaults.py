@@ -107,7 +107,8 @@ PRESETS = {
 # epochs), no per-epoch warm-up (the trainer's --warmup_steps ramps the first steps instead), in-plane rotation
 # augmentation ±30° instead of ±90°, no dropout (a short from-scratch run underfits; with 0.05 the dropout noise in
 # the decoder is larger than the image-dependent part of its features, and the masks cost a fifth of the CPU step),
-# and a tenfold LR drop for the last epoch. Without ImageNet weights, start the encoder from
+# a tenfold LR drop for the last epoch, and the 3D terms split into shape and root position (LOSS_WEIGHT.DATA.ROOT_3D,
+# from stage 20 on: the right hand's labels carry the inter-hand offset, which drowned its shape). Without ImageNet weights, start the encoder from
 # `intaghand pretrain-encoder` (MODEL.ENCODER_PRETRAIN_PATH): from scratch the network stays at the mean hand.
 PRESETS["embedded"] = {**PRESETS["small"],
                        "MODEL.IMG_SIZE": 64,
@@ -117,4 +118,5 @@ PRESETS["embedded"] = {**PRESETS["small"],
                        "TRAIN.EPOCHS": 3,
                        "TRAIN.lr_decay_step": 2,
                        "TRAIN.dropout": 0.0,
-                       "DATA_AUGMENT.THETA": 30}
+                       "DATA_AUGMENT.THETA": 30,
+                       "LOSS_WEIGHT.DATA.ROOT_3D": 100}
