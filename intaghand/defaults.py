@@ -108,7 +108,7 @@ PRESETS = {
 # augmentation ±30° instead of ±90°, no dropout (a short from-scratch run underfits; with 0.05 the dropout noise in
 # the decoder is larger than the image-dependent part of its features, and the masks cost a fifth of the CPU step),
 # a tenfold LR drop for the last epoch, and the 3D terms split into shape and root position (LOSS_WEIGHT.DATA.ROOT_3D,
-# from stage 20 on: the right hand's labels carry the inter-hand offset, which drowned its shape). Without ImageNet weights, start the encoder from
+# from stage 19 on: the right hand's labels carry the inter-hand offset, which drowned its shape). Without ImageNet weights, start the encoder from
 # `intaghand pretrain-encoder` (MODEL.ENCODER_PRETRAIN_PATH): from scratch the network stays at the mean hand.
 PRESETS["embedded"] = {**PRESETS["small"],
                        "MODEL.IMG_SIZE": 64,

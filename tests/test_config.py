@@ -153,6 +153,6 @@ def test_embedded_preset_is_the_small_network_with_the_cpu_recipe():
     assert b.LOSS_WEIGHT.GRAPH.NORM.NORM_EPOCH == 0 and b.TRAIN.warm_up == 0 and b.DATA_AUGMENT.THETA == 30
     assert b.TRAIN.dropout == 0 and a.TRAIN.dropout == 0.05 and (b.TRAIN.EPOCHS, b.TRAIN.lr_decay_step) == (3, 2)
     assert (b.MODEL.ENCODER_TYPE, list(b.MODEL.GCN_IN_DIM)) == (a.MODEL.ENCODER_TYPE, list(a.MODEL.GCN_IN_DIM))
-    assert b.LOSS_WEIGHT.DATA.ROOT_3D == 100 and a.LOSS_WEIGHT.DATA.ROOT_3D == 0     # shape and roots apart (stage 20 on)
+    assert b.LOSS_WEIGHT.DATA.ROOT_3D == 100 and a.LOSS_WEIGHT.DATA.ROOT_3D == 0     # shape and roots apart (stage 19 on)
     assert not get_config().MODEL.MEAN_HAND                       # the default config stays the original's
     assert get_config().LOSS_WEIGHT.DATA.ROOT_3D == 0
