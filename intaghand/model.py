@@ -21,7 +21,7 @@ from fastcore.basics import patch
 from torch import nn
 
 from .config import get_config, graph_asset, resolve_path
-from .io import load_checkpoint, extract_state_dict, load_state_dict_checked, safe_load_pickle
+from .io import load_checkpoint, extract_state_dict, load_state_dict_checked, safe_load_pickle, strip_prefix
 from .layers import LN_EPS, _Slot, _xavier_init, DualGraph, capture_attention, projection_batch
 from .layers import graph_avg_pool, graph_upsample
 from .mano import HANDS, joint_regressor_21
@@ -416,7 +416,7 @@ def load_weights(model: nn.Module, checkpoint, resize_grid: bool = False) -> nn.
     source = str(checkpoint) if not isinstance(checkpoint, dict) else "state dict"
     state = extract_state_dict(load_checkpoint(checkpoint) if not isinstance(checkpoint, dict) else checkpoint)
     if resize_grid:
-        state, resized = resize_grid_embeddings(state, model)
+        state, resized = resize_grid_embeddings(strip_prefix(state), model)   # DDP keys too
         if resized: print(f"{source}: image-grid position embeddings resized {resized[0][1]}×{resized[0][1]} -> "
                           f"{resized[0][2]}×{resized[0][2]} for this MODEL.IMG_SIZE ({len(resized)} tensors, bilinear)")
     return load_state_dict_checked(model, state, source=source)
