@@ -77,6 +77,7 @@ _RULES = {
     "TRAIN.LR": (False, 0, True, None, False),
     "TRAIN.lr_decay_gamma": (False, 0, True, None, False),
     "TRAIN.dropout": (False, 0, False, 1, True),
+    "TRAIN.EMA_DECAY": (False, 0, False, 1, True),
 }
 
 

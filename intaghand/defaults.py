@@ -55,6 +55,7 @@ def _defaults() -> CN:
     c.TRAIN.BATCH_SIZE = 64
     c.TRAIN.LR = 1.0e-4
     c.TRAIN.dropout = 0.05
+    c.TRAIN.EMA_DECAY = 0.0  # workbench: > 0 also keeps a moving average of the weights (train: WeightEMA); 0: the original
     c.LOSS_WEIGHT = CN()
     c.LOSS_WEIGHT.AUX = CN()
     c.LOSS_WEIGHT.AUX.DENSEPOSE = 30

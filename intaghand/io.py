@@ -246,8 +246,10 @@ def load_checkpoint(path, map_location="cpu"):
 
 # %% ../nbs/01_io.ipynb #9da13a25
 def extract_state_dict(obj) -> dict:
-    "The model weights of a loaded checkpoint: a plain state dict, or the `model` entry of a training checkpoint."
-    if isinstance(obj, dict) and "model" in obj and isinstance(obj["model"], dict): obj = obj["model"]
+    """The model weights of a loaded checkpoint: a plain state dict, or of a training checkpoint its moving average of
+    the weights (`ema`, kept when the run set TRAIN.EMA_DECAY) or else its `model` entry."""
+    if isinstance(obj, dict) and isinstance(obj.get("ema"), dict): obj = obj["ema"]
+    elif isinstance(obj, dict) and "model" in obj and isinstance(obj["model"], dict): obj = obj["model"]
     if isinstance(obj, dict) and "state_dict" in obj and isinstance(obj["state_dict"], dict): obj = obj["state_dict"]
     if not isinstance(obj, dict): raise CheckpointError(f"expected a state dict, found {type(obj).__name__}")
     return obj

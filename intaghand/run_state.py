@@ -26,7 +26,8 @@ from .run_files import CHECKPOINT_FORMAT, read_log
 class RunState:
     """Where a training run stands (epoch, step, position in the epoch, best validation, wall clock, stop flag) and
     its checkpoint; the trainer's base class. The host provides `net`, `optimizer`, `scheduler`, `scaler`, `dist`,
-    `cfg`, `batch_size`, `global_batch_size`, `seed`, `max_steps`, `out` and `log_path`."""
+    `cfg`, `batch_size`, `global_batch_size`, `seed`, `max_steps`, `out` and `log_path`, and may provide `ema` (a
+    moving average of the weights with `state_dict`, `load_state_dict` and `reset`; None or absent: none)."""
 
 
 @patch
@@ -82,7 +83,8 @@ def state_dict(self: RunState) -> dict:
             "epoch": self.epoch, "step": self.step, "batch_in_epoch": self.batch_in_epoch,
             "best_metric": float(self.best_metric), "best_epoch": self.best_epoch, "config": config_to_yaml(self.cfg),
             "rng": rngs, "world_size": self.dist.world_size, "batch_size": self.batch_size, "seed": self.seed,
-            "wall_time": self.wall_time()}
+            "wall_time": self.wall_time(),
+            **({"ema": self.ema.state_dict()} if getattr(self, "ema", None) is not None else {})}
 
 
 @patch
@@ -101,6 +103,7 @@ def load_state_dict(self: RunState, ck: dict, source: str = "checkpoint"):
         raise CheckpointError(f"{source} is not a training checkpoint of this trainer (format {ck.get('format')!r}); "
                               "to start from plain weights set MODEL_PARAM.MODEL_PRETRAIN_PATH instead of resuming")
     load_state_dict_checked(self.net, ck["model"], source=source)
+    self._load_ema(ck, source)
     self.optimizer.load_state_dict(ck["optimizer"])
     self.scheduler.load_state_dict(ck["scheduler"])
     if ck.get("scaler"): self.scaler.load_state_dict(ck["scaler"])
@@ -117,6 +120,18 @@ def load_state_dict(self: RunState, ck: dict, source: str = "checkpoint"):
     rngs = ck["rng"]
     set_rng_state(rngs[self.dist.rank] if self.dist.rank < len(rngs) else rngs[0])
     return self
+
+
+@patch
+def _load_ema(self: RunState, ck: dict, source: str):
+    "The moving average from `ck` when the host keeps one; a checkpoint without it restarts the average at its weights."
+    ema = getattr(self, "ema", None)
+    if ema is None: return
+    if isinstance(ck.get("ema"), dict): ema.load_state_dict(ck["ema"], source=f"{source} (its moving average)")
+    else:
+        ema.reset(self.net)
+        warnings.warn(f"{source} keeps no moving average of the weights (TRAIN.EMA_DECAY was 0); the average starts "
+                      "again from its weights")
 
 
 @patch
