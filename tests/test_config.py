@@ -156,3 +156,4 @@ def test_embedded_preset_is_the_small_network_with_the_cpu_recipe():
     assert b.LOSS_WEIGHT.DATA.ROOT_3D == 100 and a.LOSS_WEIGHT.DATA.ROOT_3D == 0     # shape and roots apart (stage 19 on)
     assert not get_config().MODEL.MEAN_HAND                       # the default config stays the original's
     assert get_config().LOSS_WEIGHT.DATA.ROOT_3D == 0
+    assert b.TRAIN.EMA_DECAY == 0.999 and a.TRAIN.EMA_DECAY == 0 == get_config().TRAIN.EMA_DECAY   # averaged weights (stage 23 on)
